@@ -1,0 +1,1 @@
+"""Analytical decomposition of vLLM scheduler-step durations."""

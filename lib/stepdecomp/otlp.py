@@ -1,0 +1,122 @@
+"""The trace format (../docs: trace-format): OTLP JSON lines carrying vLLM step and journey events.
+
+One place knows the event names, attribute keys and their types; the loader decodes with
+it and the fixture / reference-data writers encode with it, so the two cannot drift.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping, Sequence
+
+import orjson
+
+BATCH_SUMMARY = "step.BATCH_SUMMARY"
+JOURNEY_PREFIX = "journey."
+JOURNEY_EVENTS = ("QUEUED", "SCHEDULED", "FIRST_TOKEN", "FINISHED", "PREEMPTED")
+REQUEST_ID_KEY = "gen_ai.request.id"
+STEP_SCOPE = "vllm.scheduler.step"
+STEP_SPAN = "scheduler_steps"
+JOURNEY_SCOPE = "vllm.scheduler"
+JOURNEY_SPAN = "llm_core"
+
+#: step.BATCH_SUMMARY attributes, in the order the format documents them, with their kind.
+STEP_ATTRS: dict[str, str] = {
+    "step.id": "int",
+    "step.ts_start_ns": "int",
+    "step.ts_end_ns": "int",
+    "step.duration_us": "int",
+    "batch.prefill_tokens": "int",
+    "batch.decode_tokens": "int",
+    "batch.num_prefill_reqs": "int",
+    "batch.num_decode_reqs": "int",
+    "batch.scheduled_tokens": "int",
+    "batch.num_finished": "int",
+    "batch.num_preempted": "int",
+    "queue.running_depth": "int",
+    "queue.waiting_depth": "int",
+    "kv.usage_gpu_ratio": "float",
+    "kv.blocks_total_gpu": "int",
+    "kv.blocks_free_gpu": "int",
+}
+
+#: journey.* event attributes and their kind.
+JOURNEY_ATTRS: dict[str, str] = {
+    "scheduler.step": "int",
+    "ts.monotonic": "float",
+    "phase": "str",
+    "prefill.total_tokens": "int",
+    "prefill.done_tokens": "int",
+    "decode.max_tokens": "int",
+    "decode.done_tokens": "int",
+    "schedule.kind": "str",
+    "finish.status": "str",
+    "num_preemptions": "int",
+}
+
+
+# --------------------------------------------------------------------------- decoding
+
+def attr_value(value: Mapping[str, Any]) -> Any:
+    """Decode one OTLP AnyValue. 64-bit ints arrive as strings ("intValue": "29")."""
+    if "intValue" in value:
+        return int(value["intValue"])
+    if "doubleValue" in value:
+        return float(value["doubleValue"])
+    if "stringValue" in value:
+        return value["stringValue"]
+    if "boolValue" in value:
+        return bool(value["boolValue"])
+    return None
+
+
+def attrs_to_dict(attributes: Iterable[Mapping[str, Any]] | None) -> dict[str, Any]:
+    return {a["key"]: attr_value(a.get("value") or {}) for a in attributes or ()}
+
+
+def iter_spans(request: Mapping[str, Any]) -> Iterable[Mapping[str, Any]]:
+    """Every span of one ExportTraceServiceRequest, whatever its scope."""
+    for rs in request.get("resourceSpans") or ():
+        for ss in rs.get("scopeSpans") or ():
+            yield from ss.get("spans") or ()
+
+
+# --------------------------------------------------------------------------- encoding
+
+def encode_attr(key: str, value: Any) -> dict[str, Any]:
+    if isinstance(value, bool):
+        return {"key": key, "value": {"boolValue": value}}
+    if isinstance(value, int):
+        return {"key": key, "value": {"intValue": str(value)}}
+    if isinstance(value, float):
+        return {"key": key, "value": {"doubleValue": value}}
+    return {"key": key, "value": {"stringValue": str(value)}}
+
+
+def encode_attrs(attrs: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return [encode_attr(k, v) for k, v in attrs.items() if v is not None]
+
+
+def event(name: str, time_ns: int, attrs: Mapping[str, Any]) -> dict[str, Any]:
+    return {"timeUnixNano": str(int(time_ns)), "name": name, "attributes": encode_attrs(attrs)}
+
+
+def span(name: str, trace_id: str, span_id: str, start_ns: int, end_ns: int,
+         events: Sequence[Mapping[str, Any]], attrs: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"traceId": trace_id, "spanId": span_id, "name": name, "kind": 1,
+                           "startTimeUnixNano": str(int(start_ns)),
+                           "endTimeUnixNano": str(int(end_ns))}
+    if attrs:
+        out["attributes"] = encode_attrs(attrs)
+    out["events"] = list(events)
+    return out
+
+
+def export_line(scope_spans: Mapping[str, Sequence[Mapping[str, Any]]],
+                service_name: str = "vllm") -> bytes:
+    """One JSON line: an ExportTraceServiceRequest holding the given spans per scope name."""
+    request = {"resourceSpans": [{
+        "resource": {"attributes": encode_attrs({"service.name": service_name})},
+        "scopeSpans": [{"scope": {"name": scope}, "spans": list(spans)}
+                       for scope, spans in scope_spans.items() if spans],
+    }]}
+    return orjson.dumps(request) + b"\n"
