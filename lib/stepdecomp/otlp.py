@@ -2,6 +2,30 @@
 
 One place knows the event names, attribute keys and their types; the loader decodes with
 it and the fixture / reference-data writers encode with it, so the two cannot drift.
+
+Journey semantics this repository relies on (the reference-data replay writes them this
+way; the reconstruction in ``reconstruct.py`` reads them this way). Every journey event
+carries ``scheduler.step``; a request's life is split into *segments*, each opened by a
+``journey.SCHEDULED`` event (``schedule.kind`` FIRST, then RESUME after a preemption):
+
+* ``QUEUED``: ``scheduler.step`` = id of the next step to be scheduled when it arrived.
+* ``SCHEDULED`` at step S: the request runs in step S. ``prefill.done_tokens`` = prompt
+  tokens already in KV at admission (prefix-cache hits; at least one token is always
+  computed); ``decode.done_tokens`` = k0, output tokens generated before this segment.
+  The segment computes T = prefill.total_tokens + k0 - prefill.done_tokens tokens of
+  prefill (on RESUME the prompt and the k0 generated tokens are recomputed).
+* ``FIRST_TOKEN`` at step F: the step whose prefill chunk completed the prompt and sampled
+  output token 1 (``decode.done_tokens`` = 1). Only emitted once per request.
+* ``PREEMPTED`` at step P, and ``FINISHED`` with ``finish.status`` = ``aborted``: the
+  request is no longer in step P (it last ran in step P-1). ``decode.done_tokens`` = k1.
+* ``FINISHED`` (stopped / length) at step X: the step that produced its last token (k1).
+* A segment that ends at last-run step X with k1 > k0 completed its prefill at
+  E = X - (k1 - k0 - 1) (E = F for the first segment) and decoded one token per step in
+  E+1..X; the context (KV) length it attends at decode step s is
+  prefill.total_tokens + k0 + (s - E). With k1 == k0 the segment was all prefill.
+* Prefill chunks are greedy under max_num_batched_tokens B: in a step, decodes take one
+  token each, then prefilling requests in admission order take min(remaining, B - used).
+  Admission order within a step is the order of the SCHEDULED events' ``ts.monotonic``.
 """
 
 from __future__ import annotations
