@@ -129,6 +129,11 @@ def discover(root: Path, models_dir: Path = MODELS_DIR) -> Discovery:
             skipped.append((d.name, "name does not contain -tp<N>-"))
             continue
         exp = read_experiment(d, models_dir)
+        if not (models_dir / exp.hf_id / "config.json").is_file():
+            raise UnknownModelError(
+                f"{d.name}: unknown model {exp.hf_id!r}: no config.json at "
+                f"{display_path(models_dir / exp.hf_id / 'config.json')}. Put the model's Hugging "
+                f"Face config.json there.")
         if exp.trace_path is None:
             skipped.append((d.name, "no traces.json"))
             continue

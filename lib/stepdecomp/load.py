@@ -263,3 +263,12 @@ def load_dataset(root: str | os.PathLike[str], cache_root: Path = INTERIM_DIR,
     return Dataset(root=Path(root), experiments=found.experiments, steps=all_steps,
                    journeys=pd.concat(journeys, ignore_index=True), parse_report=report,
                    skipped=found.skipped)
+
+
+def experiment_table(ds: Dataset) -> pd.DataFrame:
+    """One row per experiment: how it was resolved and what it holds."""
+    rows = [{"experiment_id": e.experiment_id, "model": e.model, "hf_id": e.hf_id, "tp": e.tp,
+             "workload": e.workload, "max_num_batched_tokens": e.max_num_batched_tokens}
+            for e in ds.experiments]
+    counts = ds.parse_report[["experiment_id", "steps", "journey_events"]]
+    return pd.DataFrame(rows).merge(counts, on="experiment_id", how="left")

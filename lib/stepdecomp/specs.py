@@ -9,6 +9,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Iterable
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 from .paths import HARDWARE_DIR, MODELS_DIR, display_path
 
@@ -151,6 +155,24 @@ def load_model_spec(hf_id: str, models_dir: Path = MODELS_DIR) -> ModelSpec:
             f"Put the model's Hugging Face config.json there (and, if experiment directories "
             f"name it by a slug, add the slug to {display_path(models_dir / 'slugs.yaml')}).")
     return ModelSpec.from_hf_config(hf_id, json.loads(path.read_text()))
+
+
+def load_model_specs(hf_ids: Iterable[str], models_dir: Path = MODELS_DIR) -> dict[str, ModelSpec]:
+    """ModelSpec for each distinct hf_id (e.g. ``steps["hf_id"].unique()``)."""
+    return {h: load_model_spec(h, models_dir) for h in sorted(set(hf_ids))}
+
+
+def specs_table(specs: dict[str, ModelSpec]) -> "pd.DataFrame":
+    """The architecture symbols of each model, one row per HF id, for display."""
+    import pandas as pd
+
+    return pd.DataFrame([{
+        "hf_id": h, "layers": s.num_layers, "d": s.hidden_size, "heads": s.num_heads,
+        "kv_heads": s.num_kv_heads, "d_head": s.head_dim, "d_ff": s.intermediate_size,
+        "experts": s.num_experts, "active_experts": s.experts_per_token,
+        "seed_moe_factor": s.seed_moe_factor,
+        "non_embedding_params_b": round(s.non_embedding_params / 1e9, 3),
+        "total_params_b": round(s.total_params / 1e9, 3)} for h, s in specs.items()])
 
 
 @dataclass(frozen=True)

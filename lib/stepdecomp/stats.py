@@ -119,9 +119,11 @@ class Verdict:
                 f"pure-phase subset (at least {self.required} needed): {self.label}.")
 
 
-def hypothesis_verdict(components: pd.DataFrame,
+def hypothesis_verdict(pure: pd.DataFrame,
                        rows: Sequence[tuple[str, str]] = HYPOTHESIS_ROWS) -> Verdict:
-    """Evaluate the seed's hypothesis; an N/A r does not pass."""
-    table = pure_phase_correlations(components, rows)
+    """Evaluate the seed's hypothesis on a pure-phase table (pure_phase_correlations);
+    an N/A r does not pass."""
+    keys = pd.DataFrame(list(rows), columns=["subset", "component"])
+    table = keys.merge(pure, on=["subset", "component"], how="left")
     table["passed"] = table["pearson_r"].gt(R_THRESHOLD)
     return Verdict(table=table, passing=int(table["passed"].sum()))

@@ -1,0 +1,75 @@
+# Analytical decomposition of vLLM step time — `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PYTHON ?= python3
+# Your own traces: make report DATA=/path/to/ground_truth OUT=/some/dir
+DATA   ?=
+OUT    ?=
+# The report notebooks, in the order they run (each reads what the previous ones wrote).
+NOTEBOOKS := 01_load 02_decompose 03_phases 04_correlation 05_plots 06_report
+NOTEBOOK_FILES := $(NOTEBOOKS:%=notebooks/%.ipynb)
+BUNDLED := data/raw
+# The bundled dataset is complete when its generator wrote this stamp last.
+BUNDLED_STAMP := $(BUNDLED)/.complete
+SANITIZE := tests/nbval-sanitize.cfg
+
+export TQDM_DISABLE ?= 1
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: help setup data report test unit nbval lab bench notebooks clean distclean
+
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@echo "  Variables: DATA=<ground-truth root> OUT=<report dir> (report), VENV=$(VENV)"
+
+$(VENV)/.installed: pyproject.toml environment.yml
+	@if command -v conda >/dev/null 2>&1 && [ -z "$$NO_CONDA" ]; then \
+		echo "creating conda environment in $(VENV) from environment.yml"; \
+		conda env create --yes -p $(VENV) -f environment.yml; \
+	else \
+		echo "creating virtualenv in $(VENV) (pip, from pyproject.toml)"; \
+		$(PYTHON) -m venv $(VENV) && $(PY) -m pip install --quiet --upgrade pip && \
+		$(PY) -m pip install --quiet -e .; \
+	fi
+	@touch $@
+
+setup: $(VENV)/.installed ## Create the environment (conda if present, else a pip venv)
+
+$(BUNDLED_STAMP): lib/stepdecomp/replay.py lib/stepdecomp/kernels.py $(wildcard data/workloads/*/*.yaml) | $(VENV)/.installed
+	$(PY) -m stepdecomp.replay --out $(BUNDLED)
+	@touch $@
+
+data: $(BUNDLED_STAMP) ## Generate the bundled reference dataset in data/raw (deterministic replay)
+
+report: setup $(if $(DATA),,$(BUNDLED_STAMP)) ## Run notebooks 01-06 -> reports/ + figures/ (or DATA=... OUT=...)
+	@echo "running $(words $(NOTEBOOKS)) notebooks on $(if $(DATA),$(DATA),the bundled dataset)"
+	$(PY) -m stepdecomp.runner $(NOTEBOOK_FILES) $(if $(DATA),--data "$(DATA)") $(if $(OUT),--out "$(OUT)")
+	@echo "findings: $(if $(OUT),$(OUT),reports)/FINDINGS.md"
+
+notebooks: report ## Refresh the committed notebooks' outputs from the default report
+	$(PY) -m stepdecomp.runner --refresh-committed $(NOTEBOOK_FILES)
+
+unit: setup ## Unit tests of lib/ (pytest)
+	$(PY) -m pytest tests
+
+nbval: setup $(BUNDLED_STAMP) ## Re-execute the committed notebooks and compare outputs (nbval)
+	@tmp=$$(mktemp -d) && STEPDECOMP_OUT=$$tmp/nbval-out $(PY) -m pytest --nbval notebooks \
+		--nbval-sanitize-with $(SANITIZE) -p no:cacheprovider; rc=$$?; rm -rf $$tmp; exit $$rc
+
+test: unit nbval ## Everything CI runs: unit tests, then nbval on the notebooks
+
+lab: setup ## Open JupyterLab on notebooks/ with the library importable
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
+
+bench: setup ## Loader speed: orjson loader vs json.loads loop, and cached reload (ratios)
+	$(PY) tests/bench_loader.py
+
+clean: ## Remove caches and the scratch output of a report run (keeps data/raw)
+	rm -rf data/interim/traces reports/interim .pytest_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean ## Also remove the environment and the generated dataset
+	rm -rf $(VENV) $(filter-out $(BUNDLED)/.gitkeep,$(wildcard $(BUNDLED)/*)) $(BUNDLED_STAMP)

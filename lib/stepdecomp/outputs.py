@@ -1,0 +1,123 @@
+"""Where a report run writes, and the artefacts the notebooks hand to each other.
+
+Layout under OUT (``reports/`` by default; see DESIGN's output contract)::
+
+    OUT/FINDINGS.md
+    OUT/tables/{phase_breakdown,pure_phase_correlations,per_experiment_correlations}.csv
+    OUT/tables/step_components.parquet
+    OUT/notebooks/*.ipynb, *.html       (written by the runner)
+    OUT/interim/                        (hand-over between notebooks; not part of the contract)
+    FIGURES/*.png                       (figures/ for the default report, else OUT/figures)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from .load import Dataset
+from .paths import display_path, resolve_data_root, resolve_figures_dir, resolve_out_dir
+
+
+@dataclass(frozen=True)
+class RunDirs:
+    data_root: Path
+    out: Path
+    figures: Path
+
+    @property
+    def tables(self) -> Path:
+        return self.out / "tables"
+
+    @property
+    def interim(self) -> Path:
+        return self.out / "interim"
+
+    @property
+    def notebooks(self) -> Path:
+        return self.out / "notebooks"
+
+    @property
+    def findings(self) -> Path:
+        return self.out / "FINDINGS.md"
+
+    def make(self) -> "RunDirs":
+        for d in (self.out, self.tables, self.interim, self.figures):
+            d.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def describe(self) -> pd.Series:
+        return pd.Series({"data root": display_path(self.data_root), "output": display_path(self.out),
+                          "figures": display_path(self.figures)})
+
+
+def run_dirs(data_root: str | None = None, out_dir: str | None = None,
+             figures_dir: str | None = None) -> RunDirs:
+    """Resolve a run's directories from notebook parameters (empty string = default)."""
+    out = resolve_out_dir(out_dir or None)
+    return RunDirs(data_root=resolve_data_root(data_root or None), out=out,
+                   figures=resolve_figures_dir(out, figures_dir or None)).make()
+
+
+# --------------------------------------------------------------------------- hand-over
+
+def save_dataset(dirs: RunDirs, ds: Dataset) -> None:
+    ds.steps.to_parquet(dirs.interim / "steps.parquet", index=False)
+    ds.journeys.to_parquet(dirs.interim / "journeys.parquet", index=False)
+    ds.parse_report.to_csv(dirs.interim / "parse_report.csv", index=False)
+    meta = {"data_root": display_path(ds.root), "skipped": ds.skipped,
+            "experiments": [e.experiment_id for e in ds.experiments]}
+    (dirs.interim / "dataset.json").write_text(json.dumps(meta, indent=1))
+
+
+def read_steps(dirs: RunDirs) -> pd.DataFrame:
+    return _read(dirs.interim / "steps.parquet", "01_load")
+
+
+def read_journeys(dirs: RunDirs) -> pd.DataFrame:
+    return _read(dirs.interim / "journeys.parquet", "01_load")
+
+
+def read_parse_report(dirs: RunDirs) -> pd.DataFrame:
+    _require(dirs.interim / "parse_report.csv", "01_load")
+    return pd.read_csv(dirs.interim / "parse_report.csv")
+
+
+def read_dataset_meta(dirs: RunDirs) -> dict:
+    _require(dirs.interim / "dataset.json", "01_load")
+    return json.loads((dirs.interim / "dataset.json").read_text())
+
+
+def components_path(dirs: RunDirs) -> Path:
+    return dirs.tables / "step_components.parquet"
+
+
+def read_components(dirs: RunDirs) -> pd.DataFrame:
+    return _read(components_path(dirs), "02_decompose")
+
+
+def write_table(dirs: RunDirs, name: str, frame: pd.DataFrame) -> Path:
+    """A contract table as CSV; N/A values are empty cells."""
+    path = dirs.tables / f"{name}.csv"
+    frame.to_csv(path, index=False, na_rep="")
+    return path
+
+
+def read_table(dirs: RunDirs, name: str, producer: str) -> pd.DataFrame:
+    path = dirs.tables / f"{name}.csv"
+    _require(path, producer)
+    return pd.read_csv(path)
+
+
+def _require(path: Path, producer: str) -> None:
+    if not path.is_file():
+        raise FileNotFoundError(f"{display_path(path)} is missing: run notebook {producer} first "
+                                f"(or `make report`), with the same out_dir")
+
+
+def _read(path: Path, producer: str) -> pd.DataFrame:
+    _require(path, producer)
+    return pd.read_parquet(path)

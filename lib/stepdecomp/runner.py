@@ -1,0 +1,99 @@
+"""Execute report notebooks with papermill and render them to HTML (what `make report` calls).
+
+    python -m stepdecomp.runner notebooks/01_load.ipynb [more.ipynb ...] \
+        [--data ROOT] [--out DIR] [--figures DIR] [--hardware NAME]
+
+Notebooks run in the order given, each in notebooks/ as working directory, writing
+OUT/notebooks/<name>.ipynb and .html. Only the options given become papermill parameters, so
+the default report's executed notebooks equal the committed ones plus outputs. A failing
+cell stops the run with exit status 1 and a message naming the notebook and the cell.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from .paths import NOTEBOOKS_DIR, REPORTS_DIR, display_path, resolve_out_dir
+
+
+class NotebookFailed(RuntimeError):
+    pass
+
+
+def render_html(notebook: Path) -> Path:
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    body, _ = HTMLExporter().from_notebook_node(nbformat.read(notebook, as_version=4))
+    out = notebook.with_suffix(".html")
+    out.write_text(body, encoding="utf-8")
+    return out
+
+
+def run_notebook(src: Path, dst: Path, parameters: dict[str, str]) -> None:
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    try:
+        pm.execute_notebook(str(src), str(dst), parameters=parameters, kernel_name="python3",
+                            cwd=str(NOTEBOOKS_DIR), progress_bar=False, log_output=False)
+    except PapermillExecutionError as exc:
+        raise NotebookFailed(
+            f"notebook {src.name} failed in cell {exc.cell_index} (execution count "
+            f"{exc.exec_count}): {exc.ename}: {exc.evalue}\n"
+            f"the partially executed notebook is {display_path(dst)}") from None
+    render_html(dst)
+
+
+def refresh_committed(names: list[str]) -> None:
+    """Copy the default report's executed notebooks over notebooks/, without papermill's
+    run metadata (timings), so that nbval compares against the default report's outputs."""
+    import nbformat
+
+    for name in names:
+        nb = nbformat.read(REPORTS_DIR / "notebooks" / name, as_version=4)
+        nb.metadata.pop("papermill", None)
+        for cell in nb.cells:
+            cell.metadata.pop("papermill", None)
+            cell.metadata.pop("execution", None)
+        nbformat.write(nb, NOTEBOOKS_DIR / name)
+        print(f"  refreshed notebooks/{name}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("notebooks", nargs="+", type=Path)
+    ap.add_argument("--data", default="", help="ground-truth root (default: the bundled dataset)")
+    ap.add_argument("--out", default="", help="report directory (default: reports/)")
+    ap.add_argument("--figures", default="", help="figures directory (default: figures/ or OUT/figures)")
+    ap.add_argument("--hardware", default="", help="hardware spec name under data/hardware/")
+    ap.add_argument("--refresh-committed", action="store_true",
+                    help="copy reports/notebooks/<name> over notebooks/<name> (after a default report)")
+    args = ap.parse_args(argv)
+    if args.refresh_committed:
+        refresh_committed([nb.name for nb in args.notebooks])
+        return 0
+    params = {k: str(Path(v).resolve()) if k != "hardware" else v
+              for k, v in {"data_root": args.data, "out_dir": args.out, "figures_dir": args.figures,
+                           "hardware": args.hardware}.items() if v}
+    out = resolve_out_dir(params.get("out_dir"))
+    for nb in args.notebooks:
+        dst = out / "notebooks" / nb.name
+        t0 = time.perf_counter()
+        try:
+            run_notebook(nb.resolve(), dst, params)
+        except NotebookFailed as exc:
+            print(f"make report: {exc}", file=sys.stderr)
+            return 1
+        print(f"  {nb.name:<22} {time.perf_counter() - t0:6.1f} s  -> {display_path(dst)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

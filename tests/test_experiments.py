@@ -1,0 +1,65 @@
+import pytest
+
+from stepdecomp.experiments import discover, parse_dir_name, read_experiment
+from stepdecomp.specs import UnknownModelError
+
+
+@pytest.mark.parametrize("name, slug, tp, workload", [
+    ("20260217-155451-llama-2-7b-tp1-codegen", "llama-2-7b", 1, "codegen"),
+    ("20260217-203421-llama-2-70b-hf-tp4-codegen", "llama-2-70b-hf", 4, "codegen"),
+    ("20260218-120914-mixtral-8x7b-v0-1-tp2-reasoning", "mixtral-8x7b-v0-1", 2, "reasoning"),
+    ("20260301-000000-llama-2-7b-tp1-general-lite", "llama-2-7b", 1, "general-lite"),
+    ("63-mistral-nemo-12b-tp1-codegen-1-1", "mistral-nemo-12b", 1, "codegen"),
+    ("20260301-000000-foo-tp2-bar-tp8-reasoning-lite", "foo-tp2-bar", 8, "reasoning-lite"),
+])
+def test_dir_names_split_on_the_last_tp(name, slug, tp, workload):
+    d = parse_dir_name(name)
+    assert (d.model_slug, d.tp, d.workload) == (slug, tp, workload)
+
+
+def test_dir_name_without_tp_is_rejected():
+    with pytest.raises(ValueError, match="-tp<N>-"):
+        parse_dir_name("20260101-000000-llama-2-7b-general")
+
+
+def test_exp_config_is_the_authority(fixture_root):
+    e = read_experiment(fixture_root / "20260101-010000-mixtral-8x7b-v0-1-tp2-codegen")
+    assert (e.model, e.hf_id, e.tp, e.workload) == ("mixtral-8x7b-v0-1", "mistralai/Mixtral-8x7B-v0.1", 2, "codegen")
+    assert e.max_num_batched_tokens == 2048
+    assert e.trace_path.name == "traces.json.gz"
+
+
+def test_slug_and_tp_from_directory_name_without_exp_config(fixture_root):
+    e = read_experiment(fixture_root / "20260101-020000-llama-2-70b-hf-tp4-reasoning")
+    assert (e.model, e.hf_id, e.tp) == ("llama-2-70b-hf", "meta-llama/Llama-2-70b-hf", 4)
+    assert e.max_num_batched_tokens is None
+
+
+def test_exp_config_tp_overrides_directory(tmp_path):
+    d = tmp_path / "20260101-000000-llama-2-7b-tp1-general"
+    d.mkdir()
+    (d / "exp-config.yaml").write_text("model: meta-llama/Llama-2-7b-hf\ntensor_parallelism: 2\n")
+    assert read_experiment(d).tp == 2
+
+
+def test_unknown_slug_without_exp_config_names_the_slug(tmp_path):
+    d = tmp_path / "20260101-000000-gpt-9-tp1-general"
+    d.mkdir()
+    with pytest.raises(UnknownModelError, match=r"unknown model slug 'gpt-9'.*slugs.yaml"):
+        read_experiment(d)
+
+
+def test_missing_and_empty_roots_say_what_was_expected(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist: expected a ground-truth root"):
+        discover(tmp_path / "nope")
+    with pytest.raises(FileNotFoundError, match="holds no experiment with traces"):
+        discover(tmp_path)
+
+
+def test_directories_without_traces_are_skipped_and_listed(fixture_copy):
+    (fixture_copy / "20260102-000000-llama-2-7b-tp1-roleplay").mkdir()
+    (fixture_copy / "notes").mkdir()
+    found = discover(fixture_copy)
+    assert len(found.experiments) == 3
+    assert sorted(found.skipped) == [("20260102-000000-llama-2-7b-tp1-roleplay", "no traces.json"),
+                                     ("notes", "name does not contain -tp<N>-")]

@@ -1,0 +1,94 @@
+import json
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as sstats
+
+from stepdecomp import decompose, load, phases, stats
+from stepdecomp.specs import load_gpu_spec, load_model_specs
+
+
+@pytest.fixture(scope="module")
+def components(tmp_path_factory):
+    from stepdecomp.paths import FIXTURE_ROOT
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", load.TraceWarning)
+        ds = load.load_dataset(FIXTURE_ROOT, cache_root=tmp_path_factory.mktemp("cache"))
+    return decompose.seed_components(ds.steps, load_model_specs(ds.steps["hf_id"]), load_gpu_spec())
+
+
+def test_phase_counts_on_fixture(components):
+    b = phases.phase_breakdown(components)
+    assert b["phase"].tolist() == ["pure_prefill", "pure_decode", "mixed"]
+    assert b["steps"].tolist() == [10, 249, 53]
+    assert b["pct"].tolist() == pytest.approx([100 * 10 / 312, 100 * 249 / 312, 100 * 53 / 312])
+    per = phases.phase_breakdown_by_experiment(components)
+    assert per.values.tolist() == [[4, 103, 20], [3, 40, 13], [3, 106, 20]]
+
+
+def test_phase_masks_follow_the_seed_definition():
+    df = pd.DataFrame({"batch.prefill_tokens": [0, 5, 5, 0], "batch.decode_tokens": [3, 0, 2, 0]})
+    m = phases.phase_masks(df)
+    assert m["pure_prefill"].tolist() == [False, True, False, True]   # decode == 0
+    assert m["pure_decode"].tolist() == [True, False, False, True]    # prefill == 0
+    assert m["mixed"].tolist() == [False, False, True, False]
+    assert phases.phase_label(df).tolist() == ["pure_decode", "pure_prefill", "mixed", "empty"]
+
+
+def test_pearson_na_rules():
+    x = np.arange(12, dtype=float)
+    y = 2 * x + 5 + np.array([0.1, -0.2] * 6)               # all durations > 0
+    r, n = stats.pearson_r(x, y)
+    assert n == 12 and r == pytest.approx(sstats.pearsonr(x, y)[0], abs=1e-12)
+    r9, n9 = stats.pearson_r(x[:9], y[:9])
+    assert np.isnan(r9) and n9 == 9                          # fewer than 10 rows
+    rz, nz = stats.pearson_r(np.zeros(12), y)
+    assert np.isnan(rz) and nz == 12                         # zero variance of the component
+    yy, xx = y.copy(), x.copy()
+    yy[[0, 3]] = [0, -1]                                     # durations <= 0 are dropped
+    xx[5] = np.nan                                           # a missing component is dropped
+    r2, n2 = stats.pearson_r(xx, yy)
+    assert n2 == 9 and np.isnan(r2)                          # 12 - 3 rows left: N/A
+    keep = np.ones(13, bool)
+    keep[[0, 3, 5]] = False
+    r3, n3 = stats.pearson_r(np.r_[xx, 20.0], np.r_[yy, 46.0])
+    assert n3 == 10
+    assert r3 == pytest.approx(sstats.pearsonr(np.r_[x, 20.0][keep], np.r_[y, 46.0][keep])[0], abs=1e-12)
+
+
+def test_pure_phase_table_rows_and_values(components):
+    t = stats.pure_phase_correlations(components)
+    assert list(zip(t["subset"], t["component"])) == stats.PURE_PHASE_ROWS
+    pd_ = components[components["batch.prefill_tokens"] == 0]
+    pd_ = pd_[pd_["step.duration_us"] > 0]
+    expected = np.corrcoef(pd_["decode_gemm_us"], pd_["step.duration_us"])[0, 1]
+    row = t[(t.subset == "pure_decode") & (t.component == "decode_gemm_us")].iloc[0]
+    assert row.pearson_r == pytest.approx(expected, abs=1e-12) and row.n_steps == 248
+    base = t[(t.subset == "pure_decode") & (t.component == "batch.decode_tokens (baseline)")].iloc[0]
+    assert base.pearson_r == pytest.approx(np.corrcoef(pd_["batch.decode_tokens"], pd_["step.duration_us"])[0, 1], abs=1e-12)
+    assert np.isnan(t[(t.subset == "pure_decode") & (t.component == "decode_attn_us")].pearson_r.iloc[0])
+    # one step of the fixture has duration 0: all = 312 steps, 311 usable
+    assert t[t.subset == "all"].n_steps.iloc[0] == 311
+    # the fixture's 10 pure-prefill steps are exactly enough for an r
+    assert t[(t.subset == "pure_prefill") & (t.component == "prefill_gemm_us")].n_steps.iloc[0] == 10
+
+
+def test_per_experiment_matches_scipy(components):
+    t = stats.per_experiment_correlations(components)
+    assert len(t) == 3 * 4
+    for (exp, comp), row in t.set_index(["experiment_id", "component"]).iterrows():
+        g = components[(components.experiment_id == exp) & (components["step.duration_us"] > 0)]
+        assert row.pearson_r == pytest.approx(sstats.pearsonr(g[comp], g["step.duration_us"])[0], abs=1e-9)
+
+
+def test_verdict_counts_only_r_above_threshold():
+    pure = pd.DataFrame({"subset": ["pure_prefill", "pure_prefill", "pure_decode", "pure_decode", "all"],
+                         "component": ["prefill_gemm_us", "prefill_attn_us", "decode_gemm_us", "decode_attn_us", "total_analytical_us"],
+                         "pearson_r": [0.81, np.nan, 0.8, 0.95, 0.99], "n_steps": [20, 6, 50, 50, 100]})
+    v = stats.hypothesis_verdict(pure)
+    assert v.table["passed"].tolist() == [True, False, False, True]   # 0.8 is not > 0.8; N/A fails
+    assert v.passing == 2 and v.supported and v.label == "SUPPORTED"
+    v1 = stats.hypothesis_verdict(pure.assign(pearson_r=[0.81, np.nan, 0.5, np.nan, 0.9]))
+    assert v1.passing == 1 and not v1.supported
