@@ -87,3 +87,10 @@ def seed_components(steps: pd.DataFrame, specs: Mapping[str, ModelSpec], gpu: Gp
     out["decode_attn_us"] = 0.0   # the seed had no per-request context lengths
     out["total_analytical_us"] = out[SEED_COLUMNS[:4]].sum(axis=1)
     return out.reset_index(drop=True)
+
+
+def with_physical(seed: pd.DataFrame, physical: pd.DataFrame) -> pd.DataFrame:
+    """The step_components table: the seed columns unchanged, then the ``phys_*`` family."""
+    if len(seed) != len(physical):
+        raise ValueError(f"seed has {len(seed)} rows, physical {len(physical)}")
+    return pd.concat([seed.reset_index(drop=True), physical.reset_index(drop=True)], axis=1)

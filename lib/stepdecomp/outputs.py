@@ -69,7 +69,8 @@ def save_dataset(dirs: RunDirs, ds: Dataset) -> None:
     ds.journeys.to_parquet(dirs.interim / "journeys.parquet", index=False)
     ds.parse_report.to_csv(dirs.interim / "parse_report.csv", index=False)
     meta = {"data_root": display_path(ds.root), "skipped": ds.skipped,
-            "experiments": [e.experiment_id for e in ds.experiments]}
+            "experiments": [e.experiment_id for e in ds.experiments],
+            "budget_tokens": {e.experiment_id: e.max_num_batched_tokens for e in ds.experiments}}
     (dirs.interim / "dataset.json").write_text(json.dumps(meta, indent=1))
 
 
@@ -89,6 +90,11 @@ def read_parse_report(dirs: RunDirs) -> pd.DataFrame:
 def read_dataset_meta(dirs: RunDirs) -> dict:
     _require(dirs.interim / "dataset.json", "01_load")
     return json.loads((dirs.interim / "dataset.json").read_text())
+
+
+def read_budgets(dirs: RunDirs) -> dict[str, int | None]:
+    """max_num_batched_tokens per experiment (None where exp-config.yaml does not say)."""
+    return read_dataset_meta(dirs).get("budget_tokens", {})
 
 
 def components_path(dirs: RunDirs) -> Path:
