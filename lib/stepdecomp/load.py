@@ -13,8 +13,11 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import multiprocessing
 import os
+import sys
 import warnings
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Iterator
@@ -244,13 +247,38 @@ def _warn(stats: ParseStats) -> None:
                       f"no steps", TraceWarning, stacklevel=3)
 
 
+def _cached(exp: Experiment, cache_root: Path) -> bool:
+    meta_path = _cache_dir(exp, cache_root) / "meta.json"
+    return (exp.trace_path is not None and meta_path.is_file()
+            and json.loads(meta_path.read_text()).get("key") == _source_key(exp.trace_path))
+
+
+def _load_all(experiments: list[Experiment], cache_root: Path, use_cache: bool,
+              jobs: int | None) -> list[tuple[pd.DataFrame, pd.DataFrame, ParseStats]]:
+    """Load experiments in order; files that must be parsed are spread over ``jobs``
+    processes (default: the CPU count), since parsing is CPU-bound and files independent."""
+    todo = [e for e in experiments if not (use_cache and _cached(e, cache_root))]
+    jobs = min(jobs or os.cpu_count() or 1, len(todo))
+    if jobs <= 1 or sys.platform != "linux":
+        return [load_experiment(e, cache_root, use_cache) for e in experiments]
+    ctx = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+        futures = {e.experiment_id: pool.submit(load_experiment, e, cache_root, use_cache)
+                   for e in todo}
+        return [futures[e.experiment_id].result() if e.experiment_id in futures
+                else load_experiment(e, cache_root, use_cache) for e in experiments]
+
+
 def load_dataset(root: str | os.PathLike[str], cache_root: Path = INTERIM_DIR,
-                 models_dir: Path = MODELS_DIR, use_cache: bool = True) -> Dataset:
-    """Load every experiment under a ground-truth root (see experiments.discover)."""
+                 models_dir: Path = MODELS_DIR, use_cache: bool = True,
+                 jobs: int | None = None) -> Dataset:
+    """Load every experiment under a ground-truth root (see experiments.discover).
+
+    Uncached trace files are parsed in parallel over ``jobs`` processes (default: all CPUs);
+    cached ones are read from Parquet."""
     found: Discovery = discover(Path(root), models_dir)
     steps, journeys, stats = [], [], []
-    for exp in found.experiments:
-        s, j, st = load_experiment(exp, cache_root, use_cache)
+    for s, j, st in _load_all(found.experiments, cache_root, use_cache, jobs):
         _warn(st)
         steps.append(s)
         journeys.append(j)
