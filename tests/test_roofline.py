@@ -208,3 +208,14 @@ def test_physical_components_mixed_split_and_fallbacks(llama, mixtral, gpu) -> N
 def test_physical_components_unknown_model(llama, gpu) -> None:
     with pytest.raises(KeyError, match="Mixtral"):
         rf.physical_components(_steps(), {LLAMA7: llama}, gpu)
+
+
+def test_hbm_lower_bound_moe_counts_only_the_certain_experts(gpu) -> None:
+    from stepdecomp.specs import load_model_spec
+    mix = load_model_spec("mistralai/Mixtral-8x7B-v0.1")
+    # per layer: attention 4096·(4096 + 2·1024) + 4096·4096 = 41,943,040; router 4096·8;
+    # two experts 2·3·4096·14336 = 352,321,536; × 32 layers × 2 B / TP 2 / 3.35e12 B/s
+    per_layer = 4096 * (4096 + 2 * 1024) + 4096 * 4096 + 4096 * 8 + 2 * 3 * 4096 * 14336
+    expected_us = 32 * per_layer * 2 / 2 / 3.35e12 * 1e6
+    assert float(rf.hbm_lower_bound_us(mix, 2, gpu)) == pytest.approx(expected_us, rel=1e-12)
+    assert expected_us == pytest.approx(3766.42, abs=0.01)

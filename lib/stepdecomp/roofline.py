@@ -192,14 +192,19 @@ def allreduce_us(tokens: ArrayLike, spec: Arch, tp: ArrayLike, gpu: GpuSpec) -> 
 
 
 def hbm_lower_bound_us(spec: Arch, tp: ArrayLike, gpu: GpuSpec) -> np.ndarray:
-    """Time to stream every transformer-layer weight once per GPU: L·layer_params·b / tp / bw.
+    """Least time any step with tokens can take: the weights it must stream once per GPU.
 
-    Dense: all layer weights; MoE: all experts (a full sweep — for a batch that touches
-    fewer experts, e.g. a single decode token of Mixtral touches 2 of 8, it is not a strict
-    bound; 16 tokens already touch > 99 % in expectation). The LM head is left out because a
-    step that samples nothing does not read it, so this bounds every step with tokens > 0.
+    L·(attention + router + k·expert)·b / tp / bw. Dense models (E = k = 1): every layer
+    weight. MoE: a step touches at least the k experts its tokens route to (all tokens may
+    pick the same k), so only k experts are certain to be read — a strict bound even for a
+    single decode token, unlike a full sweep of all E experts. The LM head is left out because
+    a step that samples nothing does not read it. A duration below this bound cannot be GPU
+    execution time of the step.
     """
-    return _f(spec.non_embedding_params) * spec.bytes_per_param / _f(tp) / gpu.hbm_bytes_per_s * 1e6
+    per_layer = (_f(spec.attn_params_per_layer) + _f(spec.router_params_per_layer)
+                 + _f(spec.experts_per_token) * _f(spec.expert_params))
+    return (_f(spec.num_layers) * per_layer * spec.bytes_per_param / _f(tp)
+            / gpu.hbm_bytes_per_s * 1e6)
 
 
 # --------------------------------------------------------------------------- per step
