@@ -8,6 +8,7 @@ from pathlib import Path
 
 import matplotlib
 import matplotlib.pyplot as plt
+import matplotlib.ticker
 import numpy as np
 import pandas as pd
 import seaborn as sns
@@ -152,3 +153,195 @@ def _short(experiment_id: str) -> str:
     """Drop the timestamp prefix for axis labels."""
     parts = experiment_id.split("-", 2)
     return parts[2] if len(parts) == 3 and parts[0].isdigit() and parts[1].isdigit() else experiment_id
+
+
+# =========================================================================== physical mode
+
+PHYS_TIME_COLUMNS = ["phys_prefill_gemm_us", "phys_prefill_attn_us", "phys_decode_gemm_us",
+                     "phys_decode_attn_us", "phys_allreduce_us", "phys_lm_head_us"]
+COMPONENT_COLORS = {"phys_prefill_gemm_us": "#d95f02", "phys_prefill_attn_us": "#fdae6b",
+                    "phys_decode_gemm_us": "#1b9e77", "phys_decode_attn_us": "#66c2a5",
+                    "phys_allreduce_us": "#7570b3", "phys_lm_head_us": "#999999"}
+
+
+def _label(column: str) -> str:
+    return column.removeprefix("phys_").removesuffix("_us").replace("_", " ")
+
+
+def _grid(n: int, width: float = 4.4, height: float = 3.8, max_cols: int = 4
+          ) -> tuple[Figure, np.ndarray]:
+    ncols = max(1, min(max_cols, n))
+    nrows = max(1, math.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.set_axis_off()
+    return fig, axes
+
+
+def _sample(frame: pd.DataFrame, max_points: int, seed: int) -> pd.DataFrame:
+    return frame.sample(max_points, random_state=seed) if len(frame) > max_points else frame
+
+
+def _phase_scatter(ax, frame: pd.DataFrame, x: str, y: str) -> None:
+    label = phase_label(frame)
+    for phase in PHASES:
+        s = frame[(label == phase).to_numpy()]
+        if len(s):
+            ax.scatter(s[x], s[y], s=6, alpha=0.5, color=PHASE_COLORS[phase], label=phase,
+                       rasterized=True)
+
+
+def roofline_plot(components: pd.DataFrame, gpu, max_points: int = 3000, seed: int = 0) -> Figure:
+    """Per model: each step's arithmetic intensity (physical FLOPs / bytes) against the FLOP
+    rate it would have achieved (physical FLOPs / observed duration), coloured by phase,
+    under the GPU's roofline min(peak, intensity · HBM bandwidth). A point above the roof
+    finished faster than the hardware allows for the estimated work. At most ``max_points``
+    steps per panel (a seeded sample); the title counts all steps."""
+    x, y = "phys_arith_intensity_flops_per_byte", "phys_achieved_tflops"
+    ok = components[(components[x] > 0) & (components[y] > 0)
+                    & np.isfinite(components[x]) & np.isfinite(components[y])]
+    models = sorted(components["model"].unique())
+    fig, axes = _grid(len(models))
+    peak = gpu.peak_flops_per_s / 1e12
+    lo = max(ok[x].min() / 2, 1e-3) if len(ok) else 0.1
+    hi = max(ok[x].max() * 2, gpu.ridge_flops_per_byte * 4) if len(ok) else gpu.ridge_flops_per_byte * 10
+    ai = np.geomspace(lo, hi, 200)
+    roof = np.minimum(peak, ai * gpu.hbm_bytes_per_s / 1e12)
+    for ax, model in zip(axes.flat, models):
+        g = ok[ok["model"] == model]
+        above = int((g[y] > np.minimum(peak, g[x] * gpu.hbm_bytes_per_s / 1e12)).sum())
+        _phase_scatter(ax, _sample(g, max_points, seed), x, y)
+        ax.plot(ai, roof, color="black", lw=1.5, label=f"{gpu.name} roofline")
+        ax.axvline(gpu.ridge_flops_per_byte, color="black", lw=0.8, ls=":")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_title(f"{model} (n={len(g):,}; {above:,} above the roof)", fontsize=9)
+        ax.tick_params(which="both", labelsize=7)
+    axes.flat[0].legend(loc="lower right", fontsize=7)
+    fig.supxlabel("arithmetic intensity (physical FLOPs / bytes)", fontsize=10)
+    fig.supylabel("achieved TFLOP/s\n(FLOPs / observed time)", fontsize=10)
+    fig.suptitle(f"Roofline: estimated work per observed step time "
+                 f"(peak {gpu.peak_bf16_dense_tflops:g} TFLOP/s, {gpu.hbm_tb_per_s:g} TB/s; "
+                 f"dotted: ridge point)")
+    fig.tight_layout()
+    return fig
+
+
+def component_shares_by_phase(components: pd.DataFrame, by: str = "model") -> Figure:
+    """One panel per phase: each group's (``by``, plus all steps) physical time split into
+    its six components — summed over the phase's steps where every component is known
+    (decode steps of experiments without journeys have no decode attention and are left
+    out; n in the labels)."""
+    label = phase_label(components)
+    known = components[PHYS_TIME_COLUMNS].notna().all(axis=1).to_numpy()
+    fig, axes = plt.subplots(1, len(PHASES), figsize=(5.2 * len(PHASES), 0.45 * (
+        components[by].nunique() + 1) + 2.2), squeeze=False)
+    for ax, phase in zip(axes.flat, PHASES):
+        sub = components[(label == phase).to_numpy() & known]
+        key = sub[by].astype(str)              # plain labels, so "all" can be appended
+        sums = sub.groupby(key)[PHYS_TIME_COLUMNS].sum()
+        counts = sub.groupby(key).size()
+        sums.loc["all"] = sub[PHYS_TIME_COLUMNS].sum()
+        counts.loc["all"] = len(sub)
+        totals = sums.sum(axis=1)
+        shares = sums.div(totals.where(totals > 0), axis=0) * 100
+        names = [f"{g} (n={counts[g]:,})" for g in shares.index]
+        left = np.zeros(len(shares))
+        for c in PHYS_TIME_COLUMNS:
+            vals = shares[c].fillna(0).to_numpy()
+            ax.barh(names, vals, left=left, color=COMPONENT_COLORS[c], label=_label(c))
+            left += vals
+        ax.invert_yaxis()
+        ax.set_xlim(0, 100)
+        ax.set_xlabel("% of the physical estimate")
+        ax.set_title(phase)
+        ax.tick_params(axis="y", labelsize=8)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(PHYS_TIME_COLUMNS), fontsize=8,
+               bbox_to_anchor=(0.5, -0.02))
+    fig.suptitle("Physical component shares of the estimated step time, per phase")
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    return fig
+
+
+def observed_vs_physical(components: pd.DataFrame, max_points: int = 3000, seed: int = 0) -> Figure:
+    """Per model, log axes: observed duration against the physical estimate
+    (phys_total_us), coloured by phase, with observed = estimate (dashed) and the HBM lower
+    bound of each tp (horizontal, dotted): a step below its line ran faster than reading the
+    weights once allows. At most ``max_points`` steps per panel (a seeded sample)."""
+    x = "phys_total_us"
+    ok = components[(components[x] > 0) & (components[DURATION] > 0)
+                    & np.isfinite(components[x]) & np.isfinite(components[DURATION])]
+    models = sorted(components["model"].unique())
+    fig, axes = _grid(len(models))
+    for ax, model in zip(axes.flat, models):
+        g = ok[ok["model"] == model]
+        if len(g) == 0:
+            ax.text(0.5, 0.5, "no steps with a physical estimate", ha="center", va="center",
+                    transform=ax.transAxes)
+            ax.set_title(model, fontsize=9)
+            continue
+        _phase_scatter(ax, _sample(g, max_points, seed), x, DURATION)
+        lo = min(g[x].min(), g[DURATION].min())
+        hi = max(g[x].max(), g[DURATION].max())
+        ax.plot([lo, hi], [lo, hi], ls="--", lw=1, color="black", label="observed = estimate")
+        bounds = g[g["phys_lower_bound_us"] > 0].groupby("tp")["phys_lower_bound_us"].median()
+        for tp, lb in bounds.items():
+            below = int(((g["tp"] == tp) & (g[DURATION] < g["phys_lower_bound_us"])).sum())
+            ax.axhline(lb, color="firebrick", lw=1, ls=":",
+                       label=f"HBM lower bound, tp={tp} ({below:,} steps below)")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        for axis in (ax.xaxis, ax.yaxis):     # plain µs at 1-2-5 steps, no crowded minors
+            axis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+            axis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
+            axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_title(f"{model} (n={len(g):,})", fontsize=9)
+        ax.set_xlabel("physical estimate phys_total_us (µs)")
+        ax.set_ylabel("observed step.duration_us (µs)")
+        ax.tick_params(which="both", labelsize=7)
+        ax.legend(loc="upper left", fontsize=7)
+    fig.suptitle("Observed step duration vs the physical estimate")
+    fig.tight_layout()
+    return fig
+
+
+def seed_vs_physical_r(per_experiment: pd.DataFrame) -> Figure:
+    """Per experiment: Pearson r of the seed total and of the physical total against the
+    observed duration (a physical_per_experiment_correlations table), with bootstrap 95 %
+    intervals; experiments sorted by the seed r. N/A r are marked at the left edge."""
+    t = per_experiment.sort_values("seed_pearson_r", ascending=True, na_position="first")
+    t = t.reset_index(drop=True)
+    fig, ax = plt.subplots(figsize=(8.5, 0.38 * len(t) + 1.8))
+    pos = np.arange(len(t))
+    names = [f"{m} / {w}" for m, w in zip(t["model"], t["workload"])]
+    na_pos: list[tuple[np.ndarray, str, str]] = []
+    for prefix, color, off, name in (("seed_", "#7f7f7f", -0.12, "seed total_analytical_us"),
+                                     ("phys_", "#1f78b4", 0.12, "physical phys_total_us")):
+        r = t[prefix + "pearson_r"].to_numpy(float)
+        lo, hi = t[prefix + "ci_low"].to_numpy(float), t[prefix + "ci_high"].to_numpy(float)
+        ok = np.isfinite(r)
+        err = np.vstack([np.where(np.isfinite(lo), r - lo, 0), np.where(np.isfinite(hi), hi - r, 0)])
+        ax.errorbar(r[ok], pos[ok] + off, xerr=err[:, ok], fmt="o", color=color, ms=5,
+                    capsize=2, lw=1, label=name)
+        if (~ok).any():
+            na_pos.append((pos[~ok] + off, color, f"{name}: N/A"))
+    both = np.isfinite(t["seed_pearson_r"]) & np.isfinite(t["phys_pearson_r"])
+    for i in pos[both.to_numpy()]:
+        ax.plot([t.at[i, "seed_pearson_r"], t.at[i, "phys_pearson_r"]], [i - 0.12, i + 0.12],
+                color="#bbbbbb", lw=0.8, zorder=0)
+    from .stats import R_THRESHOLD
+    ax.axvline(R_THRESHOLD, color="firebrick", ls=":", lw=1, label=f"r = {R_THRESHOLD}")
+    ax.set_yticks(pos)
+    ax.set_yticklabels(names, fontsize=8)
+    lows = pd.concat([t["seed_ci_low"], t["phys_ci_low"], t["seed_pearson_r"], t["phys_pearson_r"]])
+    left = max(-1.05, min(0.0, float(lows.min()) - 0.05)) if lows.notna().any() else -1.05
+    ax.set_xlim(left, 1.02)
+    for ys, color, name in na_pos:            # N/A r: a cross at the left edge
+        ax.scatter(np.full(len(ys), left + 0.02), ys, marker="x", color=color, label=name,
+                   clip_on=False)
+    ax.set_xlabel("Pearson r vs observed step duration (95 % bootstrap CI)")
+    ax.set_title("Seed vs physical estimate, per experiment")
+    ax.legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    return fig

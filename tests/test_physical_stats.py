@@ -1,0 +1,413 @@
+"""Physical-mode statistics, figures and report section (stats / plots / report additions)."""
+
+import warnings
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+from scipy import stats as sstats
+
+matplotlib.use("Agg")
+
+from stepdecomp import plots, report, stats  # noqa: E402
+from stepdecomp.outputs import RunDirs  # noqa: E402
+from stepdecomp.specs import load_gpu_spec  # noqa: E402
+
+PHYS = stats.PHYS_COMPONENTS
+
+
+def _frame(n_per_exp: int = 40, seed: int = 1) -> pd.DataFrame:
+    """A small components table with every column the physical functions read: three
+    experiments, each with pure-prefill, pure-decode and mixed steps."""
+    rng = np.random.default_rng(seed)
+    parts = []
+    for i, (model, workload, tp, lb) in enumerate([("m-a", "general", 1, 3000.0),
+                                                   ("m-b", "codegen", 2, 5000.0),
+                                                   ("m-c", "reasoning", 4, 8000.0)]):
+        n = n_per_exp
+        kind = np.arange(n) % 4                     # 0 prefill, 1-2 decode, 3 mixed
+        p = np.where(kind == 0, rng.integers(500, 2048, n),
+                     np.where(kind == 3, rng.integers(100, 1000, n), 0))
+        d = np.where(kind == 0, 0, rng.integers(1, 64, n))
+        pg = p * 2.0
+        pa = p * 0.1
+        dg = np.where(d > 0, lb * (1 + d / 300), 0.0)
+        da = d * rng.uniform(5, 50, n)
+        ar = (p + d) * 0.3 * (tp > 1)
+        lm = np.where(d > 0, 50.0, 0.0)
+        total = pg + pa + dg + da + ar + lm
+        dur = 1.5 * total + 800 + rng.normal(0, 100, n)
+        flops = (p + d) * 1e10
+        parts.append(pd.DataFrame({
+            "experiment_id": f"2026010{i}-000000-{model}-tp{tp}-{workload}", "model": model,
+            "workload": workload, "tp": tp, "step.id": np.arange(n),
+            "batch.prefill_tokens": p, "batch.decode_tokens": d, "step.duration_us": dur,
+            "total_analytical_us": (p + d) * 1.3,
+            "phys_prefill_gemm_us": pg, "phys_prefill_attn_us": pa, "phys_decode_gemm_us": dg,
+            "phys_decode_attn_us": da, "phys_allreduce_us": ar, "phys_lm_head_us": lm,
+            "phys_total_us": total, "phys_lower_bound_us": lb,
+            "phys_arith_intensity_flops_per_byte": (p + d) / 1.0,
+            "phys_achieved_tflops": flops / (dur * 1e-6) / 1e12,
+            "phys_attn_from_journeys": True}))
+    return pd.concat(parts, ignore_index=True)
+
+
+# --------------------------------------------------------------------------- r variants
+
+def test_spearman_and_loglog_values():
+    x = np.arange(1, 13, dtype=float)
+    y = x ** 3
+    rho, n = stats.spearman_r(x, y)
+    assert n == 12 and rho == pytest.approx(1.0)
+    r, _ = stats.pearson_r(x, y)
+    assert r < 0.95                                          # Pearson sees the curvature
+    rl, nl = stats.loglog_r(x, 7 * x ** 2)
+    assert nl == 12 and rl == pytest.approx(1.0)             # a power law is a line in log-log
+    rng = np.random.default_rng(0)
+    a, b = rng.lognormal(size=50), rng.lognormal(size=50)
+    assert stats.spearman_r(a, b)[0] == pytest.approx(sstats.spearmanr(a, b)[0], abs=1e-12)
+    assert stats.loglog_r(a, b)[0] == pytest.approx(np.corrcoef(np.log(a), np.log(b))[0, 1],
+                                                    abs=1e-12)
+    ties = np.r_[np.ones(6), np.full(6, 2.0)]                # average ranks for ties
+    assert stats.spearman_r(ties, y)[0] == pytest.approx(sstats.spearmanr(ties, y)[0], abs=1e-12)
+
+
+def test_spearman_and_loglog_na_rules():
+    x = np.arange(1, 13, dtype=float)
+    y = 2 * x + 1
+    assert np.isnan(stats.spearman_r(x[:9], y[:9])[0])       # fewer than 10 rows
+    assert np.isnan(stats.spearman_r(np.ones(12), y)[0])     # constant component
+    yy = y.copy()
+    yy[0] = 0                                                # duration <= 0 dropped
+    assert stats.spearman_r(x, yy)[1] == 11
+    # log-log: only rows with both > 0 — three zero components leave 9 rows: N/A
+    xz = x.copy()
+    xz[:3] = 0
+    r, n = stats.loglog_r(xz, y)
+    assert n == 9 and np.isnan(r)
+    r, n = stats.loglog_r(np.r_[xz, 13.0], np.r_[y, 27.0])
+    assert n == 10 and r == pytest.approx(np.corrcoef(np.log(np.r_[x[3:], 13.0]),
+                                                      np.log(np.r_[y[3:], 27.0]))[0, 1])
+    # durations below 1 µs have negative logs and must not be dropped as "<= 0"
+    r, n = stats.loglog_r(x, x / 100)
+    assert n == 12 and r == pytest.approx(1.0)
+    assert np.isnan(stats.loglog_r(x, np.full(12, 5.0))[0])  # constant duration
+
+
+# --------------------------------------------------------------------------- bootstrap
+
+def test_bootstrap_matches_a_plain_loop_and_brackets_r():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=200)
+    y = 0.7 * x + rng.normal(scale=0.7, size=200) + 10
+    lo, hi = stats.bootstrap_pearson_ci(x, y, n_resamples=400, seed=11)
+    # the same draws, one resample at a time (one chunk covers all 400 resamples here)
+    idx = np.random.default_rng(11).integers(0, 200, size=(400, 200), dtype=np.int32)
+    rs = [np.corrcoef(x[i], y[i])[0, 1] for i in idx]
+    assert (lo, hi) == pytest.approx(tuple(np.quantile(rs, [0.025, 0.975])), abs=1e-10)
+    r, _ = stats.pearson_r(x, y)
+    assert lo < r < hi and hi - lo < 0.3
+    assert stats.bootstrap_pearson_ci(x, y, 400, 11) == (lo, hi)          # reproducible
+    assert stats.bootstrap_pearson_ci(x, y, 400, 12) != (lo, hi)          # seed matters
+    lo90, hi90 = stats.bootstrap_pearson_ci(x, y, 400, 11, confidence=0.9)
+    assert lo < lo90 < r < hi90 < hi
+
+
+def test_bootstrap_cap_rescales_to_n():
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=4000)
+    y = 0.5 * x + rng.normal(size=4000) + 10
+    r, _ = stats.pearson_r(x, y)
+    full = stats.bootstrap_pearson_ci(x, y, 400, 0, max_rows=None)
+    capped = stats.bootstrap_pearson_ci(x, y, 400, 0, max_rows=500)
+    assert capped[0] < r < capped[1]
+    width_ratio = (capped[1] - capped[0]) / (full[1] - full[0])
+    assert 0.75 < width_ratio < 1.33                         # rescaled to n, not to 500
+    # without rescaling a 500-row resample would be sqrt(8) ≈ 2.8 times as wide
+    assert stats.bootstrap_pearson_ci(x, y, 400, 0, max_rows=500) == capped
+
+
+def test_bootstrap_na():
+    x = np.arange(9.0)
+    assert all(np.isnan(v) for v in stats.bootstrap_pearson_ci(x, x + 1))           # n < 10
+    assert all(np.isnan(v) for v in stats.bootstrap_pearson_ci(np.ones(30), np.arange(1.0, 31)))
+
+
+# --------------------------------------------------------------------------- subsets, tables
+
+def test_prefill_dominated_mask():
+    f = pd.DataFrame({"phys_prefill_gemm_us": [9, 8, 0, 5, 1, 0.5],
+                      "phys_prefill_attn_us": [0, 0, 0, 5, 0, 0.4],
+                      "phys_decode_gemm_us": [1, 1, 0, 0, 0, 0.1],
+                      "phys_decode_attn_us": [0, 1, 0, np.nan, 0, 0.0]})
+    # 0.9 exactly (in), 0.8 (out), no time (out), unknown decode attention (out), pure
+    # prefill (in), 0.9 from both prefill parts (in)
+    assert stats.prefill_dominated(f).tolist() == [True, False, False, False, True, True]
+    assert stats.prefill_dominated(f, share=0.95).tolist() == [False, False, False, False, True,
+                                                               False]
+
+
+def test_physical_pure_phase_table():
+    c = _frame()
+    t = stats.physical_pure_phase_correlations(c, n_resamples=100)
+    assert list(t.columns) == ["subset", "component", "pearson_r", "ci_low", "ci_high",
+                               "spearman_r", "loglog_r", "n_steps", "n_loglog"]
+    assert list(zip(t.subset, t.component))[:5] == [("pure_prefill", col) for col in
+                                                    [*PHYS, "phys_total_us"]]
+    assert t.subset.unique().tolist() == ["pure_prefill", "prefill_dominated", "pure_decode", "all"]
+    pd_ = c[(c["batch.prefill_tokens"] == 0)]
+    row = t[(t.subset == "pure_decode") & (t.component == "phys_decode_attn_us")].iloc[0]
+    assert row.n_steps == len(pd_) == 60
+    assert row.pearson_r == pytest.approx(np.corrcoef(pd_["phys_decode_attn_us"],
+                                                      pd_["step.duration_us"])[0, 1], abs=1e-12)
+    assert row.spearman_r == pytest.approx(sstats.spearmanr(pd_["phys_decode_attn_us"],
+                                                            pd_["step.duration_us"])[0], abs=1e-12)
+    assert row.ci_low < row.pearson_r < row.ci_high
+    # decode times are 0 on pure prefill: zero variance, N/A; log-log has no rows
+    na = t[(t.subset == "pure_prefill") & (t.component == "phys_decode_gemm_us")].iloc[0]
+    assert np.isnan(na.pearson_r) and np.isnan(na.ci_low) and na.n_loglog == 0
+    dom = stats.prefill_dominated(c)
+    assert t[t.subset == "prefill_dominated"].n_steps.iloc[0] == dom.sum()
+    v = stats.physical_verdict(t)
+    assert list(zip(v.table.subset, v.table.component)) == stats.PHYSICAL_HYPOTHESIS_ROWS
+    assert list(v.table.columns) == ["subset", "component", "pearson_r", "n_steps", "passed"]
+
+
+def test_physical_verdict_counts():
+    rows = [("pure_prefill", "phys_prefill_gemm_us", 0.95), ("pure_prefill", "phys_prefill_attn_us", np.nan),
+            ("prefill_dominated", "phys_prefill_gemm_us", 0.85),
+            ("prefill_dominated", "phys_prefill_attn_us", 0.81),
+            ("pure_decode", "phys_decode_gemm_us", 0.5), ("pure_decode", "phys_decode_attn_us", 0.80)]
+    t = pd.DataFrame(rows, columns=["subset", "component", "pearson_r"]).assign(n_steps=100)
+    v = stats.physical_verdict(t)
+    assert v.passing == 1 and not v.supported               # N/A fails, 0.80 is not > 0.8
+    v2 = stats.physical_verdict(t, "prefill_dominated")
+    assert v2.passing == 2 and v2.supported and v2.table.subset.tolist()[:2] == ["prefill_dominated"] * 2
+
+
+def test_physical_per_experiment():
+    c = _frame()
+    t = stats.physical_per_experiment_correlations(c, n_resamples=100)
+    assert len(t) == 3 and t.journey_coverage.tolist() == [1.0, 1.0, 1.0]
+    g = c[c.model == "m-b"]
+    row = t[t.model == "m-b"].iloc[0]
+    assert row.seed_pearson_r == pytest.approx(np.corrcoef(g.total_analytical_us, g["step.duration_us"])[0, 1])
+    assert row.phys_pearson_r == pytest.approx(np.corrcoef(g.phys_total_us, g["step.duration_us"])[0, 1])
+    assert row.delta_r == pytest.approx(row.phys_pearson_r - row.seed_pearson_r)
+    assert row.seed_n_steps == row.phys_n_steps == 40
+    assert row.phys_ci_low < row.phys_pearson_r < row.phys_ci_high
+    # no journeys: the physical total is NaN on decode steps, only the 10 prefill steps remain
+    c2 = c.copy()
+    nj = (c2.model == "m-a") & (c2["batch.decode_tokens"] > 0)
+    c2.loc[nj, ["phys_decode_attn_us", "phys_total_us"]] = np.nan
+    c2.loc[c2.model == "m-a", "phys_attn_from_journeys"] = False
+    t2 = stats.physical_per_experiment_correlations(c2, n_resamples=50)
+    r2 = t2[t2.model == "m-a"].iloc[0]
+    assert r2.phys_n_steps == 10 and r2.seed_n_steps == 40 and r2.journey_coverage == 0.0
+
+
+def test_nnls_recovers_exact_coefficients():
+    rng = np.random.default_rng(2)
+    n = 60
+    a, b = rng.uniform(10, 100, n), rng.uniform(0, 500, n)
+    c, d = rng.uniform(1, 50, n), rng.uniform(0, 20, n)
+    f = pd.DataFrame({"experiment_id": "e", "model": "m", "workload": "w",
+                      "phys_prefill_gemm_us": a, "phys_prefill_attn_us": b,
+                      "phys_decode_gemm_us": c, "phys_decode_attn_us": d,
+                      "step.duration_us": 5 + 2 * a + 0.5 * b})
+    t = stats.nnls_fit(f)
+    row = t.iloc[0]
+    assert list(t.columns[:6]) == ["experiment_id", "model", "workload", "n_steps", "intercept_us", "r2"]
+    assert row.n_steps == n
+    assert row.intercept_us == pytest.approx(5, abs=1e-6)
+    assert row.coef_prefill_gemm == pytest.approx(2, abs=1e-9)
+    assert row.coef_prefill_attn == pytest.approx(0.5, abs=1e-9)
+    assert row.coef_decode_gemm == pytest.approx(0, abs=1e-9)
+    assert row.coef_decode_attn == pytest.approx(0, abs=1e-9)
+    assert row.r2 == pytest.approx(1.0)
+    # shares: coef · cov(component, fit) / var(fit), summing to 1
+    fit = 5 + 2 * a + 0.5 * b
+    var = fit.var()                                      # population (ddof 0) moments
+    assert row.share_prefill_gemm == pytest.approx(2 * np.cov(a, fit, bias=True)[0, 1] / var, abs=1e-9)
+    assert row.share_prefill_attn == pytest.approx(0.5 * np.cov(b, fit, bias=True)[0, 1] / var, abs=1e-9)
+    shares = row[[f"share_{s}" for s in ("prefill_gemm", "prefill_attn", "decode_gemm", "decode_attn")]]
+    assert shares.sum() == pytest.approx(1.0)
+
+
+def test_nnls_constraints_and_na():
+    rng = np.random.default_rng(4)
+    n = 50
+    a, b = rng.uniform(10, 100, n), rng.uniform(0, 50, n)
+    base = {"experiment_id": "e", "model": "m", "workload": "w", "phys_prefill_gemm_us": a,
+            "phys_prefill_attn_us": b, "phys_decode_gemm_us": rng.uniform(1, 5, n),
+            "phys_decode_attn_us": 0.0}
+    # a negative true effect of b is clipped to 0; decode attention is constant: left out
+    f = pd.DataFrame({**base, "step.duration_us": 300 + 2 * a - 1.0 * b})
+    row = stats.nnls_fit(f).iloc[0]
+    assert row.coef_prefill_attn == 0 and row.coef_prefill_gemm > 0 and row.intercept_us >= 0
+    assert np.isnan(row.coef_decode_attn) and np.isnan(row.share_decode_attn)
+    assert 0 < row.r2 < 1
+    # NaN components and durations <= 0 drop rows; fewer than 10 left: N/A
+    f2 = pd.DataFrame({**base, "step.duration_us": 5 + a})
+    f2.loc[5:, "phys_prefill_attn_us"] = np.nan
+    f2.loc[0, "step.duration_us"] = 0
+    row2 = stats.nnls_fit(f2).iloc[0]
+    assert row2.n_steps == 4 and np.isnan(row2.r2) and np.isnan(row2.coef_prefill_gemm)
+
+
+def test_lower_bound_check():
+    f = pd.DataFrame({"experiment_id": ["x"] * 7 + ["y"] * 3, "model": ["mx"] * 7 + ["my"] * 3,
+                      "workload": "w",
+                      "step.duration_us": [50, 150, 99, 100, 200, 10, 0, 500, 600, 700],
+                      "phys_lower_bound_us": [100, 100, 100, 100, 100, 0, 100, 400, 400, 400]})
+    t = stats.lower_bound_check(f).set_index("experiment_id")
+    # x: the step without tokens (bound 0) and the one with duration 0 are not counted;
+    # 50 and 99 are below, 100 is not
+    assert t.loc["x", "n_steps"] == 5 and t.loc["x", "n_below"] == 2
+    assert t.loc["x", "fraction_below"] == pytest.approx(0.4)
+    assert t.loc["x", "lower_bound_us"] == 100 and t.loc["x", "median_ratio"] == pytest.approx(1.0)
+    assert bool(t.loc["x", "flagged"]) and not bool(t.loc["y", "flagged"])
+    assert t.loc["y", "fraction_below"] == 0 and t.loc["y", "median_ratio"] == pytest.approx(1.5)
+    assert list(stats.lower_bound_check(f).columns[:7]) == [
+        "experiment_id", "model", "workload", "n_steps", "n_below", "fraction_below", "lower_bound_us"]
+
+
+def test_seed_tables_unchanged_by_physical_columns():
+    """The seed functions ignore the phys_* columns (their outputs are the seed's)."""
+    c = _frame()
+    seed_cols = [col for col in c.columns if not col.startswith("phys_")]
+    for extra in ("prefill_gemm_us", "prefill_attn_us", "decode_gemm_us", "decode_attn_us"):
+        c[extra] = c["batch.prefill_tokens"] * 0.1 if "prefill" in extra else c["batch.decode_tokens"] * 0.1
+    seed_cols += ["prefill_gemm_us", "prefill_attn_us", "decode_gemm_us", "decode_attn_us"]
+    pd.testing.assert_frame_equal(stats.pure_phase_correlations(c),
+                                  stats.pure_phase_correlations(c[seed_cols]))
+    pd.testing.assert_frame_equal(stats.per_experiment_correlations(c),
+                                  stats.per_experiment_correlations(c[seed_cols]))
+
+
+# --------------------------------------------------------------------------- figures
+
+def test_physical_plots_return_figures():
+    import matplotlib.pyplot as plt
+
+    c = _frame()
+    per = stats.physical_per_experiment_correlations(c, n_resamples=50)
+    per.loc[0, ["phys_pearson_r", "phys_ci_low", "phys_ci_high"]] = np.nan   # an N/A r
+    figs = [plots.roofline_plot(c, load_gpu_spec(), max_points=30, seed=1),
+            plots.component_shares_by_phase(c), plots.observed_vs_physical(c, max_points=30),
+            plots.seed_vs_physical_r(per)]
+    for fig in figs:
+        assert isinstance(fig, Figure)
+        plt.close(fig)
+
+
+# --------------------------------------------------------------------------- report
+
+def _report_tables():
+    pure = pd.DataFrame([
+        ("pure_prefill", "phys_prefill_gemm_us", np.nan, np.nan, np.nan, np.nan, np.nan, 3, 3),
+        ("pure_prefill", "phys_prefill_attn_us", np.nan, np.nan, np.nan, np.nan, np.nan, 3, 3),
+        ("prefill_dominated", "phys_prefill_gemm_us", 0.9123, 0.881, 0.934, 0.9001, 0.8899, 1234, 1234),
+        ("prefill_dominated", "phys_prefill_attn_us", 0.4567, 0.401, 0.502, 0.4, 0.41, 1234, 1234),
+        ("pure_decode", "phys_decode_gemm_us", 0.1111, 0.1, 0.12, 0.13, 0.14, 56789, 56789),
+        ("pure_decode", "phys_decode_attn_us", 0.8765, 0.812, 0.901, 0.85, 0.86, 56789, 56789),
+        ("all", "phys_total_us", 0.9555, 0.95, 0.96, 0.94, 0.93, 60000, 60000)],
+        columns=["subset", "component", "pearson_r", "ci_low", "ci_high", "spearman_r",
+                 "loglog_r", "n_steps", "n_loglog"])
+    per = pd.DataFrame({
+        "experiment_id": ["e1", "e2"], "model": ["alpha-7b", "beta-moe"],
+        "workload": ["general", "roleplay"], "journey_coverage": [1.0, 0.0],
+        "seed_pearson_r": [0.7001, 0.9302], "seed_ci_low": [0.69, 0.92], "seed_ci_high": [0.71, 0.94],
+        "seed_spearman_r": [0.6, 0.9], "seed_loglog_r": [0.65, 0.91], "seed_n_steps": [5000, 4000],
+        "phys_pearson_r": [0.9502, np.nan], "phys_ci_low": [0.945, np.nan],
+        "phys_ci_high": [0.955, np.nan], "phys_spearman_r": [0.93, np.nan],
+        "phys_loglog_r": [0.94, np.nan], "phys_n_steps": [5000, 7]})
+    per["delta_r"] = per["phys_pearson_r"] - per["seed_pearson_r"]
+    nnls = pd.DataFrame({"experiment_id": ["e1", "e2"], "model": ["alpha-7b", "beta-moe"],
+                         "workload": ["general", "roleplay"], "n_steps": [5000, 7],
+                         "intercept_us": [4321.0, np.nan], "r2": [0.9876, np.nan],
+                         "coef_prefill_gemm": [1.23, np.nan], "share_prefill_gemm": [0.5, np.nan],
+                         "coef_prefill_attn": [0.0, np.nan], "share_prefill_attn": [0.0, np.nan],
+                         "coef_decode_gemm": [0.97, np.nan], "share_decode_gemm": [-0.05, np.nan],
+                         "coef_decode_attn": [1.44, np.nan], "share_decode_attn": [0.55, np.nan]})
+    lb = pd.DataFrame({"experiment_id": ["e1", "e2"], "model": ["alpha-7b", "beta-moe"],
+                       "workload": ["general", "roleplay"], "n_steps": [5000, 4000],
+                       "n_below": [0, 1000], "fraction_below": [0.0, 0.25],
+                       "lower_bound_us": [3866.2, 13862.8], "median_ratio": [2.5, 1.1],
+                       "flagged": [False, True]})
+    rec = pd.DataFrame({"experiment_id": ["e1", "e2"], "has_journeys": [True, False],
+                        "agreement": [0.987, np.nan]})
+    return pure, per, nnls, lb, rec
+
+
+def test_physical_section_renders_its_numbers():
+    pure, per, nnls, lb, rec = _report_tables()
+    md = report.physical_section(pure, per, nnls, lb, rec)
+    assert md.startswith("## Beyond the Seed: Physical Mode")
+    for s in ["0.8765", "[0.812, 0.901]", "56,789", "0.9123", "1,234",      # pure table
+              "0.7001", "0.9502", "+0.250", "[0.945, 0.955]",                # per experiment
+              "4,321", "1.23", "0.988", "-5%", "55%",                         # NNLS
+              "25%", "1,000", "13,863",                                       # lower bound
+              "98.7%"]:                                                       # agreement
+        assert s in md, s
+    assert "**Without journeys (1):** beta-moe, roleplay" in md
+    assert "beta-moe, roleplay (25% of 4,000 steps)" in md                   # flagged, with fraction
+    assert "1 of 4 components reach r > 0.8" in md and "NOT SUPPORTED" in md  # pure-phase verdict
+    assert "2 of 4 reach r > 0.8: **SUPPORTED**" in md                       # prefill-dominated
+    assert "Physical r is N/A for 1 experiment(s): beta-moe, roleplay (7 usable steps)" in md
+    # optional tables may be missing
+    md2 = report.physical_section(pure, per)
+    assert "Lower Bound" not in md2 and "Least Squares" not in md2
+    assert "**Without journeys (1):** beta-moe, roleplay" in md2              # from journey_coverage
+
+
+def test_physical_section_from_tables_is_optional(tmp_path):
+    dirs = RunDirs(data_root=tmp_path, out=tmp_path / "out", figures=tmp_path / "fig")
+    dirs.tables.mkdir(parents=True)
+    assert report.physical_section_from_tables(dirs) is None                  # seed-only run
+    pure, per, nnls, lb, rec = _report_tables()
+    pure.to_csv(dirs.tables / "physical_pure_phase_correlations.csv", index=False, na_rep="")
+    per.to_csv(dirs.tables / "physical_per_experiment_correlations.csv", index=False, na_rep="")
+    assert "## Beyond the Seed" in report.physical_section_from_tables(dirs)
+    for name, t in [("nnls_fit", nnls), ("lower_bound_check", lb), ("reconstruction_report", rec)]:
+        t.to_csv(dirs.tables / f"{name}.csv", index=False, na_rep="")
+    md = report.physical_section_from_tables(dirs)
+    assert md == report.physical_section(pure, per, nnls, lb, rec)
+
+
+# --------------------------------------------------------------------------- fixture end to end
+
+@pytest.fixture(scope="module")
+def fixture_components(tmp_path_factory):
+    from stepdecomp import decompose, load, reconstruct, roofline
+    from stepdecomp.paths import FIXTURE_ROOT
+    from stepdecomp.specs import load_model_specs
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", load.TraceWarning)
+        ds = load.load_dataset(FIXTURE_ROOT, cache_root=tmp_path_factory.mktemp("cache"))
+    specs, gpu = load_model_specs(ds.steps["hf_id"]), load_gpu_spec()
+    seed = decompose.seed_components(ds.steps, specs, gpu)
+    merged, rec = reconstruct.attach_reconstruction(ds.steps, ds.journeys)
+    phys = roofline.physical_components(merged, specs, gpu)
+    return decompose.with_physical(seed, phys), rec
+
+
+def test_fixture_end_to_end(fixture_components):
+    c, rec = fixture_components
+    pure = stats.physical_pure_phase_correlations(c, n_resamples=100)
+    assert len(pure) == 4 * 5
+    pp = pure[(pure.subset == "pure_prefill") & (pure.component == "phys_prefill_gemm_us")].iloc[0]
+    assert pp.n_steps == 10                                   # the fixture's pure-prefill steps
+    lb = stats.lower_bound_check(c)
+    direct = ((c["step.duration_us"] > 0) & (c["phys_lower_bound_us"] > 0)
+              & (c["step.duration_us"] < c["phys_lower_bound_us"])).groupby(c["experiment_id"]).sum()
+    assert lb.set_index("experiment_id")["n_below"].to_dict() == direct.to_dict()
+    per = stats.physical_per_experiment_correlations(c, n_resamples=100)
+    nnls = stats.nnls_fit(c)
+    assert len(per) == len(nnls) == 3 and (nnls["r2"].dropna() >= 0).all()
+    md = report.physical_section(pure, per, nnls, lb, rec)
+    for name in per["model"]:
+        assert name in md
