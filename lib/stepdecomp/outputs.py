@@ -49,9 +49,10 @@ class RunDirs:
             d.mkdir(parents=True, exist_ok=True)
         return self
 
-    def describe(self) -> pd.Series:
-        return pd.Series({"data root": display_path(self.data_root), "output": display_path(self.out),
-                          "figures": display_path(self.figures)})
+    def describe(self) -> str:
+        """The data root this run analyses (output directories vary between runs and are
+        not shown, so rendered notebooks stay comparable)."""
+        return f"data root: {display_path(self.data_root)}"
 
 
 def run_dirs(data_root: str | None = None, out_dir: str | None = None,

@@ -28,12 +28,12 @@ def style() -> None:
     matplotlib.rcParams.update({"figure.dpi": 100, "savefig.dpi": 110, "savefig.bbox": "tight"})
 
 
-def save(fig: Figure, figures_dir: Path, name: str) -> Path:
-    """PNG without a timestamp in its metadata, so reruns give the same bytes."""
+def save(fig: Figure, figures_dir: Path, name: str) -> None:
+    """Write ``figures_dir/<name>.png`` without a timestamp in its metadata, so reruns give
+    the same bytes. Returns nothing, so a notebook cell ending in it shows only the figure
+    (a trailing ';' does not silence output under nbval)."""
     figures_dir.mkdir(parents=True, exist_ok=True)
-    path = figures_dir / f"{name}.png"
-    fig.savefig(path, metadata={"Software": None})
-    return path
+    fig.savefig(figures_dir / f"{name}.png", metadata={"Software": None})
 
 
 def phase_breakdown_bars(breakdown: pd.DataFrame, by_experiment: pd.DataFrame) -> Figure:

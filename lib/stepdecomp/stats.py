@@ -193,6 +193,12 @@ def physical_subsets(components: pd.DataFrame) -> dict[str, pd.Series]:
             "all": pd.Series(True, index=components.index)}
 
 
+def subset_sizes(components: pd.DataFrame) -> pd.DataFrame:
+    """subset, steps: the size of each physical-mode subset."""
+    return pd.DataFrame([{"subset": k, "steps": int(m.sum())}
+                         for k, m in physical_subsets(components).items()])
+
+
 def _pearson_na(x: np.ndarray, y: np.ndarray) -> float:
     """Pearson r of already-filtered arrays with the seed's N/A rules (n < 10, zero variance)."""
     if len(x) < MIN_ROWS or np.ptp(x) == 0 or np.ptp(y) == 0:
