@@ -92,3 +92,14 @@ def test_verdict_counts_only_r_above_threshold():
     assert v.passing == 2 and v.supported and v.label == "SUPPORTED"
     v1 = stats.hypothesis_verdict(pure.assign(pearson_r=[0.81, np.nan, 0.5, np.nan, 0.9]))
     assert v1.passing == 1 and not v1.supported
+
+
+def test_seed_tables_ignore_the_physical_columns(components):
+    """Adding the phys_* family must leave every seed table bit-for-bit unchanged."""
+    extended = components.assign(phys_total_us=components["total_analytical_us"] * 3.0,
+                                 phys_decode_attn_us=1.0)
+    pd.testing.assert_frame_equal(stats.pure_phase_correlations(components),
+                                  stats.pure_phase_correlations(extended))
+    pd.testing.assert_frame_equal(stats.per_experiment_correlations(components),
+                                  stats.per_experiment_correlations(extended))
+    pd.testing.assert_frame_equal(phases.phase_breakdown(components), phases.phase_breakdown(extended))
