@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 import matplotlib.pyplot as plt
@@ -13,6 +14,9 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
+
+if TYPE_CHECKING:
+    from IPython.display import Image
 
 from .phases import PHASES, phase_label
 
@@ -28,12 +32,17 @@ def style() -> None:
     matplotlib.rcParams.update({"figure.dpi": 100, "savefig.dpi": 110, "savefig.bbox": "tight"})
 
 
-def save(fig: Figure, figures_dir: Path, name: str) -> None:
-    """Write ``figures_dir/<name>.png`` without a timestamp in its metadata, so reruns give
-    the same bytes. Returns nothing, so a notebook cell ending in it shows only the figure
-    (a trailing ';' does not silence output under nbval)."""
+def save(fig: Figure, figures_dir: Path, name: str) -> "Image":
+    """Write ``figures_dir/<name>.png`` (no timestamp in its metadata, so reruns give the same
+    bytes), close the figure and return the PNG for display: a notebook cell ending in
+    ``plots.save(...)`` shows the saved file instead of rendering the figure a second time."""
+    from IPython.display import Image
+
     figures_dir.mkdir(parents=True, exist_ok=True)
-    fig.savefig(figures_dir / f"{name}.png", metadata={"Software": None})
+    path = figures_dir / f"{name}.png"
+    fig.savefig(path, metadata={"Software": None})
+    plt.close(fig)
+    return Image(filename=str(path))
 
 
 def phase_breakdown_bars(breakdown: pd.DataFrame, by_experiment: pd.DataFrame) -> Figure:

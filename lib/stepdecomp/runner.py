@@ -12,10 +12,15 @@ cell stops the run with exit status 1 and a message naming the notebook and the 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from nbconvert import HTMLExporter
 
 from .paths import NOTEBOOKS_DIR, REPORTS_DIR, display_path, resolve_out_dir
 
@@ -24,11 +29,17 @@ class NotebookFailed(RuntimeError):
     pass
 
 
-def render_html(notebook: Path) -> Path:
-    import nbformat
+@functools.lru_cache(maxsize=1)
+def _html_exporter() -> "HTMLExporter":
     from nbconvert import HTMLExporter
 
-    body, _ = HTMLExporter().from_notebook_node(nbformat.read(notebook, as_version=4))
+    return HTMLExporter()          # building its templates costs seconds: build it once
+
+
+def render_html(notebook: Path) -> Path:
+    import nbformat
+
+    body, _ = _html_exporter().from_notebook_node(nbformat.read(notebook, as_version=4))
     out = notebook.with_suffix(".html")
     out.write_text(body, encoding="utf-8")
     return out
