@@ -59,7 +59,21 @@ def run_notebook(src: Path, dst: Path, parameters: dict[str, str]) -> None:
             f"notebook {src.name} failed in cell {exc.cell_index} (execution count "
             f"{exc.exec_count}): {exc.ename}: {exc.evalue}\n"
             f"the partially executed notebook is {display_path(dst)}") from None
+    _relative_paths(dst)
     render_html(dst)
+
+
+def _relative_paths(notebook: Path) -> None:
+    """papermill records absolute input/output paths; keep the shared notebook free of
+    this machine's layout."""
+    import nbformat
+
+    nb = nbformat.read(notebook, as_version=4)
+    meta = nb.metadata.get("papermill", {})
+    for key in ("input_path", "output_path"):
+        if meta.get(key):
+            meta[key] = display_path(meta[key])
+    nbformat.write(nb, notebook)
 
 
 def refresh_committed(names: list[str]) -> None:
