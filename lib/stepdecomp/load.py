@@ -97,19 +97,6 @@ def _iter_lines(path: Path) -> Iterator[bytes]:
         bar.close()  # type: ignore[attr-defined]
 
 
-def _value(v: dict) -> object:
-    # inlined otlp.attr_value for the hot path; same semantics
-    if "intValue" in v:
-        return int(v["intValue"])
-    if "doubleValue" in v:
-        return float(v["doubleValue"])
-    if "stringValue" in v:
-        return v["stringValue"]
-    if "boolValue" in v:
-        return bool(v["boolValue"])
-    return None
-
-
 def parse_trace_file(path: Path, experiment_id: str = "") -> tuple[list[dict], list[dict], ParseStats]:
     """Stream one traces.json(.gz); return step rows, journey rows and what was skipped.
 
@@ -119,7 +106,7 @@ def parse_trace_file(path: Path, experiment_id: str = "") -> tuple[list[dict], l
     stats = ParseStats(experiment_id=experiment_id, file=display_path(path))
     steps: list[dict] = []
     journeys: list[dict] = []
-    loads = orjson.loads
+    loads, value = orjson.loads, otlp.attr_value
     for lineno, line in enumerate(_iter_lines(path), start=1):
         stats.lines += 1
         if not line.strip():
@@ -145,11 +132,11 @@ def parse_trace_file(path: Path, experiment_id: str = "") -> tuple[list[dict], l
             for ev in events:
                 name = ev.get("name", "")
                 if name == otlp.BATCH_SUMMARY:
-                    steps.append({a["key"]: _value(a["value"]) for a in ev.get("attributes", ())})
+                    steps.append({a["key"]: value(a["value"]) for a in ev.get("attributes", ())})
                 elif name.startswith(otlp.JOURNEY_PREFIX):
                     if request_id is None:
                         request_id = otlp.attrs_to_dict(sp.get("attributes")).get(otlp.REQUEST_ID_KEY, "")
-                    row = {a["key"]: _value(a["value"]) for a in ev.get("attributes", ())}
+                    row = {a["key"]: value(a["value"]) for a in ev.get("attributes", ())}
                     row["request_id"] = request_id
                     row["event"] = name[len(otlp.JOURNEY_PREFIX):]
                     row["time_ns"] = int(ev.get("timeUnixNano", 0))
