@@ -122,3 +122,68 @@ def test_unknown_model_in_exp_config_names_model_and_place(fixture_copy, tmp_pat
     from stepdecomp.specs import UnknownModelError
     with pytest.raises(UnknownModelError, match=r"general: unknown model 'acme/Mystery-3b'.*data/models/acme/Mystery-3b/config.json"):
         load.load_dataset(fixture_copy, cache_root=tmp_path)
+
+
+# ------------------------------------------------------------------ exact timestamps
+
+BIG_NS = 1771286400123456789          # ~1.7e18: float64 would round it to ...456768
+
+
+def _step_attrs(step_id: int, **over) -> dict:
+    attrs = {"step.id": step_id, "step.ts_start_ns": BIG_NS + step_id * 1000,
+             "step.ts_end_ns": BIG_NS + step_id * 1000 + 1, "step.duration_us": 5,
+             "batch.prefill_tokens": 0, "batch.decode_tokens": 1}
+    attrs.update(over)
+    return {k: v for k, v in attrs.items() if v is not None}
+
+
+def _write_trace(root, step_attrs: list[dict], journey_attrs: list[dict] = ()):
+    from stepdecomp import otlp
+    d = root / "20260101-000000-llama-2-7b-tp1-general"
+    d.mkdir(parents=True)
+    steps = [otlp.span(otlp.STEP_SPAN, "t", "s", 0, 1, [otlp.event(otlp.BATCH_SUMMARY, 1, a)])
+             for a in step_attrs]
+    journeys = [otlp.span(otlp.JOURNEY_SPAN, "t", "j", 0, 1,
+                          [otlp.event("journey.QUEUED", 1, a)], {otlp.REQUEST_ID_KEY: f"r{i}"})
+                for i, a in enumerate(journey_attrs)]
+    (d / "traces.json").write_bytes(otlp.export_line({otlp.STEP_SCOPE: steps,
+                                                      otlp.JOURNEY_SCOPE: journeys}))
+    return d
+
+
+def test_step_timestamps_stay_exact_int64(tmp_path):
+    assert float(BIG_NS) != BIG_NS                       # the value float64 cannot hold
+    d = _write_trace(tmp_path / "root", [_step_attrs(1), _step_attrs(2)])
+    steps, _, _ = load.load_experiment(read_experiment(d), tmp_path / "cache")
+    for col in ("step.ts_start_ns", "step.ts_end_ns"):
+        assert steps[col].dtype == np.int64
+    assert steps["step.ts_start_ns"].tolist() == [BIG_NS + 1000, BIG_NS + 2000]
+    assert steps["step.ts_end_ns"].tolist() == [BIG_NS + 1001, BIG_NS + 2001]
+    cached, _, st = load.load_experiment(read_experiment(d), tmp_path / "cache")
+    assert st.from_cache and cached["step.ts_end_ns"].tolist() == [BIG_NS + 1001, BIG_NS + 2001]
+
+
+def test_step_timestamps_exact_when_some_are_missing(tmp_path):
+    d = _write_trace(tmp_path / "root", [_step_attrs(1, **{"step.ts_end_ns": None}), _step_attrs(2)])
+    steps, _, _ = load.load_experiment(read_experiment(d), tmp_path / "cache")
+    end = steps["step.ts_end_ns"]
+    assert end.dtype == "Int64" and end.isna().tolist() == [True, False]
+    assert int(end.iloc[1]) == BIG_NS + 2001
+    assert steps["step.ts_start_ns"].dtype == np.int64
+
+
+def test_journey_monotonic_ns_kept_exact_and_nullable(tmp_path):
+    base = {"scheduler.step": 1, "ts.monotonic": 1771286400.1234567, "phase": "WAITING"}
+    d = _write_trace(tmp_path / "root", [_step_attrs(1)],
+                     [{**base, "ts.monotonic_ns": BIG_NS}, base])
+    _, j, _ = load.load_experiment(read_experiment(d), tmp_path / "cache")
+    ns = j["ts.monotonic_ns"]
+    assert ns.dtype == "Int64" and ns.isna().tolist() == [False, True]
+    assert int(ns.iloc[0]) == BIG_NS
+    assert j["ts.monotonic"].tolist() == [1771286400.1234567] * 2   # not used to fill it
+    assert list(j.columns[:4]) == ["experiment_id", "request_id", "event", "time_ns"]
+
+
+def test_journeys_of_old_traces_have_an_all_missing_monotonic_ns(fixture_root, tmp_path):
+    _, j, _ = load.load_experiment(read_experiment(fixture_root / TP4), tmp_path)
+    assert j["ts.monotonic_ns"].dtype == "Int64" and j["ts.monotonic_ns"].isna().all()

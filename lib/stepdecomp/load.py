@@ -31,7 +31,7 @@ from .experiments import Discovery, Experiment, discover
 from .paths import INTERIM_DIR, MODELS_DIR, display_path
 
 #: Bump when the parsed tables change shape: old caches are then ignored.
-PARSER_VERSION = 1
+PARSER_VERSION = 2
 #: Files larger than this show a progress bar while parsing.
 PROGRESS_MIN_BYTES = 4 * 2**20
 META_COLUMNS = ["experiment_id", "model", "hf_id", "tp", "workload"]
@@ -145,44 +145,51 @@ def parse_trace_file(path: Path, experiment_id: str = "") -> tuple[list[dict], l
     return steps, journeys, stats
 
 
-def _typed(frame: pd.DataFrame, kinds: dict[str, str]) -> pd.DataFrame:
-    """Give the documented attributes their types; ints stay int64 when complete."""
+def _int_array(values: list) -> pd.api.extensions.ExtensionArray | np.ndarray:
+    """Python ints (None = missing) -> int64, or nullable Int64 when some are missing.
+
+    Built from the ints themselves, never through float64: step.ts_*_ns values near 1.7e18
+    are above 2**53 and would lose their last digits in a float."""
+    missing = np.fromiter((v is None for v in values), dtype=bool, count=len(values))
+    data = np.array([0 if v is None else v for v in values], dtype=np.int64)
+    return data if not missing.any() else pd.arrays.IntegerArray(data, missing)
+
+
+def _columns(rows: list[dict], kinds: dict[str, str]) -> pd.DataFrame:
+    """Rows of decoded attributes -> one typed column per documented attribute, in order.
+
+    Columns are built key by key (``DataFrame.from_records`` would turn an int column with
+    a missing value into float64); an absent attribute is <NA>."""
+    cols: dict[str, object] = {}
     for key, kind in kinds.items():
-        if key not in frame:
-            frame[key] = np.nan if kind != "str" else None
-        col = frame[key]
+        values = [r.get(key) for r in rows]
         if kind == "int":
-            num = pd.to_numeric(col, errors="coerce")
-            frame[key] = num.astype("int64") if num.notna().all() else num.astype("Int64")
+            cols[key] = _int_array(values)
         elif kind == "float":
-            frame[key] = pd.to_numeric(col, errors="coerce").astype("float64")
+            cols[key] = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
         else:
-            frame[key] = col.astype("string")
-    return frame
+            cols[key] = pd.array(values, dtype="string")
+    return pd.DataFrame(cols, index=pd.RangeIndex(len(rows)))
 
 
 def steps_frame(rows: list[dict], exp: Experiment) -> pd.DataFrame:
     """Rows of BATCH_SUMMARY attributes -> typed steps table with the experiment's metadata."""
-    frame = _typed(pd.DataFrame.from_records(rows), otlp.STEP_ATTRS)
-    extra = [c for c in frame.columns if c not in otlp.STEP_ATTRS]
-    frame = frame[list(otlp.STEP_ATTRS) + extra]
+    frame = _columns(rows, otlp.STEP_ATTRS)
     meta = pd.DataFrame({"experiment_id": exp.experiment_id, "model": exp.model, "hf_id": exp.hf_id,
                          "tp": exp.tp, "workload": exp.workload}, index=frame.index)
     return pd.concat([meta, frame], axis=1)
 
 
 def journeys_frame(rows: list[dict], exp: Experiment) -> pd.DataFrame:
-    frame = pd.DataFrame.from_records(rows)
-    for c in ("request_id", "event", "time_ns"):
-        if c not in frame:
-            frame[c] = pd.Series(dtype="object")
-    frame = _typed(frame, otlp.JOURNEY_ATTRS)
-    frame["request_id"] = frame["request_id"].astype("string")
-    frame["event"] = frame["event"].astype("string")
-    frame["time_ns"] = pd.to_numeric(frame["time_ns"]).astype("int64")
+    """Rows of journey events -> experiment_id, request_id, event, time_ns, then the typed
+    otlp.JOURNEY_ATTRS (``ts.monotonic_ns`` stays nullable Int64: older traces lack it)."""
+    frame = _columns(rows, otlp.JOURNEY_ATTRS)
+    frame["ts.monotonic_ns"] = frame["ts.monotonic_ns"].astype("Int64")
     frame.insert(0, "experiment_id", exp.experiment_id)
-    rest = [c for c in frame.columns if c not in JOURNEY_BASE_COLUMNS and c not in otlp.JOURNEY_ATTRS]
-    return frame[JOURNEY_BASE_COLUMNS + list(otlp.JOURNEY_ATTRS) + rest]
+    frame.insert(1, "request_id", pd.array([r["request_id"] for r in rows], dtype="string"))
+    frame.insert(2, "event", pd.array([r["event"] for r in rows], dtype="string"))
+    frame.insert(3, "time_ns", np.array([r["time_ns"] for r in rows], dtype=np.int64))
+    return frame
 
 
 # --------------------------------------------------------------------------- caching

@@ -67,6 +67,9 @@ STEP_ATTRS: dict[str, str] = {
 JOURNEY_ATTRS: dict[str, str] = {
     "scheduler.step": "int",
     "ts.monotonic": "float",
+    # newer traces: the same clock in exact int ns (older ones only carry ts.monotonic);
+    # the loader keeps it as read (nullable), consumers fall back to round(ts.monotonic·1e9)
+    "ts.monotonic_ns": "int",
     "phase": "str",
     "prefill.total_tokens": "int",
     "prefill.done_tokens": "int",
