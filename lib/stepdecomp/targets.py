@@ -1,0 +1,311 @@
+"""Step timing targets that bound the model step, read from the trace timestamps.
+
+``step.duration_us`` is the CPU time of vLLM's ``schedule()`` (measurement.md §1), not the
+model step. Each engine step n runs, in the synchronous engine loop::
+
+    schedule(n) [CPU]  ->  forward pass (GPU)  ->  update_from_output(n) [CPU]  ->  schedule(n+1)
+
+and the traces time-stamp, on one monotonic clock (measurement.md §2):
+
+* ``step.ts_start_ns`` = S(n): first lines of schedule(n); ``step.ts_end_ns`` = inside
+  schedule(n), before the forward pass. Only for sampled steps (~10 %, BATCH_SUMMARY).
+* journey SCHEDULED / PREEMPTED with ``scheduler.step`` = n: inside schedule(n), so after
+  S(n). journey FIRST_TOKEN / FINISHED with ``scheduler.step`` = n: inside update(n), after
+  the forward pass of step n. Journey events exist for every step (not sampled).
+
+Targets, one row per sampled step n (:func:`step_targets`):
+
+* ``step_forward_us`` = (earliest FIRST_TOKEN/FINISHED of step n) − ts_end(n): the forward
+  pass plus what the traces cannot separate from it (the tail of schedule() after the summary
+  emission, input preparation, sampling, the head of update() before its first event). NaN
+  when step n produced no such event. FINISHED with ``finish.status`` = aborted is excluded:
+  an abort is processed when the client goes away, not after a forward pass, so its time
+  stamp says nothing about the forward.
+* ``step_period_us`` = S(n+1) − S(n), the iteration time. Exact where step n+1 is sampled.
+  Otherwise bounded: hi = (earliest SCHEDULED/PREEMPTED of step n+1) − S(n) (those events
+  happen inside schedule(n+1), after S(n+1)); lo = max(ts_end(n), latest FIRST_TOKEN/FINISHED
+  of step n) − S(n) (update(n) precedes schedule(n+1) in the synchronous loop; ts_end(n) is
+  always a lower bound). See :func:`step_targets` for the estimator and its bias.
+* ``step_period_avg_us`` = (S(m) − S(n)) / (m − n) for consecutive sampled steps n < m: the
+  mean period over the unsampled steps in between, a coarse target available for every
+  sampled step but the last of each experiment.
+
+Async scheduling (vLLM's batch queue): schedule(n+1) may run while step n is on the GPU, so
+update(n) can come after S(n+1) and the update-based "lower bound" exceeds the upper one.
+That is detected (lo > hi, or lo > the exact period) and flagged ``async_overlap``; the
+update-based bound is then dropped and only ts_end(n) − S(n) bounds the period from below.
+
+Everything is vectorised over rows (group-by aggregates and index look-ups, no Python loop
+over steps); memory is proportional to the number of steps and journey events.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from . import otlp
+
+# --------------------------------------------------------------------------- constants
+
+EXP = "experiment_id"
+STEP_ID = "step.id"
+TS_START = "step.ts_start_ns"
+TS_END = "step.ts_end_ns"
+JOURNEY_STEP = "scheduler.step"
+TS_NS = "ts.monotonic_ns"
+TS_S = "ts.monotonic"
+FINISH_STATUS = "finish.status"
+
+#: Events emitted inside update_from_output(n), after the forward pass of step n.
+UPDATE_EVENTS = ("FIRST_TOKEN", "FINISHED")
+#: Events emitted inside schedule(n), after its start S(n).
+SCHEDULE_EVENTS = ("SCHEDULED", "PREEMPTED")
+#: finish.status of a FINISHED event that is not emitted after a forward pass.
+ABORTED_STATUS = "aborted"
+#: Sampled steps with a measured in-schedule offset needed before it is subtracted from the
+#: upper bound; with fewer the estimate is the raw upper bound (source "upper_bound").
+MIN_CALIBRATION_STEPS = 5
+NS_PER_US = 1_000.0
+NS_PER_S = 1e9
+
+#: ``step_period_source`` values.
+SOURCE_EXACT = "exact"
+SOURCE_CALIBRATED = "calibrated"
+SOURCE_UPPER = "upper_bound"
+SOURCE_NONE = "none"
+
+TARGET_COLUMNS = [
+    EXP, STEP_ID, "step_forward_us", "step_period_us", "step_period_exact",
+    "step_period_lo_us", "step_period_hi_us", "step_period_source", "step_period_offset_us",
+    "async_overlap", "timeline_inconsistent", "step_period_avg_us",
+]
+
+
+# --------------------------------------------------------------------------- journeys
+
+def journey_ts_ns(journeys: pd.DataFrame) -> np.ndarray:
+    """Monotonic time stamp of each journey event in int64 ns.
+
+    ``ts.monotonic_ns`` where present (nullable Int64, newer traces), else
+    round(``ts.monotonic`` · 1e9) (float seconds, same clock; rounded to the nearest ns, not
+    truncated: 2.000000001 s is stored as 2.0000000009999998 and must give 2000000001).
+    The only place this fallback lives. A row with neither is an error, not a guess.
+    """
+    n = len(journeys)
+    out = np.zeros(n, dtype=np.int64)
+    have = np.zeros(n, dtype=bool)
+    if TS_NS in journeys:
+        ns = pd.array(journeys[TS_NS], dtype="Int64")
+        have = ~np.asarray(ns.isna(), dtype=bool)
+        out = ns.to_numpy(dtype=np.int64, na_value=0)
+    missing = ~have
+    if missing.any():
+        if TS_S not in journeys:
+            raise KeyError(f"{int(missing.sum())} journey event(s) lack {TS_NS!r} and the table "
+                           f"has no {TS_S!r} column to fall back on")
+        sec = pd.to_numeric(journeys[TS_S], errors="coerce").to_numpy(
+            dtype=np.float64, na_value=np.nan)[missing]
+        if np.isnan(sec).any():
+            raise ValueError(f"{int(np.isnan(sec).sum())} journey event(s) have neither "
+                             f"{TS_NS!r} nor {TS_S!r}")
+        out[missing] = np.rint(sec * NS_PER_S).astype(np.int64)
+    return out
+
+
+def journey_step_times(journeys: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
+    """Per (experiment_id, scheduler.step): the update-phase event times and the first
+    schedule-phase event time, in ns.
+
+    Returns ``update`` (columns ``first_ns``, ``last_ns``: earliest and latest FIRST_TOKEN /
+    non-aborted FINISHED) and ``schedule`` (earliest SCHEDULED / PREEMPTED), both indexed by
+    (experiment_id, step). The event name may carry the ``journey.`` prefix or not. Events
+    without ``scheduler.step`` cannot be placed on a step and are left out.
+    """
+    event = journeys["event"].astype("string").str.removeprefix(otlp.JOURNEY_PREFIX)
+    is_upd = event.isin(UPDATE_EVENTS).to_numpy(dtype=bool)
+    is_sch = event.isin(SCHEDULE_EVENTS).to_numpy(dtype=bool)
+    finished = (event == "FINISHED").to_numpy(dtype=bool, na_value=False)
+    if finished.any():
+        if FINISH_STATUS not in journeys:
+            raise KeyError(f"FINISHED events without a {FINISH_STATUS!r} column: aborted "
+                           f"requests cannot be told apart")
+        aborted = (journeys[FINISH_STATUS].astype("string") == ABORTED_STATUS).to_numpy(
+            dtype=bool, na_value=False)
+        is_upd = is_upd & ~aborted
+    step = pd.array(journeys[JOURNEY_STEP], dtype="Int64")
+    keep = (is_upd | is_sch) & ~np.asarray(step.isna(), dtype=bool)
+    sub = journeys.loc[keep]
+    frame = pd.DataFrame({EXP: sub[EXP].astype(str).to_numpy(),
+                          "step": step[keep].to_numpy(dtype=np.int64),
+                          "ts": journey_ts_ns(sub), "upd": is_upd[keep]})
+    upd = frame[frame["upd"]].groupby([EXP, "step"])["ts"].agg(first_ns="min", last_ns="max")
+    sch = frame[~frame["upd"]].groupby([EXP, "step"])["ts"].min()
+    return upd, sch
+
+
+def _lookup(table: pd.DataFrame | pd.Series, exp: np.ndarray, step: np.ndarray,
+            column: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """int64 values of ``table`` at keys (exp, step) and a found-mask (no float round trip,
+    so ns stamps keep their precision)."""
+    idx = table.index.get_indexer(pd.MultiIndex.from_arrays([exp, step]))
+    values = (table[column] if column else table).to_numpy(dtype=np.int64)
+    found = idx >= 0
+    return np.where(found, values[np.where(found, idx, 0)] if len(values) else 0, 0), found
+
+
+def _us(delta_ns: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    return np.where(valid, delta_ns.astype(np.float64) / NS_PER_US, np.nan)
+
+
+# --------------------------------------------------------------------------- steps
+
+def _int_column(frame: pd.DataFrame, name: str) -> np.ndarray:
+    if name not in frame:
+        raise KeyError(f"steps table lacks column {name!r}")
+    col = pd.array(frame[name], dtype="Int64")
+    if col.isna().any():
+        raise ValueError(f"steps column {name!r} has {int(col.isna().sum())} missing value(s)")
+    return col.to_numpy(dtype=np.int64)
+
+
+def _step_arrays(steps: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                                np.ndarray]:
+    """experiment ids, their integer codes, step ids, ts_start and ts_end (int64 ns)."""
+    if EXP not in steps:
+        raise KeyError(f"steps table lacks column {EXP!r}")
+    exp = steps[EXP].astype(str).to_numpy()
+    codes, _ = pd.factorize(exp, sort=True)
+    sid = _int_column(steps, STEP_ID)
+    dup = pd.MultiIndex.from_arrays([codes, sid]).duplicated()
+    if dup.any():
+        first = int(np.flatnonzero(dup)[0])
+        raise ValueError(f"{int(dup.sum())} duplicate (experiment_id, step.id) row(s), e.g. "
+                         f"({exp[first]!r}, {sid[first]})")
+    return exp, codes, sid, _int_column(steps, TS_START), _int_column(steps, TS_END)
+
+
+def _next_sampled(codes: np.ndarray, sid: np.ndarray,
+                  start: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each sampled step: whether a later sampled step of the same experiment exists, and
+    that step's id and ts_start (sorted by experiment, then step id)."""
+    n = len(sid)
+    order = np.lexsort((sid, codes))
+    has = np.zeros(n, dtype=bool)
+    nxt_sid = np.zeros(n, dtype=np.int64)
+    nxt_start = np.zeros(n, dtype=np.int64)
+    if n > 1:
+        has[order[:-1]] = codes[order[1:]] == codes[order[:-1]]
+        nxt_sid[order[:-1]] = sid[order[1:]]
+        nxt_start[order[:-1]] = start[order[1:]]
+    return has, nxt_sid, nxt_start
+
+
+def schedule_offset_ns(codes: np.ndarray, offset_ns: np.ndarray,
+                       valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the median over its experiment's calibration steps of the in-schedule offset
+    (first SCHEDULED/PREEMPTED of a sampled step m − S(m), measured where both are known),
+    and how many steps that median rests on."""
+    s = pd.Series(offset_ns[valid].astype(np.float64)).groupby(codes[valid]).agg(["median", "size"])
+    idx = s.index.get_indexer(codes)
+    found = idx >= 0
+    med = np.where(found, s["median"].to_numpy()[np.where(found, idx, 0)] if len(s) else 0.0, np.nan)
+    size = np.where(found, s["size"].to_numpy()[np.where(found, idx, 0)] if len(s) else 0, 0)
+    return med, size
+
+
+def step_targets(steps: pd.DataFrame, journeys: pd.DataFrame,
+                 min_calibration_steps: int = MIN_CALIBRATION_STEPS) -> pd.DataFrame:
+    """One row per sampled step (same index as ``steps``): the ``TARGET_COLUMNS``.
+
+    Period estimator where step n+1 is not sampled but bounded (hi known):
+    ``step_period_us`` = clip(hi − o, lo, hi), o = the experiment's median in-schedule offset
+    (first SCHEDULED/PREEMPTED of a sampled step m − S(m); needs ``min_calibration_steps``
+    such steps in the experiment, else o = 0 and the estimate is the raw upper bound, biased high by the offset). The truth
+    is hi − offset(n+1), so the error is offset(n+1) − o: zero-median when unsampled steps
+    with a schedule-phase event have the offsets of sampled ones (both sets are selected by
+    the same condition: the step admitted or preempted a request). The bound width hi − lo
+    is kept for every bounded step. Where hi is unknown the period is NaN even when lo is
+    known: after an idle engine (no request in flight) the next schedule() can come
+    arbitrarily late, so a lower bound alone estimates nothing.
+
+    With async scheduling ``step_forward_us`` also holds the wait for step n−1 still on the
+    GPU when step n was scheduled (update(n) comes after both): it bounds the forward from
+    above there, and is exact only in the synchronous loop.
+
+    ``timeline_inconsistent`` flags rows where the stamps contradict the loop order (a
+    first update event not after ts_end(n), ts_end(n) < S(n), or S(n+1) / hi before
+    ts_end(n)); the affected target is NaN there, never negative.
+    """
+    exp, codes, sid, start, end = _step_arrays(steps)
+    upd, sch = journey_step_times(journeys)
+    first_upd, has_upd = _lookup(upd, exp, sid, "first_ns")
+    last_upd, _ = _lookup(upd, exp, sid, "last_ns")
+    own_sch, has_own = _lookup(sch, exp, sid)
+    next_sch, has_hi = _lookup(sch, exp, sid + 1)
+    has_next, next_sid, next_start = _next_sampled(codes, sid, start)
+
+    fwd_ns = first_upd - end
+    fwd_ok = has_upd & (fwd_ns > 0)
+    lo_trivial = end - start
+    is_exact = has_next & (next_sid == sid + 1)
+    exact_ns, hi_ns, lo_upd = next_start - start, next_sch - start, last_upd - start
+    has_ref = is_exact | has_hi
+    ref_ns = np.where(is_exact, exact_ns, hi_ns)
+    overlap = has_upd & has_ref & (lo_upd > ref_ns)
+    lo_ns = np.where(has_upd & ~overlap, np.maximum(lo_trivial, lo_upd), lo_trivial)
+    period_ok = (lo_trivial >= 0) & (~has_ref | (ref_ns >= lo_trivial))
+    inconsistent = (has_upd & ~fwd_ok) | ~period_ok
+
+    offset_ns = own_sch - start
+    off_med, n_cal = schedule_offset_ns(codes, offset_ns, has_own & (offset_ns >= 0))
+    bounded = has_hi & ~is_exact & period_ok
+    calibrated = bounded & (n_cal >= min_calibration_steps)
+    sub_ns = np.where(calibrated, off_med, 0.0)
+    est_ns = np.clip(hi_ns - sub_ns, lo_ns, hi_ns)
+    period_ns = np.where(is_exact, exact_ns, est_ns).astype(np.float64)
+    source = np.select([is_exact & period_ok, calibrated, bounded],
+                       [SOURCE_EXACT, SOURCE_CALIBRATED, SOURCE_UPPER], SOURCE_NONE)
+
+    out = pd.DataFrame({EXP: exp, STEP_ID: sid}, index=steps.index)
+    out["step_forward_us"] = _us(fwd_ns, fwd_ok)
+    out["step_period_us"] = np.where((is_exact & period_ok) | bounded, period_ns / NS_PER_US, np.nan)
+    out["step_period_exact"] = is_exact & period_ok
+    out["step_period_lo_us"] = _us(lo_ns, lo_trivial >= 0)
+    out["step_period_hi_us"] = _us(hi_ns, has_hi & period_ok)
+    out["step_period_source"] = source
+    out["step_period_offset_us"] = np.where(calibrated, off_med / NS_PER_US, np.where(bounded, 0.0, np.nan))
+    out["async_overlap"] = overlap
+    out["timeline_inconsistent"] = inconsistent
+    gap = np.where(has_next, next_sid - sid, 1)
+    out["step_period_avg_us"] = np.where(has_next, (next_start - start) / gap / NS_PER_US, np.nan)
+    return out[TARGET_COLUMNS]
+
+
+def coverage_table(targets: pd.DataFrame) -> pd.DataFrame:
+    """Per experiment: sampled steps and the share of them each target covers.
+
+    Columns: experiment_id, sampled_steps, share_step_forward, share_period_exact,
+    share_period_bounded (not exact, upper bound known), share_step_period (any estimate),
+    share_step_period_avg, share_async_overlap, share_inconsistent, median_bound_width_us
+    (hi − lo over bounded steps), schedule_offset_us (the subtracted median offset).
+    """
+    t = targets
+    bounded = t["step_period_source"].isin([SOURCE_CALIBRATED, SOURCE_UPPER])
+    frame = pd.DataFrame({
+        EXP: t[EXP].astype(str),
+        "fwd": t["step_forward_us"].notna(), "exact": t["step_period_exact"].astype(bool),
+        "bounded": bounded, "period": t["step_period_us"].notna(),
+        "avg": t["step_period_avg_us"].notna(), "overlap": t["async_overlap"].astype(bool),
+        "bad": t["timeline_inconsistent"].astype(bool),
+        "width": (t["step_period_hi_us"] - t["step_period_lo_us"]).where(bounded),
+        "offset": t["step_period_offset_us"]})
+    g = frame.groupby(EXP, sort=True)
+    out = pd.DataFrame({
+        "sampled_steps": g.size(),
+        "share_step_forward": g["fwd"].mean(), "share_period_exact": g["exact"].mean(),
+        "share_period_bounded": g["bounded"].mean(), "share_step_period": g["period"].mean(),
+        "share_step_period_avg": g["avg"].mean(), "share_async_overlap": g["overlap"].mean(),
+        "share_inconsistent": g["bad"].mean(), "median_bound_width_us": g["width"].median(),
+        "schedule_offset_us": g["offset"].max()})
+    return out.reset_index()
