@@ -180,6 +180,20 @@ def test_inconsistent_stamps_give_nan_not_negative() -> None:
     assert np.isnan(out["step_forward_us"].item()) and np.isnan(out["step_period_us"].item())
 
 
+def test_journeys_on_another_clock_are_flagged_not_negative() -> None:
+    # journey stamps from a different origin (e.g. seconds since process start): every
+    # event-based bound contradicts the loop order; only the exact period survives
+    steps = steps_frame([("E", 1, 0, 100), ("E", 2, 5300, 5400)])
+    j = journeys_frame([("E", "a", "FIRST_TOKEN", 1, 5100, None),
+                        ("E", "b", "SCHEDULED", 2, 5330, None)])
+    j["ts.monotonic_ns"] = j["ts.monotonic_ns"] - T0 - 10**12
+    out = tg.step_targets(steps, j).set_index("step.id")
+    assert out["timeline_inconsistent"].tolist() == [True, False]
+    assert out.loc[1, "step_period_us"] == 5300.0 and np.isnan(out.loc[1, "step_period_hi_us"])
+    assert out["step_forward_us"].isna().all()
+    assert (out[["step_period_lo_us", "step_period_us"]].stack().dropna() >= 0).all()
+
+
 def test_journey_ts_float_fallback_rounds_to_nearest_ns() -> None:
     j = pd.DataFrame({"ts.monotonic_ns": pd.array([123, None, None, 2**62], dtype="Int64"),
                       "ts.monotonic": [9.0, 2.000000001, 1.9999999994, np.nan]})

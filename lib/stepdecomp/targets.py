@@ -90,7 +90,9 @@ def journey_ts_ns(journeys: pd.DataFrame) -> np.ndarray:
     ``ts.monotonic_ns`` where present (nullable Int64, newer traces), else
     round(``ts.monotonic`` · 1e9) (float seconds, same clock; rounded to the nearest ns, not
     truncated: 2.000000001 s is stored as 2.0000000009999998 and must give 2000000001).
-    The only place this fallback lives. A row with neither is an error, not a guess.
+    The only place this fallback lives. A row with neither is an error, not a guess. The
+    float cannot carry ns at large clock values (at 1.7e9 s its spacing is ~240 ns): the
+    fallback is exact only to that spacing.
     """
     n = len(journeys)
     out = np.zeros(n, dtype=np.int64)
@@ -248,31 +250,32 @@ def step_targets(steps: pd.DataFrame, journeys: pd.DataFrame,
     fwd_ns = first_upd - end
     fwd_ok = has_upd & (fwd_ns > 0)
     lo_trivial = end - start
+    lo_ok = lo_trivial >= 0
     is_exact = has_next & (next_sid == sid + 1)
     exact_ns, hi_ns, lo_upd = next_start - start, next_sch - start, last_upd - start
-    has_ref = is_exact | has_hi
-    ref_ns = np.where(is_exact, exact_ns, hi_ns)
-    overlap = has_upd & has_ref & (lo_upd > ref_ns)
+    exact_ok = is_exact & lo_ok & (exact_ns >= lo_trivial)
+    hi_ok = has_hi & lo_ok & (hi_ns >= lo_trivial)
+    ref_ns = np.where(exact_ok, exact_ns, hi_ns)
+    overlap = has_upd & (exact_ok | hi_ok) & (lo_upd > ref_ns)
     lo_ns = np.where(has_upd & ~overlap, np.maximum(lo_trivial, lo_upd), lo_trivial)
-    period_ok = (lo_trivial >= 0) & (~has_ref | (ref_ns >= lo_trivial))
-    inconsistent = (has_upd & ~fwd_ok) | ~period_ok
+    inconsistent = (has_upd & ~fwd_ok) | ~lo_ok | (is_exact & ~exact_ok) | (has_hi & ~hi_ok)
 
     offset_ns = own_sch - start
     off_med, n_cal = schedule_offset_ns(codes, offset_ns, has_own & (offset_ns >= 0))
-    bounded = has_hi & ~is_exact & period_ok
+    bounded = hi_ok & ~is_exact
     calibrated = bounded & (n_cal >= min_calibration_steps)
     sub_ns = np.where(calibrated, off_med, 0.0)
     est_ns = np.clip(hi_ns - sub_ns, lo_ns, hi_ns)
     period_ns = np.where(is_exact, exact_ns, est_ns).astype(np.float64)
-    source = np.select([is_exact & period_ok, calibrated, bounded],
+    source = np.select([exact_ok, calibrated, bounded],
                        [SOURCE_EXACT, SOURCE_CALIBRATED, SOURCE_UPPER], SOURCE_NONE)
 
     out = pd.DataFrame({EXP: exp, STEP_ID: sid}, index=steps.index)
     out["step_forward_us"] = _us(fwd_ns, fwd_ok)
-    out["step_period_us"] = np.where((is_exact & period_ok) | bounded, period_ns / NS_PER_US, np.nan)
-    out["step_period_exact"] = is_exact & period_ok
-    out["step_period_lo_us"] = _us(lo_ns, lo_trivial >= 0)
-    out["step_period_hi_us"] = _us(hi_ns, has_hi & period_ok)
+    out["step_period_us"] = np.where(exact_ok | bounded, period_ns / NS_PER_US, np.nan)
+    out["step_period_exact"] = exact_ok
+    out["step_period_lo_us"] = _us(lo_ns, lo_ok)
+    out["step_period_hi_us"] = _us(hi_ns, hi_ok)
     out["step_period_source"] = source
     out["step_period_offset_us"] = np.where(calibrated, off_med / NS_PER_US, np.where(bounded, 0.0, np.nan))
     out["async_overlap"] = overlap
