@@ -1,0 +1,151 @@
+"""What explains ``step.duration_us``: scheduler work or the batch's FLOPs?
+
+``step.duration_us`` is the CPU time of ``schedule()`` (measurement.md §1). If that is so,
+it should follow the scheduler's work — the queues it walks, the requests it admits, the
+tokens it budgets, the KV blocks it manages — more than the GPU components of the batch;
+the model-step targets of ``targets.py`` (``step_period_us``) should follow the FLOP /
+byte components instead. :func:`explain_r2` puts the two side by side: per experiment and
+target, the R² of an ordinary least-squares fit on each regressor set.
+
+Numerics are deterministic: the regressors are centred and scaled by their standard
+deviation (sums computed with ``np.sum``), the coefficients come from ``np.linalg.lstsq``
+(minimum-norm, so collinear columns are harmless), the fitted values and R² are formed with
+elementwise products and ``np.sum`` reductions (no BLAS dot, whose summation order depends
+on the build), and R² is rounded to ``R2_SIGNIFICANT_DIGITS`` significant digits.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+EXP = "experiment_id"
+KV_BLOCKS_USED = "kv.blocks_used"
+
+#: Scheduler-work regressors: what schedule() walks, admits, budgets and allocates.
+SCHEDULER_WORK_COLUMNS = ("queue.running_depth", "queue.waiting_depth",
+                          "batch.num_prefill_reqs", "batch.scheduled_tokens", KV_BLOCKS_USED)
+#: The physical GPU components (roofline.physical_components), used when present.
+FLOP_COLUMNS = ("phys_prefill_gemm_us", "phys_prefill_attn_us", "phys_decode_gemm_us",
+                "phys_decode_attn_us")
+DEFAULT_TARGETS = ("step.duration_us", "step_period_us")
+#: Fewer complete rows than this (per experiment and target) give R² = NaN.
+MIN_ROWS = 10
+#: R² is rounded to this many significant digits (last-bit differences of lstsq vanish).
+R2_SIGNIFICANT_DIGITS = 12
+#: A column whose standard deviation is at most this fraction of its largest magnitude is
+#: constant for the fit (dropped as a regressor; as the target it makes R² NaN).
+CONSTANT_REL_TOL = 1e-12
+
+SET_SCHEDULER = "scheduler_work"
+SET_FLOPS = "flops"
+SET_BOTH = "scheduler_work+flops"
+R2_COLUMNS = [EXP, "target", "regressors", "r2", "n_steps", "n_regressors"]
+
+
+def with_kv_blocks_used(steps: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``steps`` with ``kv.blocks_used`` = kv.blocks_total_gpu − kv.blocks_free_gpu."""
+    for c in ("kv.blocks_total_gpu", "kv.blocks_free_gpu"):
+        if c not in steps:
+            raise KeyError(f"steps table lacks column {c!r} (needed for {KV_BLOCKS_USED})")
+    out = steps.copy()
+    out[KV_BLOCKS_USED] = (pd.to_numeric(steps["kv.blocks_total_gpu"])
+                           - pd.to_numeric(steps["kv.blocks_free_gpu"]))
+    return out
+
+
+def round_significant(x: float, digits: int = R2_SIGNIFICANT_DIGITS) -> float:
+    """``x`` rounded to ``digits`` significant digits (NaN and 0 unchanged)."""
+    if not np.isfinite(x) or x == 0.0:
+        return float(x)
+    return float(f"{x:.{digits - 1}e}")
+
+
+def _is_constant(col: np.ndarray, centred: np.ndarray) -> bool:
+    scale = np.max(np.abs(col))
+    sd = np.sqrt(np.sum(centred * centred) / len(col))
+    return bool(sd <= CONSTANT_REL_TOL * scale) if scale > 0 else True
+
+
+def ols_r2(y: np.ndarray, x: np.ndarray) -> tuple[float, int]:
+    """R² of y ~ 1 + x (x: n × k) and the number of regressors kept.
+
+    R² = 1 − Σ(y − ŷ)² / Σ(y − ȳ)². Constant regressor columns are dropped (the intercept
+    already holds them); with none left the fit is the mean and R² = 0. NaN when
+    n < ``MIN_ROWS`` or y is constant.
+    """
+    y = np.asarray(y, dtype=np.float64)
+    x = np.asarray(x, dtype=np.float64).reshape(len(y), -1)
+    n = len(y)
+    if n < MIN_ROWS:
+        return float("nan"), 0
+    yc = y - np.sum(y) / n
+    if _is_constant(y, yc):
+        return float("nan"), 0
+    xc = x - np.sum(x, axis=0) / n
+    keep = [j for j in range(x.shape[1]) if not _is_constant(x[:, j], xc[:, j])]
+    xs = xc[:, keep] / np.sqrt(np.sum(xc[:, keep] ** 2, axis=0) / n)
+    if keep:
+        beta = np.linalg.lstsq(xs, yc, rcond=None)[0]
+        resid = yc - np.sum(xs * beta, axis=1)
+    else:
+        resid = yc
+    r2 = 1.0 - np.sum(resid * resid) / np.sum(yc * yc)
+    return round_significant(float(r2)), len(keep)
+
+
+def regressor_sets(frame: pd.DataFrame,
+                   flop_columns: Sequence[str] | None = None) -> dict[str, list[str]]:
+    """The regressor sets compared: scheduler work, FLOP components, and both together.
+
+    ``flop_columns`` None: the ``FLOP_COLUMNS`` present in ``frame`` (the FLOP sets are left
+    out when none is). Named columns that are missing are an error, as are missing
+    scheduler-work columns.
+    """
+    missing = [c for c in SCHEDULER_WORK_COLUMNS if c not in frame]
+    if missing:
+        raise KeyError(f"frame lacks scheduler-work column(s) {missing} "
+                       f"(kv.blocks_used: call with_kv_blocks_used first)")
+    if flop_columns is None:
+        flops = [c for c in FLOP_COLUMNS if c in frame]
+    else:
+        flops = list(flop_columns)
+        absent = [c for c in flops if c not in frame]
+        if absent:
+            raise KeyError(f"frame lacks FLOP column(s) {absent}")
+    sets = {SET_SCHEDULER: list(SCHEDULER_WORK_COLUMNS)}
+    if flops:
+        sets[SET_FLOPS] = flops
+        sets[SET_BOTH] = list(SCHEDULER_WORK_COLUMNS) + flops
+    return sets
+
+
+def explain_r2(frame: pd.DataFrame, targets: Sequence[str] = DEFAULT_TARGETS,
+               flop_columns: Sequence[str] | None = None,
+               sets: Mapping[str, Sequence[str]] | None = None) -> pd.DataFrame:
+    """Per experiment × target × regressor set: OLS R² and the rows it rests on.
+
+    ``frame``: one row per sampled step with ``experiment_id``, the targets (e.g. the steps
+    table merged with ``targets.step_targets`` and the ``phys_*`` columns) and the
+    regressors (``kv.blocks_used`` from :func:`with_kv_blocks_used`). Rows with a NaN in the
+    target or any regressor of the set are left out of that fit (``n_steps`` counts the
+    rest). Returns ``R2_COLUMNS``, sorted by experiment, target and set order.
+    """
+    absent = [t for t in targets if t not in frame]
+    if absent:
+        raise KeyError(f"frame lacks target column(s) {absent}")
+    chosen = dict(sets) if sets is not None else regressor_sets(frame, flop_columns)
+    rows = []
+    for exp, part in frame.groupby(EXP, sort=True):
+        for target in targets:
+            y = pd.to_numeric(part[target], errors="coerce").to_numpy(np.float64, na_value=np.nan)
+            for name, cols in chosen.items():
+                x = np.column_stack([pd.to_numeric(part[c], errors="coerce").to_numpy(
+                    np.float64, na_value=np.nan) for c in cols])
+                ok = ~np.isnan(y) & ~np.isnan(x).any(axis=1)
+                r2, k = ols_r2(y[ok], x[ok])
+                rows.append({EXP: exp, "target": target, "regressors": name, "r2": r2,
+                             "n_steps": int(ok.sum()), "n_regressors": k})
+    return pd.DataFrame(rows, columns=R2_COLUMNS)
