@@ -124,26 +124,39 @@ def journey_step_times(journeys: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]
     (experiment_id, step). The event name may carry the ``journey.`` prefix or not. Events
     without ``scheduler.step`` cannot be placed on a step and are left out.
     """
-    event = journeys["event"].astype("string").str.removeprefix(otlp.JOURNEY_PREFIX)
-    is_upd = event.isin(UPDATE_EVENTS).to_numpy(dtype=bool)
-    is_sch = event.isin(SCHEDULE_EVENTS).to_numpy(dtype=bool)
-    finished = (event == "FINISHED").to_numpy(dtype=bool, na_value=False)
+    event = journeys["event"]
+    is_upd = event.isin(_with_prefix(UPDATE_EVENTS)).to_numpy(dtype=bool, na_value=False)
+    is_sch = event.isin(_with_prefix(SCHEDULE_EVENTS)).to_numpy(dtype=bool, na_value=False)
+    finished = event.isin(_with_prefix(("FINISHED",))).to_numpy(dtype=bool, na_value=False)
     if finished.any():
         if FINISH_STATUS not in journeys:
             raise KeyError(f"FINISHED events without a {FINISH_STATUS!r} column: aborted "
                            f"requests cannot be told apart")
-        aborted = (journeys[FINISH_STATUS].astype("string") == ABORTED_STATUS).to_numpy(
-            dtype=bool, na_value=False)
+        aborted = (journeys[FINISH_STATUS] == ABORTED_STATUS).to_numpy(dtype=bool, na_value=False)
         is_upd = is_upd & ~aborted
     step = pd.array(journeys[JOURNEY_STEP], dtype="Int64")
     keep = (is_upd | is_sch) & ~np.asarray(step.isna(), dtype=bool)
-    sub = journeys.loc[keep]
-    frame = pd.DataFrame({EXP: sub[EXP].astype(str).to_numpy(),
-                          "step": step[keep].to_numpy(dtype=np.int64),
+    sub = journeys.loc[keep, [c for c in (EXP, TS_NS, TS_S) if c in journeys]]
+    # group on integer experiment codes (grouping millions of strings is the slow part)
+    codes, names = pd.factorize(sub[EXP])
+    frame = pd.DataFrame({"code": codes, "step": step[keep].to_numpy(dtype=np.int64),
                           "ts": journey_ts_ns(sub), "upd": is_upd[keep]})
-    upd = frame[frame["upd"]].groupby([EXP, "step"])["ts"].agg(first_ns="min", last_ns="max")
-    sch = frame[~frame["upd"]].groupby([EXP, "step"])["ts"].min()
-    return upd, sch
+    upd = frame[frame["upd"]].groupby(["code", "step"])["ts"].agg(first_ns="min", last_ns="max")
+    sch = frame[~frame["upd"]].groupby(["code", "step"])["ts"].min()
+    return _by_name(upd, names), _by_name(sch, names)
+
+
+def _with_prefix(events: tuple[str, ...]) -> list[str]:
+    """The event names with and without the ``journey.`` prefix."""
+    return [*events, *(otlp.JOURNEY_PREFIX + e for e in events)]
+
+
+def _by_name(table: pd.DataFrame | pd.Series, names: object) -> pd.DataFrame | pd.Series:
+    """Replace the integer experiment code of a (code, step) index by the experiment id."""
+    labels = np.asarray(names, dtype=object)[table.index.get_level_values(0).to_numpy()]
+    table.index = pd.MultiIndex.from_arrays([labels, table.index.get_level_values(1)],
+                                            names=[EXP, "step"])
+    return table
 
 
 def _lookup(table: pd.DataFrame | pd.Series, exp: np.ndarray, step: np.ndarray,
