@@ -1,4 +1,4 @@
-"""Measured-kernel interpolation (lib/stepdecomp/kernels.py).
+"""Measured-kernel interpolation (lib/stepdecomp/refdata/kernels.py).
 
 Every expected value is either read straight from the packaged parquet table (a measured
 point must come back unchanged) or follows from it by the documented rule, worked out in
@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stepdecomp import kernels as K
+from stepdecomp.refdata import kernels as K
 
 
 @pytest.fixture(scope="module")

@@ -1,13 +1,18 @@
-"""Measured H100 SXM kernel latencies (vLLM 0.24.0 tables of aiconfigurator-core), interpolated.
+"""Measured vLLM kernel latencies (vLLM 0.24.0 tables of aiconfigurator-core), interpolated.
 
-The reference-data replay (``replay.py``) prices every scheduler step with these numbers.
+The reference-data replay (``refdata``) prices every forward pass with these numbers.
 The tables ship inside the installed ``aiconfigurator_core`` package under
-``systems/data/h100_sxm/<op>/vllm/<version>/*.parquet`` and are located through
+``systems/data/<system>/<op>/vllm/<version>/*.parquet`` (system ``h100_sxm`` or
+``h200_sxm``, named by ``kernel_system`` in data/hardware/*.json) and are located through
 ``importlib.resources``; latencies there are milliseconds per kernel call (one layer),
-the functions here return microseconds. Only non-quantised rows are used: GEMM
-``gemm_dtype == bfloat16``, attention ``kv_cache_dtype == bfloat16`` with the FA3 kernel
-and no sliding window, MoE ``moe_dtype == bfloat16`` with ``balanced`` routing, all-reduce
-``allreduce_dtype == bfloat16``.
+the functions here return microseconds.
+
+Weight precision (``PRECISIONS``) selects the GEMM and MoE rows: ``bf16`` uses GEMM
+``gemm_dtype == bfloat16`` (torch linear) and the unquantised fused Triton MoE; ``fp8``
+uses per-tensor FP8 GEMMs (``gemm_dtype == fp8``, CUTLASS scaled-mm) and the FP8 fused MoE
+(``moe_dtype == fp8``, FlashInfer CUTLASS experts). Activations, the KV cache, attention
+(``kv_cache_dtype == bfloat16``, FA3, no sliding window) and the all-reduce (bf16) are the
+same under both: FP8 *weights* halve the bytes the GEMMs stream, nothing else.
 
 Interpolation. Between measured points latency is piecewise linear in log(size) vs
 log(latency) ("log-log linear"), which is exact for a power law and keeps the flat,
@@ -51,10 +56,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+#: The default kernel tables: H100 SXM, bf16 weights.
 SYSTEM = "h100_sxm"
+PRECISION = "bf16"
+#: weight precision -> (gemm_dtype, moe_dtype, MoE kernel) rows of the tables
+PRECISIONS: dict[str, tuple[str, str, str]] = {
+    "bf16": ("bfloat16", "bfloat16", "vllm_unquantizedfusedmoe_triton_tritonexperts"),
+    "fp8": ("fp8", "fp8", "vllm_modeloptfp8moe_flashinfer_cutlass_flashinferexperts"),
+}
 VLLM_VERSION = "0.24.0"
 ATTENTION_KERNEL = "vllm_flash_attn_fa3"
-MOE_KERNEL = "vllm_unquantizedfusedmoe_triton_tritonexperts"
 MOE_DISTRIBUTION = "balanced"
 #: vLLM v1 captures CUDA graphs for batches up to this many tokens by default; the
 #: all-reduce inside a captured graph is the "graph" backend row, above it "eager".
@@ -63,18 +74,18 @@ CUDA_GRAPH_MAX_TOKENS = 512
 _US_PER_MS = 1000.0
 
 
-def tables_dir() -> Path:
-    """The installed package's H100 SXM table directory (no hard-coded absolute path)."""
-    root = resources.files("aiconfigurator_core") / "systems" / "data" / SYSTEM
+def tables_dir(system: str = SYSTEM) -> Path:
+    """The installed package's table directory of ``system`` (no hard-coded absolute path)."""
+    root = resources.files("aiconfigurator_core") / "systems" / "data" / system
     path = Path(str(root))
     if not path.is_dir():
-        raise FileNotFoundError(f"aiconfigurator_core has no {SYSTEM} tables at {path}; "
+        raise FileNotFoundError(f"aiconfigurator_core has no {system} tables at {path}; "
                                 f"install aiconfigurator-core (see pyproject.toml)")
     return path
 
 
-def _table(op: str, name: str) -> pd.DataFrame:
-    return pd.read_parquet(tables_dir() / op / "vllm" / VLLM_VERSION / name)
+def _table(system: str, op: str, name: str) -> pd.DataFrame:
+    return pd.read_parquet(tables_dir(system) / op / "vllm" / VLLM_VERSION / name)
 
 
 # --------------------------------------------------------------------------- interpolation
@@ -97,7 +108,7 @@ def loglog_interp(x: np.ndarray | float, xp: np.ndarray, fp: np.ndarray) -> np.n
 
 @dataclass(frozen=True)
 class KernelTables:
-    """The filtered bf16 tables (latency columns in ms, as stored)."""
+    """The filtered tables of one (system, weight precision), latency columns in ms as stored."""
 
     gemm: pd.DataFrame            # m, n, k, latency
     context_attention: pd.DataFrame     # batch_size, isl, num_heads, num_key_value_heads, head_dim, latency
@@ -106,14 +117,17 @@ class KernelTables:
     moe: pd.DataFrame             # num_tokens, hidden_size, inter_size, topk, num_experts, moe_tp_size, latency
 
 
-@lru_cache(maxsize=1)
-def load_tables() -> KernelTables:
-    """Read and filter the five tables once per process."""
-    g = _table("gemm", "gemm_perf.parquet")
-    g = g[g["gemm_dtype"] == "bfloat16"][["m", "n", "k", "latency"]]
+@lru_cache(maxsize=4)
+def load_tables(system: str = SYSTEM, precision: str = PRECISION) -> KernelTables:
+    """Read and filter the five tables of ``system`` at weight ``precision``, once per process."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown weight precision {precision!r}; known: {sorted(PRECISIONS)}")
+    gemm_dtype, moe_dtype, moe_kernel = PRECISIONS[precision]
+    g = _table(system, "gemm", "gemm_perf.parquet")
+    g = g[g["gemm_dtype"] == gemm_dtype][["m", "n", "k", "latency"]]
 
     def attn(name: str) -> pd.DataFrame:
-        a = _table("attention", name)
+        a = _table(system, "attention", name)
         keep = ((a["kv_cache_dtype"] == "bfloat16") & (a["attn_dtype"] == "bfloat16")
                 & (a["window_size"] == 0) & (a["kernel_source"] == ATTENTION_KERNEL))
         return a[keep]
@@ -125,10 +139,10 @@ def load_tables() -> KernelTables:
     # the attended KV length is isl + step
     gen = gen.assign(kv_len=gen["isl"] + gen["step"])[
         ["batch_size", "kv_len", "num_heads", "num_key_value_heads", "head_dim", "latency"]]
-    ar = _table("comm", "custom_allreduce_perf.parquet")
+    ar = _table(system, "comm", "custom_allreduce_perf.parquet")
     ar = ar[ar["allreduce_dtype"] == "bfloat16"][["num_gpus", "message_size", "backend", "latency"]]
-    moe = _table("moe", "moe_perf.parquet")
-    moe = moe[(moe["moe_dtype"] == "bfloat16") & (moe["kernel_source"] == MOE_KERNEL)
+    moe = _table(system, "moe", "moe_perf.parquet")
+    moe = moe[(moe["moe_dtype"] == moe_dtype) & (moe["kernel_source"] == moe_kernel)
               & (moe["distribution"] == MOE_DISTRIBUTION) & (moe["moe_ep_size"] == 1)]
     moe = moe[["num_tokens", "hidden_size", "inter_size", "topk", "num_experts", "moe_tp_size",
                "latency"]]
@@ -154,7 +168,7 @@ def nearest_gemm_shape(n: int, k: int, tables: KernelTables | None = None) -> tu
 
 def gemm_latency_us(m_tokens: np.ndarray | int, n: int, k: int,
                     tables: KernelTables | None = None) -> np.ndarray:
-    """Latency (µs) of a bf16 GEMM [m_tokens × k] · [k × n], per call.
+    """Latency (µs) of a GEMM [m_tokens × k] · [k × n] at the tables' weight precision, per call.
 
     Measured (n, k): log-log interpolation over m. Otherwise the nearest measured shape,
     scaled by n·k/(n'·k') (module docstring). m = 0 costs 0.
@@ -280,7 +294,7 @@ def allreduce_tokens_us(tokens: np.ndarray, hidden_size: int, num_gpus: int,
 def moe_latency_us(num_tokens: np.ndarray | int, hidden_size: int, inter_size: int, topk: int,
                    num_experts: int, moe_tp_size: int,
                    tables: KernelTables | None = None) -> np.ndarray:
-    """Latency (µs) of vLLM's fused bf16 MoE (Triton experts, balanced routing) for
+    """Latency (µs) of vLLM's fused MoE (the tables' precision, balanced routing) for
     ``num_tokens`` tokens on one GPU of a ``moe_tp_size``-way tensor-parallel expert layer;
     log-log over tokens. 0 tokens cost 0."""
     t = tables or load_tables()
@@ -289,7 +303,7 @@ def moe_latency_us(num_tokens: np.ndarray | int, hidden_size: int, inter_size: i
             & (m["topk"] == topk) & (m["num_experts"] == num_experts)
             & (m["moe_tp_size"] == moe_tp_size)]
     if not len(sub):
-        raise LookupError(f"no bf16 MoE rows for hidden {hidden_size}, inter {inter_size}, "
+        raise LookupError(f"no MoE rows for hidden {hidden_size}, inter {inter_size}, "
                           f"top-{topk} of {num_experts}, moe_tp {moe_tp_size}")
     xp, fp = _curve(sub, "num_tokens")
     n = np.asarray(num_tokens, dtype=np.float64)
@@ -304,5 +318,5 @@ __all__ = [
     "KernelTables", "load_tables", "tables_dir", "loglog_interp", "nearest_gemm_shape",
     "gemm_latency_us", "is_measured_gemm", "context_attention_us", "equivalent_prefill_tokens",
     "chunk_attention_us", "generation_attention_grid_us", "allreduce_us", "allreduce_tokens_us",
-    "moe_latency_us", "CUDA_GRAPH_MAX_TOKENS",
+    "moe_latency_us", "CUDA_GRAPH_MAX_TOKENS", "PRECISIONS", "SYSTEM", "PRECISION",
 ]
