@@ -8,6 +8,9 @@ PYTHON ?= python3
 # Your own traces: make report DATA=/path/to/ground_truth OUT=/some/dir
 DATA   ?=
 OUT    ?=
+# Reference-data replay: make data HARDWARE=h200-sxm PRECISION=fp8 (default: the calibrated fit)
+HARDWARE  ?=
+PRECISION ?=
 # The report notebooks, in the order they run (each reads what the previous ones wrote).
 NOTEBOOKS := 01_load 02_decompose 03_phases 04_correlation 05_plots 06_report
 NOTEBOOK_FILES := $(NOTEBOOKS:%=notebooks/%.ipynb)
@@ -19,7 +22,7 @@ SANITIZE := tests/nbval-sanitize.cfg
 export TQDM_DISABLE ?= 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help setup data report test unit nbval lab bench notebooks clean distclean
+.PHONY: FORCE help setup data calibrate report test unit nbval lab bench notebooks clean distclean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -38,11 +41,20 @@ $(VENV)/.installed: pyproject.toml environment.yml
 
 setup: $(VENV)/.installed ## Create the environment (conda if present, else a pip venv)
 
-$(BUNDLED_STAMP): lib/stepdecomp/replay.py lib/stepdecomp/kernels.py $(wildcard data/workloads/*/*.yaml) | $(VENV)/.installed
-	$(PY) -m stepdecomp.replay --out $(BUNDLED)
+REFDATA_SOURCES := $(wildcard lib/stepdecomp/refdata/*.py) $(wildcard data/workloads/*/*.yaml) \
+	$(wildcard data/workloads/*/results/config.yaml) $(wildcard data/hardware/*.json)
+
+# `make data HARDWARE=… PRECISION=…` always regenerates; `make report HARDWARE=…` does not.
+$(BUNDLED_STAMP): $(REFDATA_SOURCES) $(if $(filter data,$(MAKECMDGOALS)),$(if $(HARDWARE)$(PRECISION),FORCE)) | $(VENV)/.installed
+	rm -f $@
+	$(PY) -m stepdecomp.refdata --out $(BUNDLED) $(if $(HARDWARE),--hardware $(HARDWARE)) \
+		$(if $(PRECISION),--precision $(PRECISION))
 	@touch $@
 
-data: $(BUNDLED_STAMP) ## Generate the bundled reference dataset in data/raw (deterministic replay)
+data: $(BUNDLED_STAMP) ## Generate the bundled reference dataset in data/raw (HARDWARE=, PRECISION=)
+
+calibrate: setup ## Fit hardware, weight precision and host overhead to the 12 published runs
+	$(PY) -m stepdecomp.refdata.calibrate
 
 report: setup $(if $(DATA),,$(BUNDLED_STAMP)) ## Run notebooks 01-06 -> reports/ + figures/ (or DATA=... OUT=...)
 	@echo "running $(words $(NOTEBOOKS)) notebooks on $(if $(DATA),$(DATA),the bundled dataset)"
@@ -73,3 +85,5 @@ clean: ## Remove caches and the scratch output of a report run (keeps data/raw)
 
 distclean: clean ## Also remove the environment and the generated dataset
 	rm -rf $(VENV) $(filter-out $(BUNDLED)/.gitkeep,$(wildcard $(BUNDLED)/*)) $(BUNDLED_STAMP)
+
+FORCE:

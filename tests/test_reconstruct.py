@@ -409,16 +409,17 @@ REPLAY_EXPERIMENT = "20260217-170634-llama-2-7b-tp1-reasoning"
 def test_against_replay_ground_truth(tmp_path) -> None:
     """The reference-data replay's per-step truth, through the real OTLP file and loader:
     every step of a short, overloaded run (preemptions and client aborts) must match."""
-    replay = pytest.importorskip("stepdecomp.replay")
     from stepdecomp.experiments import read_experiment
+    from stepdecomp.refdata import replay
+    from stepdecomp.refdata.writer import write_traces
     from stepdecomp.load import journeys_frame, parse_trace_file, steps_frame
     from stepdecomp.paths import WORKLOADS_DIR
 
     if not (WORKLOADS_DIR / REPLAY_EXPERIMENT).is_dir():
         pytest.skip(f"no {REPLAY_EXPERIMENT} under data/workloads")
     exp = read_experiment(WORKLOADS_DIR / REPLAY_EXPERIMENT)
-    res = replay.simulate(exp, seed=0, time_scale=0.2)
-    replay.write_traces(res, tmp_path / "traces.json")
+    res = replay.simulate(exp, seed=0, time_scale=0.2, client_timeout_s=60.0)
+    write_traces(res, tmp_path / "traces.json")
     step_rows, journey_rows, _ = parse_trace_file(tmp_path / "traces.json", exp.experiment_id)
     journeys = journeys_frame(journey_rows, exp)
     budget = {exp.experiment_id: exp.max_num_batched_tokens or 2048}

@@ -33,7 +33,6 @@ configurations the runs used stays an inference from these numbers.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +45,7 @@ import yaml
 from . import roofline
 from .experiments import read_experiment
 from .paths import DATA_DIR, HARDWARE_DIR, MODELS_DIR, WORKLOADS_DIR, display_path
-from .specs import GpuSpec, ModelSpec, load_gpu_spec, load_model_spec
+from .specs import GpuSpec, ModelSpec, load_gpu_spec, load_model_spec, with_weight_precision
 
 PUBLISHED_CLIENT_METRICS = DATA_DIR / "published_client_metrics.json"
 SUMMARY_RELPATH = Path("results") / "summary_lifecycle_metrics.json"
@@ -55,7 +54,6 @@ PROFILE_NAME = "profile.yaml"
 OUTPUT_LEN_PATH = ("data", "shared_prefix", "output_len")
 
 #: Bytes per weight parameter of each candidate precision (KV cache and activations aside).
-PRECISION_BYTES: dict[str, float] = {"bf16": 2.0, "fp8": 1.0}
 CANDIDATE_GPUS = ("h100-sxm", "h200-sxm")
 CANDIDATE_PRECISIONS = ("bf16", "fp8")
 #: The floor counts the transformer layers and the LM head (read every decode step) but not
@@ -248,12 +246,6 @@ def client_summary(runs: Iterable[ClientRun]) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------- floors
 
-def _with_precision(spec: ModelSpec, precision: str) -> ModelSpec:
-    if precision not in PRECISION_BYTES:
-        raise ValueError(f"unknown weight precision {precision!r}; known: {sorted(PRECISION_BYTES)}")
-    return dataclasses.replace(spec, bytes_per_param=PRECISION_BYTES[precision])
-
-
 def weight_bytes_per_gpu(spec: ModelSpec, tp: int, precision: str, decode_batch: float,
                          include_embedding: bool = INCLUDE_EMBEDDING) -> float:
     """Weight bytes one decode step of ``decode_batch`` requests reads per GPU.
@@ -262,13 +254,13 @@ def weight_bytes_per_gpu(spec: ModelSpec, tp: int, precision: str, decode_batch:
     roofline.expected_distinct_experts(B) = E·(1 − (1 − k/E)^B) experts read per layer
     (1 for a dense model), plus the LM head d·vocab·b / tp (every decode step samples), plus
     the input embedding d·vocab·b / tp only if ``include_embedding``. b =
-    ``PRECISION_BYTES[precision]``. At a mean batch B this is E_B at the mean, which is at
+    ``specs.WEIGHT_BYTES_PER_PARAM[precision]``. At a mean batch B this is E_B at the mean, which is at
     least the mean of E_B (concave in B): for MoE it can exceed the average step's bytes;
     at the study's batches (B ≳ 20, 0.75^20 < 0.4 %) every expert is read either way.
     """
     if not decode_batch > 0:
         raise ValueError(f"decode_batch must be positive, got {decode_batch}")
-    s = _with_precision(spec, precision)
+    s = with_weight_precision(spec, precision)
     b = float(roofline.weight_bytes(decode_batch, s, tp)[()])
     if include_embedding:
         b += s.lm_head_params * s.bytes_per_param / tp

@@ -169,6 +169,20 @@ def kv_read_bytes(kv_tokens: ArrayLike, spec: Arch, tp: ArrayLike) -> np.ndarray
         * spec.bytes_per_param * _f(kv_tokens)
 
 
+def kv_bytes_per_token(spec: Arch, tp: ArrayLike) -> np.ndarray:
+    """KV cache bytes one token occupies on one GPU, 2·L·H_kv·d_head·b / tp (floored at one
+    KV head per GPU): the unit of KV capacity (the replay's block count) and of KV traffic."""
+    return kv_read_bytes(1.0, spec, tp)
+
+
+def resident_weight_bytes(spec: ModelSpec, tp: int, bytes_per_param: float | None = None) -> float:
+    """Weights held in HBM per GPU: every layer, the input embedding and the LM head,
+    total_params·b / tp. ``bytes_per_param`` overrides the config's dtype (e.g. 1 for FP8
+    weights, whose KV cache stays in the config's dtype)."""
+    b = spec.bytes_per_param if bytes_per_param is None else bytes_per_param
+    return spec.total_params * b / tp
+
+
 def kv_write_bytes(new_tokens: ArrayLike, spec: Arch, tp: ArrayLike) -> np.ndarray:
     """KV cache write of the step's new tokens: same per-token size as :func:`kv_read_bytes`."""
     return kv_read_bytes(new_tokens, spec, tp)

@@ -7,7 +7,7 @@ GPUs from ``data/hardware/<name>.json``. Nothing here is a hard-coded table.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
@@ -17,6 +17,19 @@ if TYPE_CHECKING:
 from .paths import HARDWARE_DIR, MODELS_DIR, display_path
 
 _DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4, "float8_e4m3fn": 1}
+
+
+#: Bytes per weight at each weight precision the repository models (KV cache and activations
+#: stay in the model's dtype). The replay's KV capacity and the client floors both read it.
+WEIGHT_BYTES_PER_PARAM: dict[str, int] = {"bf16": 2, "fp8": 1}
+
+
+def with_weight_precision(spec: "ModelSpec", precision: str) -> "ModelSpec":
+    """The same model with its weights stored at ``precision`` (bytes_per_param replaced)."""
+    if precision not in WEIGHT_BYTES_PER_PARAM:
+        raise ValueError(f"unknown weight precision {precision!r}; "
+                         f"known: {sorted(WEIGHT_BYTES_PER_PARAM)}")
+    return replace(spec, bytes_per_param=WEIGHT_BYTES_PER_PARAM[precision])
 
 
 class UnknownModelError(LookupError):
@@ -185,12 +198,19 @@ class GpuSpec:
     hbm_gib: float
     nvlink_gb_per_s_per_direction: float
     peak_fp8_dense_tflops: float | None = None
+    #: aiconfigurator-core system whose measured vLLM kernel tables price this GPU in the
+    #: reference-data replay (None: the replay cannot run on it; the analysis still can).
+    kernel_system: str | None = None
+    #: weight precisions with measured GEMM and MoE tables for that system.
+    weight_precisions: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("peak_bf16_dense_tflops", "hbm_tb_per_s", "hbm_gib",
                      "nvlink_gb_per_s_per_direction"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{self.name}: {name} must be positive")
+        if self.weight_precisions and self.kernel_system is None:
+            raise ValueError(f"{self.name}: weight_precisions given without a kernel_system")
 
     @property
     def peak_flops_per_s(self) -> float:
@@ -221,4 +241,6 @@ def load_gpu_spec(name: str = "h100-sxm", hardware_dir: Path = HARDWARE_DIR) -> 
         raise FileNotFoundError(f"no hardware spec {name!r} at {display_path(path)}; known: {known}")
     raw = json.loads(path.read_text())
     fields = {k: raw[k] for k in GpuSpec.__dataclass_fields__ if k in raw}
+    if "weight_precisions" in fields:
+        fields["weight_precisions"] = tuple(fields["weight_precisions"])
     return GpuSpec(**fields)

@@ -1,0 +1,10 @@
+"""Reference-data generator: the study's 16 experiments replayed through a vLLM-v1-style
+scheduler along the engine's timeline (``python -m stepdecomp.refdata --out data/raw``).
+
+Modules, in data-flow order: ``workload`` (what the load generator sent), ``kernels`` and
+``stepcost`` (forward-pass time from measured kernels; KV capacity), ``timeline`` (the CPU
+cost model of schedule() and update_from_output()), ``prefixcache`` and ``scheduler`` (the
+step loop), ``record`` and ``replay`` (what it produced), ``clientmetrics`` (inference-perf's
+summaries), ``writer`` (OTLP traces, the truth sidecar), ``calibrate`` (hardware fit),
+``cli``. Everything it writes is GENERATED data, labelled as such in data/README.md.
+"""

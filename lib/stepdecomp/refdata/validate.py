@@ -1,0 +1,116 @@
+"""Published vs replayed client metrics, and the hardware fit, as tables:
+``python -m stepdecomp.refdata.validate`` (``make validate``) prints them and rewrites the
+marked blocks of data/README.md.
+
+The comparison covers every replayed run under the data root. The study's published
+summaries exist here for 12 runs (data/published_client_metrics.json); the four
+codellama-34b runs are held back for validation and are shown as held out — their published
+numbers are neither shipped nor looked up by this repository.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import pandas as pd
+
+from ..paths import DATA_DIR, RAW_DIR, display_path
+from .calibrate import CALIBRATION_FILE, HELD_OUT_MODEL_SLUG, PUBLISHED_FILE, published_means
+
+README = DATA_DIR / "README.md"
+SUMMARY = Path("results") / "summary_lifecycle_metrics.json"
+HELD_OUT = "held out"
+
+
+def client_comparison(raw_root: Path = RAW_DIR, published_file: Path = PUBLISHED_FILE) -> pd.DataFrame:
+    """One row per replayed run: published and replay mean TPOT / TTFT (ms), failures, and
+    the relative TPOT / TTFT errors (NaN where the published summary is held out)."""
+    published = json.loads(Path(published_file).read_text())["runs"]
+    rows: list[dict[str, Any]] = []
+    for d in sorted(p for p in Path(raw_root).iterdir() if (p / SUMMARY).is_file()):
+        rep = published_means(json.loads((d / SUMMARY).read_text()))
+        pub = published_means(published[d.name]) if d.name in published else None
+        rows.append({"run": d.name, "held_out": HELD_OUT_MODEL_SLUG in d.name or pub is None,
+                     **{f"replay_{k}": v for k, v in rep.items()},
+                     **{f"published_{k}": (pub[k] if pub else float("nan")) for k in rep}})
+    t = pd.DataFrame(rows)
+    if len(t):
+        t["tpot_error"] = t["replay_tpot_ms"] / t["published_tpot_ms"] - 1.0
+        t["ttft_error"] = t["replay_ttft_ms"] / t["published_ttft_ms"] - 1.0
+    return t
+
+
+def _pct(x: float) -> str:
+    return "—" if pd.isna(x) else f"{x * 100:+.0f} %"
+
+
+def _num(x: float, digits: int = 2) -> str:
+    return HELD_OUT if pd.isna(x) else f"{x:.{digits}f}"
+
+
+def comparison_markdown(t: pd.DataFrame) -> str:
+    """The published-vs-replay table, codellama rows marked held out, and the median."""
+    lines = ["| run | published TPOT ms | replay TPOT ms | TPOT error | published TTFT ms | "
+             "replay TTFT ms | TTFT error | published failures | replay failures |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in t.itertuples(index=False):
+        fails = HELD_OUT if r.held_out else f"{int(r.published_failures)}"
+        lines.append(f"| {r.run[16:] if len(r.run) > 16 else r.run} | {_num(r.published_tpot_ms)} | "
+                     f"{r.replay_tpot_ms:.2f} | {_pct(r.tpot_error)} | {_num(r.published_ttft_ms, 0)} | "
+                     f"{r.replay_ttft_ms:.0f} | {_pct(r.ttft_error)} | {fails} | "
+                     f"{int(r.replay_failures)} |")
+    fit = t[~t["held_out"]]
+    lines += ["", f"Median |TPOT error| over the {len(fit)} published runs: "
+                  f"{fit['tpot_error'].abs().median() * 100:.1f} %; median |TTFT error|: "
+                  f"{fit['ttft_error'].abs().median() * 100:.1f} %."]
+    return "\n".join(lines)
+
+
+def fit_markdown(calibration: dict[str, Any]) -> str:
+    """The candidates of the hardware fit, best first, with the chosen one named."""
+    lines = ["| hardware | weight precision | host overhead µs | host µs per request | "
+             "median abs TPOT error | median abs TTFT error |", "|---|---|---|---|---|---|"]
+    for c in calibration["candidates"]:
+        lines.append(f"| {c['hardware']} | {c['precision']} | {c['host_overhead_us']:.0f} | "
+                     f"{c['host_per_request_us']:.0f} | "
+                     f"{c['median_abs_tpot_error'] * 100:.1f} % | "
+                     f"{c['median_abs_ttft_error'] * 100:.1f} % |")
+    ch = calibration["chosen"]
+    lines += ["", f"Chosen (the default of `make data`): {ch['hardware']} {ch['precision']}, host "
+                  f"overhead {ch['host_overhead_us']:.0f} µs per step and "
+                  f"{ch['host_per_request_us']:.0f} µs per request; stages shortened to "
+                  f"{calibration['time_scale']} of their length for the fit."]
+    return "\n".join(lines)
+
+
+def replace_block(text: str, name: str, body: str) -> str:
+    """Replace the text between ``<!-- name -->`` and ``<!-- /name -->``."""
+    pattern = re.compile(rf"(<!-- {name} -->\n).*?(\n<!-- /{name} -->)", re.S)
+    if not pattern.search(text):
+        raise ValueError(f"no <!-- {name} --> … <!-- /{name} --> block to replace")
+    return pattern.sub(lambda m: m.group(1) + body + m.group(2), text)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m stepdecomp.refdata.validate",
+                                 description=__doc__.split("\n")[0])
+    ap.add_argument("--data", type=Path, default=RAW_DIR)
+    ap.add_argument("--readme", type=Path, default=README)
+    args = ap.parse_args(argv)
+    comparison = comparison_markdown(client_comparison(args.data))
+    fit = fit_markdown(json.loads(CALIBRATION_FILE.read_text()))
+    print(fit, "\n", comparison, sep="\n")
+    text = args.readme.read_text()
+    text = replace_block(replace_block(text, "fit-table", fit), "client-table", comparison)
+    args.readme.write_text(text)
+    print(f"updated {display_path(args.readme)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
