@@ -12,7 +12,6 @@ from scipy import stats as sstats
 matplotlib.use("Agg")
 
 from stepdecomp import plots, report, stats  # noqa: E402
-from stepdecomp.outputs import RunDirs  # noqa: E402
 from stepdecomp.specs import load_gpu_spec  # noqa: E402
 
 PHYS = stats.PHYS_COMPONENTS
@@ -301,80 +300,6 @@ def test_physical_plots_return_figures():
     for fig in figs:
         assert isinstance(fig, Figure)
         plt.close(fig)
-
-
-# --------------------------------------------------------------------------- report
-
-def _report_tables():
-    pure = pd.DataFrame([
-        ("pure_prefill", "phys_prefill_gemm_us", np.nan, np.nan, np.nan, np.nan, np.nan, 3, 3),
-        ("pure_prefill", "phys_prefill_attn_us", np.nan, np.nan, np.nan, np.nan, np.nan, 3, 3),
-        ("prefill_dominated", "phys_prefill_gemm_us", 0.9123, 0.881, 0.934, 0.9001, 0.8899, 1234, 1234),
-        ("prefill_dominated", "phys_prefill_attn_us", 0.4567, 0.401, 0.502, 0.4, 0.41, 1234, 1234),
-        ("pure_decode", "phys_decode_gemm_us", 0.1111, 0.1, 0.12, 0.13, 0.14, 56789, 56789),
-        ("pure_decode", "phys_decode_attn_us", 0.8765, 0.812, 0.901, 0.85, 0.86, 56789, 56789),
-        ("all", "phys_total_us", 0.9555, 0.95, 0.96, 0.94, 0.93, 60000, 60000)],
-        columns=["subset", "component", "pearson_r", "ci_low", "ci_high", "spearman_r",
-                 "loglog_r", "n_steps", "n_loglog"])
-    per = pd.DataFrame({
-        "experiment_id": ["e1", "e2"], "model": ["alpha-7b", "beta-moe"],
-        "workload": ["general", "roleplay"], "journey_coverage": [1.0, 0.0],
-        "seed_pearson_r": [0.7001, 0.9302], "seed_ci_low": [0.69, 0.92], "seed_ci_high": [0.71, 0.94],
-        "seed_spearman_r": [0.6, 0.9], "seed_loglog_r": [0.65, 0.91], "seed_n_steps": [5000, 4000],
-        "phys_pearson_r": [0.9502, np.nan], "phys_ci_low": [0.945, np.nan],
-        "phys_ci_high": [0.955, np.nan], "phys_spearman_r": [0.93, np.nan],
-        "phys_loglog_r": [0.94, np.nan], "phys_n_steps": [5000, 7]})
-    per["delta_r"] = per["phys_pearson_r"] - per["seed_pearson_r"]
-    nnls = pd.DataFrame({"experiment_id": ["e1", "e2"], "model": ["alpha-7b", "beta-moe"],
-                         "workload": ["general", "roleplay"], "n_steps": [5000, 7],
-                         "intercept_us": [4321.0, np.nan], "r2": [0.9876, np.nan],
-                         "coef_prefill_gemm": [1.23, np.nan], "share_prefill_gemm": [0.5, np.nan],
-                         "coef_prefill_attn": [0.0, np.nan], "share_prefill_attn": [0.0, np.nan],
-                         "coef_decode_gemm": [0.97, np.nan], "share_decode_gemm": [-0.05, np.nan],
-                         "coef_decode_attn": [1.44, np.nan], "share_decode_attn": [0.55, np.nan]})
-    lb = pd.DataFrame({"experiment_id": ["e1", "e2"], "model": ["alpha-7b", "beta-moe"],
-                       "workload": ["general", "roleplay"], "n_steps": [5000, 4000],
-                       "n_below": [0, 1000], "fraction_below": [0.0, 0.25],
-                       "lower_bound_us": [3866.2, 13862.8], "median_ratio": [2.5, 1.1],
-                       "flagged": [False, True]})
-    rec = pd.DataFrame({"experiment_id": ["e1", "e2"], "has_journeys": [True, False],
-                        "agreement": [0.987, np.nan]})
-    return pure, per, nnls, lb, rec
-
-
-def test_physical_section_renders_its_numbers():
-    pure, per, nnls, lb, rec = _report_tables()
-    md = report.physical_section(pure, per, nnls, lb, rec)
-    assert md.startswith("## Beyond the Seed: Physical Mode")
-    for s in ["0.8765", "[0.812, 0.901]", "56,789", "0.9123", "1,234",      # pure table
-              "0.7001", "0.9502", "+0.250", "[0.945, 0.955]",                # per experiment
-              "4,321", "1.23", "0.988", "-5%", "55%",                         # NNLS
-              "25%", "1,000", "13,863",                                       # lower bound
-              "98.7%"]:                                                       # agreement
-        assert s in md, s
-    assert "**Without journeys (1):** beta-moe, roleplay" in md
-    assert "beta-moe, roleplay (25% of 4,000 steps)" in md                   # flagged, with fraction
-    assert "1 of 4 components reach r > 0.8" in md and "NOT SUPPORTED" in md  # pure-phase verdict
-    assert "2 of 4 reach r > 0.8: **SUPPORTED**" in md                       # prefill-dominated
-    assert "Physical r is N/A for 1 experiment(s): beta-moe, roleplay (7 usable steps)" in md
-    # optional tables may be missing
-    md2 = report.physical_section(pure, per)
-    assert "Lower Bound" not in md2 and "Least Squares" not in md2
-    assert "**Without journeys (1):** beta-moe, roleplay" in md2              # from journey_coverage
-
-
-def test_physical_section_from_tables_is_optional(tmp_path):
-    dirs = RunDirs(data_root=tmp_path, out=tmp_path / "out", figures=tmp_path / "fig")
-    dirs.tables.mkdir(parents=True)
-    assert report.physical_section_from_tables(dirs) is None                  # seed-only run
-    pure, per, nnls, lb, rec = _report_tables()
-    pure.to_csv(dirs.tables / "physical_pure_phase_correlations.csv", index=False, na_rep="")
-    per.to_csv(dirs.tables / "physical_per_experiment_correlations.csv", index=False, na_rep="")
-    assert "## Beyond the Seed" in report.physical_section_from_tables(dirs)
-    for name, t in [("nnls_fit", nnls), ("lower_bound_check", lb), ("reconstruction_report", rec)]:
-        t.to_csv(dirs.tables / f"{name}.csv", index=False, na_rep="")
-    md = report.physical_section_from_tables(dirs)
-    assert md == report.physical_section(pure, per, nnls, lb, rec)
 
 
 # --------------------------------------------------------------------------- fixture end to end
