@@ -22,7 +22,7 @@ SANITIZE := tests/nbval-sanitize.cfg
 export TQDM_DISABLE ?= 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: FORCE help setup data calibrate report test unit nbval lab bench notebooks clean distclean
+.PHONY: FORCE help setup data calibrate validate report test unit nbval lab bench notebooks clean distclean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -56,6 +56,9 @@ data: $(BUNDLED_STAMP) ## Generate the bundled reference dataset in data/raw (HA
 calibrate: setup ## Fit hardware, weight precision and host overhead to the 12 published runs
 	$(PY) -m stepdecomp.refdata.calibrate
 
+validate: $(BUNDLED_STAMP) ## Published vs replayed client metrics of data/raw -> data/README.md tables
+	$(PY) -m stepdecomp.refdata.validate
+
 report: setup $(if $(DATA),,$(BUNDLED_STAMP)) ## Run notebooks 01-06 -> reports/ + figures/ (or DATA=... OUT=...)
 	@echo "running $(words $(NOTEBOOKS)) notebooks on $(if $(DATA),$(DATA),the bundled dataset)"
 	$(PY) -m stepdecomp.runner $(NOTEBOOK_FILES) $(if $(DATA),--data "$(DATA)") $(if $(OUT),--out "$(OUT)")
@@ -79,8 +82,9 @@ lab: setup ## Open JupyterLab on notebooks/ with the library importable
 bench: setup ## Loader speed: orjson loader vs json.loads loop, and cached reload (ratios)
 	$(PY) tests/bench_loader.py
 
-clean: ## Remove caches and the scratch output of a report run (keeps data/raw)
-	rm -rf data/interim/traces reports/interim .pytest_cache
+clean: ## Prune trace caches of vanished files; remove scratch output (keeps data/raw, live caches)
+	@$(PY) -m stepdecomp.load --prune-cache 2>/dev/null || rm -rf data/interim/traces
+	rm -rf reports/interim .pytest_cache .hypothesis
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
 distclean: clean ## Also remove the environment and the generated dataset

@@ -68,6 +68,8 @@ def event_times_ns(req: np.ndarray, token_ns: np.ndarray) -> tuple[np.ndarray, n
     """The client's event timestamps: EVENTS_PER_TOKEN per token (EVENT_PAIR_GAP_US apart,
     STREAM_LATENCY_US after the server sent it) and END_EVENTS after each request's last
     token. Input sorted by request, then time; output likewise."""
+    if not len(req):
+        return req.copy(), token_ns.copy()
     lat, gap = int(STREAM_LATENCY_US * 1000), int(EVENT_PAIR_GAP_US * 1000)
     per_tok = lat + gap * np.arange(EVENTS_PER_TOKEN)
     t_tok = (token_ns[:, None] + per_tok[None, :]).ravel()

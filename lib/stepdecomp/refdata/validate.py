@@ -90,10 +90,10 @@ def fit_markdown(calibration: dict[str, Any]) -> str:
 
 def replace_block(text: str, name: str, body: str) -> str:
     """Replace the text between ``<!-- name -->`` and ``<!-- /name -->``."""
-    pattern = re.compile(rf"(<!-- {name} -->\n).*?(\n<!-- /{name} -->)", re.S)
+    pattern = re.compile(rf"(<!-- {name} -->\n).*?(<!-- /{name} -->)", re.S)
     if not pattern.search(text):
         raise ValueError(f"no <!-- {name} --> … <!-- /{name} --> block to replace")
-    return pattern.sub(lambda m: m.group(1) + body + m.group(2), text)
+    return pattern.sub(lambda m: m.group(1) + body + "\n" + m.group(2), text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
