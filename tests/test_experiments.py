@@ -63,3 +63,34 @@ def test_directories_without_traces_are_skipped_and_listed(fixture_copy):
     assert len(found.experiments) == 3
     assert sorted(found.skipped) == [("20260102-000000-llama-2-7b-tp1-roleplay", "no traces.json"),
                                      ("notes", "name does not contain -tp<N>-")]
+
+
+def test_profile_json_is_read_with_the_yaml_parser(fixture_copy):
+    from stepdecomp.experiments import read_yaml
+    p = fixture_copy / "20260101-000000-llama-2-7b-tp1-general" / "profile.yaml"
+    p.write_text('{"load":{"type":"constant","stages":[{"rate":5,"duration":600}]},"x":null}')
+    assert read_yaml(p) == {"load": {"type": "constant", "stages": [{"rate": 5, "duration": 600}]},
+                            "x": None}
+    assert read_experiment(p.parent).profile["load"]["stages"][0]["rate"] == 5
+
+
+def test_yaml_errors_name_file_line_and_column(tmp_path):
+    from stepdecomp.experiments import ConfigError, read_yaml
+    p = tmp_path / "exp-config.yaml"
+    p.write_text("model: a/b\n  tensor_parallelism: 2\n")
+    with pytest.raises(ConfigError, match=r"exp-config.yaml line 2, column 21: not valid YAML: "
+                                          r"mapping values are not allowed here"):
+        read_yaml(p)
+
+
+def test_integer_settings_accept_only_exact_integers(tmp_path):
+    d = tmp_path / "20260101-000000-llama-2-7b-tp1-general"
+    d.mkdir()
+    (d / "exp-config.yaml").write_text("model: meta-llama/Llama-2-7b-hf\ntensor_parallelism: 2.0\n"
+                                       "max_num_batched_tokens: '4096'\n")
+    e = read_experiment(d)
+    assert (e.tp, e.max_num_batched_tokens) == (2, 4096)
+    (d / "exp-config.yaml").write_text("model: meta-llama/Llama-2-7b-hf\ntensor_parallelism: 2.5\n")
+    from stepdecomp.experiments import ConfigError
+    with pytest.raises(ConfigError, match="line 2: tensor_parallelism must be an integer >= 1, got 2.5"):
+        read_experiment(d)
