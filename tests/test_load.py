@@ -187,3 +187,31 @@ def test_journey_monotonic_ns_kept_exact_and_nullable(tmp_path):
 def test_journeys_of_old_traces_have_an_all_missing_monotonic_ns(fixture_root, tmp_path):
     _, j, _ = load.load_experiment(read_experiment(fixture_root / TP4), tmp_path)
     assert j["ts.monotonic_ns"].dtype == "Int64" and j["ts.monotonic_ns"].isna().all()
+
+
+# ------------------------------------------------------------------ accounting and cache key
+
+def test_every_line_and_event_of_the_fixture_is_accounted_for(fixture_root, tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", load.TraceWarning)
+        ds = load.load_dataset(fixture_root, cache_root=tmp_path)
+    assert list(ds.parse_report.columns) == load.REPORT_COLUMNS
+    rep = ds.parse_report.set_index("experiment_id")
+    assert rep["events"].tolist() == [223, 176, 233] and rep["rejected_events"].sum() == 0
+    assert rep.loc[GENERAL, ["parsed_lines", "blank_lines", "malformed_lines"]].tolist() == [19, 1, 1]
+    assert ds.skipped_records[["experiment_id", "kind", "count", "first_line"]].values.tolist() == [
+        [GENERAL, "line", 1, 21]]
+    for exp in (GENERAL, MOE, TP4):
+        _, _, st = load.load_experiment(read_experiment(fixture_root / exp), tmp_path)
+        assert st.from_cache and st.balanced()
+
+
+def test_cache_key_covers_file_identity_and_resolved_experiment(fixture_root, tmp_path):
+    exp = read_experiment(fixture_root / MOE)
+    load.load_experiment(exp, tmp_path)
+    meta = json.loads(next((tmp_path / "traces").glob("*/meta.json")).read_text())
+    assert set(meta["key"]) == {"source", "size", "mtime_ns", "ctime_ns", "inode", "device",
+                                "experiment_id", "model", "hf_id", "tp", "workload",
+                                "parser_version"}
+    assert (meta["key"]["hf_id"], meta["key"]["tp"]) == ("mistralai/Mixtral-8x7B-v0.1", 2)
+    assert meta["key"]["parser_version"] == load.PARSER_VERSION

@@ -1,26 +1,55 @@
 """Load ground-truth traces: OTLP JSON lines -> a typed steps table and a journey-event table.
 
-The loader streams ``traces.json`` (or ``.gz``) line by line, keeps every
-``step.BATCH_SUMMARY`` event as one row of the steps table and every ``journey.*`` event as
-one row of the journeys table, and skips (and counts, per file) blank and malformed lines —
-real files end with a truncated line when the collector was killed. Each experiment's
-tables are cached as Parquet under ``data/interim/traces/``, keyed by the source file's size
-and mtime, so a second run does not re-parse the JSON.
+The loader streams ``traces.json`` (or ``.gz``) line by line, keeps every valid
+``step.BATCH_SUMMARY`` event as one row of the steps table and every valid ``journey.*``
+event as one row of the journeys table, and accounts for everything else, per file:
+
+* lines = parsed_lines + blank_lines + malformed_lines + ignored_lines. Malformed: not JSON
+  (truncated, garbage) or JSON that is not an object; ignored: a JSON object that is not an
+  OTLP export request (no ``resourceSpans``).
+* events (step and journey events, selected by name) = steps + journey_events +
+  rejected_events, and rejected_events = rejected_missing + rejected_wrong_type +
+  rejected_out_of_range + rejected_duplicate + rejected_no_request_id (reasons in
+  ``otlp.REJECT_CATEGORIES``; the attribute and the first line of each reason are kept).
+  Events of other names are counted in other_events; OTLP containers of the wrong type
+  (``resourceSpans: 5``) in structure_errors.
+* A truncated or corrupt ``.gz`` is read up to its last decodable byte; unread_bytes counts
+  the compressed bytes that could not be decoded, stream_error says what happened.
+
+Nothing is altered to fit: an event is kept exactly as decoded (``otlp.decode_attributes``)
+or rejected with a reason. Two rules depend on the data (constants below, with reasons):
+
+* *duplicate*: an event identical in name, request id and every documented attribute to one
+  seen before in the same file (a line exported twice) is dropped and counted.
+* *out of range*: a step id outside the far-out Tukey fences of the file's step ids, a
+  journey ``scheduler.step`` outside the kept steps' id range widened by
+  JOURNEY_MARGIN_GAPS sampling gaps and half its span, a clock reading more than
+  RUN_WINDOW_NS from the median of its column, or a step that ends before it starts. So memory downstream (reconstruct.py allocates by step id) is
+  proportional to the data, never to the largest id.
+
+Each experiment's tables are cached as Parquet under ``data/interim/traces/``, keyed by the
+source file's size, mtime_ns, ctime_ns, inode and device, the experiment's resolved model,
+hf_id, tp and workload, and PARSER_VERSION: a second run does not re-parse the JSON, and any
+edit of the file (ctime changes even when the mtime is put back) or of exp-config.yaml /
+slugs.yaml invalidates it. ``python -m stepdecomp.load --prune-cache`` (``make clean``)
+removes the entries whose trace file no longer exists.
 """
 
 from __future__ import annotations
 
-import gzip
+import argparse
 import hashlib
 import json
 import multiprocessing
 import os
+import shutil
 import sys
 import warnings
+import zlib
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import orjson
@@ -30,14 +59,48 @@ from . import otlp
 from .experiments import Discovery, Experiment, discover
 from .paths import INTERIM_DIR, MODELS_DIR, display_path
 
-#: Bump when the parsed tables change shape: old caches are then ignored.
-PARSER_VERSION = 2
+#: Bump when the parsed tables or the rules that fill them change: old caches are ignored.
+PARSER_VERSION = 3
 #: Files larger than this show a progress bar while parsing.
 PROGRESS_MIN_BYTES = 4 * 2**20
 META_COLUMNS = ["experiment_id", "model", "hf_id", "tp", "workload"]
 JOURNEY_BASE_COLUMNS = ["experiment_id", "request_id", "event", "time_ns"]
 
-_NEEDLES = (b"BATCH_SUMMARY", b"journey.")
+#: Tukey's far-out fence: a step id beyond Q3 + 3·IQR (or below Q1 - 3·IQR) of the file's
+#: step ids is out of range. Sampled step ids are uniform over the run's id range, so the
+#: fences lie 1.5 ranges beyond it: no real id is near them, and one corrupt id cannot move
+#: them (quartiles ignore up to a quarter of the values).
+ID_FENCE_IQRS = 3.0
+#: Memory guard on the id range kept per file: at most this many ids per row (event) of the
+#: file, centred on the median id. 4096 allows step sampling rates down to ~0.05 %; it only
+#: binds when a quarter or more of the ids are corrupt, or a file has a handful of rows.
+MAX_IDS_PER_ROW = 4096
+#: Journey ``scheduler.step`` values lie in the steps' id range ±1, but the first and last
+#: executed steps need not be sampled: the range is widened by this many mean sampling gaps
+#: (at a 10 % sampling rate the chance that 20 gaps are not enough is 0.9**200 ~ 1e-9) ...
+JOURNEY_MARGIN_GAPS = 20
+#: ... plus this share of the steps' id span on each side, so that losing up to a third of a
+#: file's steps at either end (a damaged head or tail) does not reject the journeys that
+#: survived. Memory stays within twice the steps' span.
+JOURNEY_MARGIN_SPAN_SHARE = 0.5
+#: Below this many kept steps the journeys' own fences are used instead.
+MIN_STEPS_FOR_JOURNEY_RANGE = 10
+#: A clock reading (step.ts_*_ns, ts.monotonic[_ns], timeUnixNano) more than this from the
+#: median of its column in the file is outside the run: runs last minutes to hours, a week
+#: leaves room for the longest while catching zeros, 2**63-1 and unit mix-ups (s vs ns).
+RUN_WINDOW_NS = 7 * 24 * 3600 * 10**9
+#: Compressed bytes read per step from a .gz (also the resolution of the salvage search).
+GZIP_CHUNK_BYTES = 1 << 16
+
+_REJECT_COLUMNS = {otlp.MISSING: "rejected_missing", otlp.WRONG_TYPE: "rejected_wrong_type",
+                   otlp.OUT_OF_RANGE: "rejected_out_of_range",
+                   otlp.DUPLICATE: "rejected_duplicate",
+                   otlp.NO_REQUEST_ID: "rejected_no_request_id"}
+_MALFORMED_JSON = "malformed: not valid JSON (truncated or garbage)"
+_MALFORMED_VALUE = "malformed: JSON but not an object"
+_IGNORED = "ignored: JSON object without resourceSpans (not an OTLP export request)"
+#: Columns of the journeys table after experiment_id, with their kinds.
+_JOURNEY_KINDS = {"request_id": "str", "event": "str", "time_ns": "int", **otlp.JOURNEY_ATTRS}
 
 
 class TraceWarning(UserWarning):
@@ -46,17 +109,59 @@ class TraceWarning(UserWarning):
 
 @dataclass
 class ParseStats:
-    """What one trace file held, and what was skipped."""
+    """What one trace file held, and what was skipped (see the module docstring)."""
 
     experiment_id: str
     file: str
     lines: int = 0
+    parsed_lines: int = 0
     blank_lines: int = 0
     malformed_lines: int = 0
+    ignored_lines: int = 0
+    events: int = 0
     steps: int = 0
     journey_events: int = 0
+    rejected_events: int = 0
+    rejected_missing: int = 0
+    rejected_wrong_type: int = 0
+    rejected_out_of_range: int = 0
+    rejected_duplicate: int = 0
+    rejected_no_request_id: int = 0
+    other_events: int = 0
+    structure_errors: int = 0
+    unread_bytes: int = 0
+    stream_error: str = ""
     from_cache: bool = False
     first_malformed_line: int | None = None
+    #: reason -> [count, first line]: events by otlp.BadAttribute.reason, lines and
+    #: structure problems by their description
+    event_reasons: dict[str, list[int]] = field(default_factory=dict)
+    line_reasons: dict[str, list[int]] = field(default_factory=dict)
+
+    def reject(self, reason: str, line: int, count: int = 1) -> None:
+        """Count ``count`` rejected events of one reason ("<category>: <attribute>")."""
+        entry = self.event_reasons.setdefault(reason, [0, line])
+        entry[0] += count
+        entry[1] = min(entry[1], line)
+        col = _REJECT_COLUMNS[reason.split(": ", 1)[0]]
+        setattr(self, col, getattr(self, col) + count)
+        self.rejected_events += count
+
+    def note_line(self, reason: str, line: int) -> None:
+        entry = self.line_reasons.setdefault(reason, [0, line])
+        entry[0] += 1
+
+    def balanced(self) -> bool:
+        """The accounting identities of the module docstring hold."""
+        return (self.lines == self.parsed_lines + self.blank_lines + self.malformed_lines
+                + self.ignored_lines
+                and self.events == self.steps + self.journey_events + self.rejected_events
+                and self.rejected_events == sum(getattr(self, c) for c in _REJECT_COLUMNS.values()))
+
+
+#: The parse_report columns (ParseStats without the first-line details).
+REPORT_COLUMNS = [f for f in ParseStats.__dataclass_fields__
+                  if f not in ("first_malformed_line", "event_reasons", "line_reasons")]
 
 
 @dataclass
@@ -69,15 +174,13 @@ class Dataset:
     journeys: pd.DataFrame
     parse_report: pd.DataFrame
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    #: one row per (file, reason): what was skipped and why (see skipped_records)
+    skipped_records: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
-# --------------------------------------------------------------------------- parsing
+# --------------------------------------------------------------------------- reading
 
-def _open(path: Path) -> IO[bytes]:
-    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
-
-
-def _progress(path: Path) -> object | None:
+def _progress(path: Path) -> Any:
     size = path.stat().st_size
     if size < PROGRESS_MIN_BYTES or os.environ.get("TQDM_DISABLE"):
         return None
@@ -85,86 +188,232 @@ def _progress(path: Path) -> object | None:
     return tqdm(total=size, unit="B", unit_scale=True, desc=path.parent.name, leave=False)
 
 
-def _iter_lines(path: Path) -> Iterator[bytes]:
-    bar = _progress(path)
-    # the bar advances by raw line bytes; for .gz it tracks decompressed bytes (approximate)
-    with _open(path) as fh:
-        for line in fh:
-            if bar is not None:
-                bar.update(len(line))  # type: ignore[attr-defined]
-            yield line
-    if bar is not None:
-        bar.close()  # type: ignore[attr-defined]
-
-
-def parse_trace_file(path: Path, experiment_id: str = "") -> tuple[list[dict], list[dict], ParseStats]:
-    """Stream one traces.json(.gz); return step rows, journey rows and what was skipped.
-
-    A line that is not valid JSON (truncated, garbage) is skipped and counted; a blank line
-    is skipped and counted separately. Events are selected by name, whatever their scope.
-    """
-    stats = ParseStats(experiment_id=experiment_id, file=display_path(path))
-    steps: list[dict] = []
-    journeys: list[dict] = []
-    loads, value = orjson.loads, otlp.attr_value
-    for lineno, line in enumerate(_iter_lines(path), start=1):
-        stats.lines += 1
-        if not line.strip():
-            stats.blank_lines += 1
-            continue
+def _decode_prefix(d: Any, chunk: bytes) -> tuple[bytes, int]:
+    """The output of the longest prefix of ``chunk`` that ``d`` (a zlib decompressor, left
+    untouched) decodes without error, and that prefix's length (binary search)."""
+    lo, hi, out = 0, len(chunk), b""
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        trial = d.copy()
         try:
-            request = loads(line)
-        except orjson.JSONDecodeError:
-            stats.malformed_lines += 1
-            stats.first_malformed_line = stats.first_malformed_line or lineno
-            continue
-        if not isinstance(request, dict):
-            stats.malformed_lines += 1
-            stats.first_malformed_line = stats.first_malformed_line or lineno
-            continue
-        if not any(n in line for n in _NEEDLES):
-            continue
-        for sp in otlp.iter_spans(request):
-            events = sp.get("events")
-            if not events:
-                continue
-            request_id = None
-            for ev in events:
-                name = ev.get("name", "")
-                if name == otlp.BATCH_SUMMARY:
-                    steps.append({a["key"]: value(a["value"]) for a in ev.get("attributes", ())})
-                elif name.startswith(otlp.JOURNEY_PREFIX):
-                    if request_id is None:
-                        request_id = otlp.attrs_to_dict(sp.get("attributes")).get(otlp.REQUEST_ID_KEY, "")
-                    row = {a["key"]: value(a["value"]) for a in ev.get("attributes", ())}
-                    row["request_id"] = request_id
-                    row["event"] = name[len(otlp.JOURNEY_PREFIX):]
-                    row["time_ns"] = int(ev.get("timeUnixNano", 0))
-                    journeys.append(row)
+            data = trial.decompress(chunk[:mid])
+        except zlib.error:
+            hi = mid - 1
+        else:
+            lo, out = mid, data
+    return out, lo
+
+
+def _gzip_blocks(fh: Any, stats: ParseStats) -> Iterator[bytes]:
+    """Decompressed data of a gzip file (all members), as far as it can be decoded.
+
+    On corrupt data the readable part before the bad byte is kept, stats.stream_error says
+    where, stats.unread_bytes counts the compressed bytes left; a stream that ends early
+    (truncated file) keeps everything and says so. Zero padding between members is skipped."""
+    size = os.fstat(fh.fileno()).st_size
+    d, pos = zlib.decompressobj(wbits=31), 0
+    while chunk := fh.read(GZIP_CHUNK_BYTES):
+        while chunk:
+            if d.eof:                                   # next member (or padding)
+                rest = chunk.lstrip(b"\0")
+                pos, chunk = pos + len(chunk) - len(rest), rest
+                if not chunk:
+                    break
+                d = zlib.decompressobj(wbits=31)
+            saved = d.copy()
+            try:
+                out = d.decompress(chunk)
+            except zlib.error as e:
+                data, good = _decode_prefix(saved, chunk)
+                yield data
+                stats.unread_bytes = size - (pos + good)
+                stats.stream_error = (f"corrupt gzip data at compressed byte {pos + good} ({e}): "
+                                      f"the readable part before it was loaded")
+                return
+            yield out
+            used = len(chunk) - len(d.unused_data) if d.eof else len(chunk)
+            pos, chunk = pos + used, (d.unused_data if d.eof else b"")
+    if not d.eof:
+        stats.stream_error = ("truncated gzip stream: the file ends before the gzip end marker; "
+                              "the readable part was loaded")
+
+
+def _plain_blocks(fh: Any, stats: ParseStats) -> Iterator[bytes]:
+    while block := fh.read(GZIP_CHUNK_BYTES * 16):
+        yield block
+
+
+def iter_lines(path: Path, stats: ParseStats) -> Iterator[bytes]:
+    """The lines of a trace file (newline kept; the last one may lack it), decompressing a
+    .gz; read problems are recorded in ``stats`` instead of raised."""
+    blocks: Callable[[Any, ParseStats], Iterator[bytes]] = (
+        _gzip_blocks if path.suffix == ".gz" else _plain_blocks)
+    pending: list[bytes] = []              # pieces of a line longer than a block
+    bar = None
+    try:
+        bar = _progress(path)
+        with open(path, "rb") as fh:
+            for block in blocks(fh, stats):
+                if bar is not None:
+                    bar.update(len(block))
+                if b"\n" not in block:
+                    pending.append(block)
+                    continue
+                parts = block.split(b"\n")
+                pending.append(parts[0])
+                yield b"".join(pending) + b"\n"
+                for p in parts[1:-1]:
+                    yield p + b"\n"
+                pending = [parts[-1]]
+    except OSError as e:
+        stats.stream_error = f"read error: {e}"
+    if last := b"".join(pending):
+        yield last
+    if bar is not None:
+        bar.close()
+
+
+# --------------------------------------------------------------------------- parsing
+
+def _loads(line: bytes) -> Any:
+    """orjson, else the standard parser (exact ints beyond 64 bits, NaN literals), else
+    ValueError. orjson turns an int literal beyond 64 bits into a float silently, which
+    the attribute decoders then reject as out of range."""
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError:
+        try:
+            return json.loads(line)
+        except (ValueError, RecursionError):
+            raise ValueError(_MALFORMED_JSON) from None
+
+
+@dataclass
+class _Rows:
+    """Decoded events of one kind, with the line each came from."""
+
+    rows: list[dict] = field(default_factory=list)
+    lines: list[int] = field(default_factory=list)
+
+
+class _FileParser:
+    """Walks the lines of one file, decoding events into rows and counting the rest."""
+
+    def __init__(self, stats: ParseStats) -> None:
+        self.stats = stats
+        self.steps, self.journeys = _Rows(), _Rows()
+        self._span: Any = None
+        self._span_rid: str | None = None
+
+    def line(self, lineno: int, line: bytes) -> None:
+        st = self.stats
+        st.lines += 1
+        if not line or line.isspace():
+            st.blank_lines += 1
+            return
+        try:
+            request = _loads(line)
+        except ValueError:
+            return self._malformed(lineno, _MALFORMED_JSON)
+        if type(request) is not dict:
+            return self._malformed(lineno, _MALFORMED_VALUE)
+        if "resourceSpans" not in request:
+            st.ignored_lines += 1
+            st.note_line(_IGNORED, lineno)
+            return
+        st.parsed_lines += 1
+        problems: list[str] = []
+        for span, ev in otlp.iter_events(request, problems):
+            self._event(lineno, span, ev, problems)
+        for p in problems:
+            st.structure_errors += 1
+            st.note_line(f"structure: {p}", lineno)
+
+    def _malformed(self, lineno: int, reason: str) -> None:
+        self.stats.malformed_lines += 1
+        self.stats.first_malformed_line = self.stats.first_malformed_line or lineno
+        self.stats.note_line(reason, lineno)
+
+    def _event(self, lineno: int, span: Any, ev: Any, problems: list[str]) -> None:
+        name = ev.get("name", "") if type(ev) is dict else None
+        if type(name) is not str:
+            problems.append("an event is not an object with a string name")
+            return
+        if name == otlp.BATCH_SUMMARY:
+            kinds, required, out = otlp.STEP_ATTRS, otlp.STEP_REQUIRED, self.steps
+        elif name.startswith(otlp.JOURNEY_PREFIX):
+            kinds, required, out = otlp.JOURNEY_ATTRS, otlp.JOURNEY_REQUIRED, self.journeys
+        else:
+            self.stats.other_events += 1
+            return
+        self.stats.events += 1
+        attributes = ev.get("attributes")
+        try:
+            row = otlp.decode_attributes(attributes, kinds, required)
+            if out is self.journeys:
+                self._journey_fields(row, name, span, ev, attributes)
+        except otlp.BadAttribute as e:
+            self.stats.reject(e.reason, lineno)
+            return
+        out.rows.append(row)
+        out.lines.append(lineno)
+
+    def _journey_fields(self, row: dict, name: str, span: Any, ev: dict, attributes: Any) -> None:
+        """request_id, event and time_ns of a journey row (BadAttribute if unusable)."""
+        t = ev.get("timeUnixNano")
+        row["time_ns"] = None if t is None else otlp.decode_int({"intValue": t}, "timeUnixNano")
+        if span is not self._span:
+            self._span, self._span_rid = span, otlp.request_id(span.get("attributes"))
+        rid = self._span_rid or otlp.request_id(attributes)
+        if rid is None:
+            raise otlp.BadAttribute(otlp.NO_REQUEST_ID, otlp.REQUEST_ID_KEY)
+        row["request_id"] = rid
+        row["event"] = name[len(otlp.JOURNEY_PREFIX):]
+
+
+def parse_trace_file(path: Path, experiment_id: str = "") -> tuple[pd.DataFrame, pd.DataFrame,
+                                                                   ParseStats]:
+    """Stream one traces.json(.gz): the steps table (otlp.STEP_ATTRS columns), the journeys
+    table (request_id, event, time_ns, otlp.JOURNEY_ATTRS) and what was skipped.
+
+    Never raises on content: every line and event is counted as described in the module
+    docstring, duplicates and out-of-range values included."""
+    stats = ParseStats(experiment_id=experiment_id, file=display_path(path))
+    parser = _FileParser(stats)
+    for lineno, line in enumerate(iter_lines(path, stats), start=1):
+        parser.line(lineno, line)
+    steps = _frame(parser.steps, otlp.STEP_ATTRS, stats, "step.BATCH_SUMMARY")
+    journeys = _frame(parser.journeys, _JOURNEY_KINDS, stats, "journey event")
+    steps, journeys = _apply_ranges(steps, journeys, stats)
     stats.steps, stats.journey_events = len(steps), len(journeys)
-    return steps, journeys, stats
+    return _finish_ints(steps.drop(columns="_line")), _finish_ints(journeys.drop(columns="_line")), stats
 
 
-def _int_array(values: list) -> pd.api.extensions.ExtensionArray | np.ndarray:
-    """Python ints (None = missing) -> int64, or nullable Int64 when some are missing.
+# --------------------------------------------------------------------------- tables
 
-    Built from the ints themselves, never through float64: step.ts_*_ns values near 1.7e18
-    are above 2**53 and would lose their last digits in a float."""
+#: Int columns that stay nullable Int64 even when complete (older traces lack them).
+ALWAYS_NULLABLE = frozenset({"ts.monotonic_ns"})
+
+
+def _int_array(values: list, nullable: bool = False) -> np.ndarray | pd.api.extensions.ExtensionArray:
+    """Python ints (None = missing) -> int64, or nullable Int64 when some are missing (or
+    ``nullable``). Built from the ints themselves, never through float64: step.ts_*_ns
+    values near 1.7e18 are above 2**53 and would lose their last digits in a float."""
     missing = np.fromiter((v is None for v in values), dtype=bool, count=len(values))
-    data = np.array([0 if v is None else v for v in values], dtype=np.int64)
-    return data if not missing.any() else pd.arrays.IntegerArray(data, missing)
+    data = np.fromiter((0 if v is None else v for v in values), dtype=np.int64, count=len(values))
+    return pd.arrays.IntegerArray(data, missing) if nullable or missing.any() else data
 
 
 def _columns(rows: list[dict], kinds: dict[str, str]) -> pd.DataFrame:
-    """Rows of decoded attributes -> one typed column per documented attribute, in order.
+    """Rows of decoded values -> one typed column per key, in order (an absent key is <NA>).
 
-    Columns are built key by key (``DataFrame.from_records`` would turn an int column with
-    a missing value into float64); an absent attribute is <NA>."""
-    cols: dict[str, object] = {}
+    Built key by key: ``DataFrame.from_records`` would turn an int column with a missing
+    value into float64."""
+    cols: dict[str, Any] = {}
     for key, kind in kinds.items():
         values = [r.get(key) for r in rows]
         if kind == "int":
-            cols[key] = _int_array(values)
+            cols[key] = _int_array(values, key in ALWAYS_NULLABLE)
         elif kind == "float":
             cols[key] = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
         else:
@@ -172,24 +421,119 @@ def _columns(rows: list[dict], kinds: dict[str, str]) -> pd.DataFrame:
     return pd.DataFrame(cols, index=pd.RangeIndex(len(rows)))
 
 
-def steps_frame(rows: list[dict], exp: Experiment) -> pd.DataFrame:
-    """Rows of BATCH_SUMMARY attributes -> typed steps table with the experiment's metadata."""
-    frame = _columns(rows, otlp.STEP_ATTRS)
-    meta = pd.DataFrame({"experiment_id": exp.experiment_id, "model": exp.model, "hf_id": exp.hf_id,
-                         "tp": exp.tp, "workload": exp.workload}, index=frame.index)
-    return pd.concat([meta, frame], axis=1)
-
-
-def journeys_frame(rows: list[dict], exp: Experiment) -> pd.DataFrame:
-    """Rows of journey events -> experiment_id, request_id, event, time_ns, then the typed
-    otlp.JOURNEY_ATTRS (``ts.monotonic_ns`` stays nullable Int64: older traces lack it)."""
-    frame = _columns(rows, otlp.JOURNEY_ATTRS)
-    frame["ts.monotonic_ns"] = frame["ts.monotonic_ns"].astype("Int64")
-    frame.insert(0, "experiment_id", exp.experiment_id)
-    frame.insert(1, "request_id", pd.array([r["request_id"] for r in rows], dtype="string"))
-    frame.insert(2, "event", pd.array([r["event"] for r in rows], dtype="string"))
-    frame.insert(3, "time_ns", np.array([r["time_ns"] for r in rows], dtype=np.int64))
+def _drop(frame: pd.DataFrame, bad: np.ndarray, stats: ParseStats, reason: str) -> pd.DataFrame:
+    """Rows of ``frame`` without the ``bad`` ones, which are counted under ``reason``."""
+    if bad.any():
+        lines = frame["_line"].to_numpy()[bad]
+        stats.reject(reason, int(lines.min()), int(bad.sum()))
+        return frame[~bad].reset_index(drop=True)
     return frame
+
+
+def _frame(rows: _Rows, kinds: dict[str, str], stats: ParseStats, what: str) -> pd.DataFrame:
+    """Typed table of one event kind, duplicates dropped and counted; ``_line`` column kept
+    for the range checks."""
+    frame = _columns(rows.rows, kinds)
+    same = [c for c in frame.columns if c != "time_ns"]    # name, request id, attributes
+    dup = frame.duplicated(subset=same, keep="first").to_numpy() if len(frame) else np.zeros(0, bool)
+    frame["_line"] = np.asarray(rows.lines, dtype=np.int64)
+    return _drop(frame, dup, stats, f"{otlp.DUPLICATE}: {what}")
+
+
+def _finish_ints(frame: pd.DataFrame) -> pd.DataFrame:
+    """Nullable Int64 columns left without a missing value (their holes were in dropped
+    rows) become plain int64, as if parsed complete; ALWAYS_NULLABLE ones stay Int64."""
+    for key in frame.columns:
+        col = frame[key]
+        if (isinstance(col.dtype, pd.Int64Dtype) and key not in ALWAYS_NULLABLE
+                and not col.isna().any()):
+            frame[key] = col.to_numpy(dtype=np.int64)
+    return frame
+
+
+# --------------------------------------------------------------------------- ranges
+
+def id_range(ids: np.ndarray, rows: int) -> tuple[float, float]:
+    """[low, high] of plausible step ids: Tukey's far-out fences (ID_FENCE_IQRS) of ``ids``,
+    narrowed to MAX_IDS_PER_ROW · rows ids around the median when wider."""
+    q1, med, q3 = np.quantile(ids.astype(np.float64), [0.25, 0.5, 0.75])
+    spread = max(q3 - q1, 1.0)
+    lo, hi = q1 - ID_FENCE_IQRS * spread, q3 + ID_FENCE_IQRS * spread
+    cap = float(MAX_IDS_PER_ROW) * max(rows, 1)
+    if hi - lo > cap:
+        lo, hi = med - cap / 2, med + cap / 2
+    return lo, hi
+
+
+def _outside_ids(values: pd.Series, lo: float, hi: float) -> np.ndarray:
+    v = values.to_numpy(dtype=np.float64, na_value=np.nan)
+    return (v < lo) | (v > hi)
+
+
+def _outside_run(values: pd.Series, window: float) -> np.ndarray:
+    """Clock readings farther than ``window`` from their column's median (exact for int64)."""
+    present = values.notna().to_numpy()
+    if not present.any():
+        return np.zeros(len(values), dtype=bool)
+    if values.dtype.kind == "f":
+        v = values.to_numpy(dtype=np.float64)
+        return present & (np.abs(v - np.median(v[present])) > window)
+    v = values.to_numpy(dtype=np.int64, na_value=0)
+    ok = v[present]
+    med = int(np.partition(ok, len(ok) // 2)[len(ok) // 2])
+    return present & (np.abs(v - med) > window)     # v, med in [0, 2**63): no overflow
+
+
+def _apply_ranges(steps: pd.DataFrame, journeys: pd.DataFrame,
+                  stats: ParseStats) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Drop (and count as out of range) the step ids, journey steps and clock readings that
+    cannot belong to the run; the rules are the constants at the top of the module."""
+    bad = otlp.OUT_OF_RANGE
+    if len(steps):
+        lo, hi = id_range(steps["step.id"].to_numpy(), len(steps))
+        steps = _drop(steps, _outside_ids(steps["step.id"], lo, hi), stats, f"{bad}: step.id")
+    for col in ("step.ts_start_ns", "step.ts_end_ns"):
+        steps = _drop(steps, _outside_run(steps[col], RUN_WINDOW_NS), stats, f"{bad}: {col}")
+    start, end = steps["step.ts_start_ns"], steps["step.ts_end_ns"]
+    steps = _drop(steps, (end < start).fillna(False).to_numpy(dtype=bool), stats,
+                  f"{bad}: step.ts_end_ns")
+    if not len(journeys):
+        return steps, journeys
+    ids = steps["step.id"].to_numpy()
+    if len(ids) >= MIN_STEPS_FOR_JOURNEY_RANGE:
+        span = float(ids.max() - ids.min())
+        margin = JOURNEY_MARGIN_GAPS * span / (len(ids) - 1) + JOURNEY_MARGIN_SPAN_SHARE * span + 2
+        lo, hi = ids.min() - margin, ids.max() + margin
+    else:
+        lo, hi = id_range(journeys["scheduler.step"].to_numpy(), len(journeys))
+    journeys = _drop(journeys, _outside_ids(journeys["scheduler.step"], lo, hi), stats,
+                     f"{bad}: scheduler.step")
+    for col, window in (("ts.monotonic", RUN_WINDOW_NS / 1e9), ("ts.monotonic_ns", RUN_WINDOW_NS),
+                        ("time_ns", RUN_WINDOW_NS)):
+        journeys = _drop(journeys, _outside_run(journeys[col], window), stats, f"{bad}: {col}")
+    return steps, journeys
+
+
+def steps_frame(steps: pd.DataFrame | list[dict], exp: Experiment) -> pd.DataFrame:
+    """The steps table of parse_trace_file (or rows of decoded BATCH_SUMMARY attributes) with
+    the experiment's META_COLUMNS in front."""
+    if not isinstance(steps, pd.DataFrame):
+        steps = _finish_ints(_columns(steps, otlp.STEP_ATTRS))
+    meta = pd.DataFrame({"experiment_id": exp.experiment_id, "model": exp.model,
+                         "hf_id": exp.hf_id, "tp": exp.tp, "workload": exp.workload},
+                        index=steps.index)
+    return pd.concat([meta, steps], axis=1)
+
+
+def journeys_frame(journeys: pd.DataFrame | list[dict], exp: Experiment) -> pd.DataFrame:
+    """The journeys table of parse_trace_file (or rows of decoded journey events) with
+    experiment_id in front: experiment_id, request_id, event, time_ns, otlp.JOURNEY_ATTRS
+    (``ts.monotonic_ns`` nullable Int64: older traces lack it)."""
+    if not isinstance(journeys, pd.DataFrame):
+        journeys = _finish_ints(_columns(journeys, _JOURNEY_KINDS))
+    journeys = journeys.copy()
+    journeys.insert(0, "experiment_id", exp.experiment_id)
+    return journeys
 
 
 # --------------------------------------------------------------------------- caching
@@ -199,52 +543,145 @@ def _cache_dir(exp: Experiment, cache_root: Path) -> Path:
     return cache_root / "traces" / f"{exp.experiment_id}-{key}"
 
 
-def _source_key(path: Path) -> dict:
+def _source_key(exp: Experiment, path: Path) -> dict:
+    """What a cached table depends on. ctime_ns changes on every write (and cannot be set
+    back like the mtime), inode/device change when the file is replaced; the resolved
+    experiment covers edits of exp-config.yaml and slugs.yaml."""
     st = path.stat()
     return {"source": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-            "parser_version": PARSER_VERSION}
+            "ctime_ns": st.st_ctime_ns, "inode": st.st_ino, "device": st.st_dev,
+            "experiment_id": exp.experiment_id, "model": exp.model, "hf_id": exp.hf_id,
+            "tp": exp.tp, "workload": exp.workload, "parser_version": PARSER_VERSION}
+
+
+def _read_meta(meta_path: Path) -> dict | None:
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+def _from_cache(cdir: Path, key: dict) -> tuple[pd.DataFrame, pd.DataFrame, ParseStats] | None:
+    """The cached tables if the entry's key matches (an unreadable entry is a miss)."""
+    meta = _read_meta(cdir / "meta.json")
+    if meta is None or meta.get("key") != key:
+        return None
+    try:
+        stats = ParseStats(**meta["stats"])
+        steps = pd.read_parquet(cdir / "steps.parquet")
+        journeys = pd.read_parquet(cdir / "journeys.parquet")
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    stats.from_cache = True
+    return steps, journeys, stats
+
+
+def _store(cdir: Path, key: dict, steps: pd.DataFrame, journeys: pd.DataFrame,
+           stats: ParseStats) -> None:
+    """Write the tables, then the meta that validates them (never a meta without them)."""
+    cdir.mkdir(parents=True, exist_ok=True)
+    (cdir / "meta.json").unlink(missing_ok=True)
+    steps.to_parquet(cdir / "steps.parquet", index=False)
+    journeys.to_parquet(cdir / "journeys.parquet", index=False)
+    tmp = cdir / "meta.json.tmp"
+    tmp.write_text(json.dumps({"key": key, "stats": asdict(stats)}, indent=1))
+    tmp.replace(cdir / "meta.json")
 
 
 def load_experiment(exp: Experiment, cache_root: Path = INTERIM_DIR,
                     use_cache: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, ParseStats]:
-    """Steps, journeys and parse stats of one experiment, from the Parquet cache when the
-    source's size and mtime still match, else parsed (and cached)."""
+    """Steps, journeys and parse stats of one experiment, from the Parquet cache when its key
+    (see _source_key) still matches, else parsed (and cached)."""
     src = exp.trace_path
     if src is None:
-        raise FileNotFoundError(f"{display_path(exp.path)}: no traces.json or traces.json.gz")
-    cdir = _cache_dir(exp, cache_root)
-    key = _source_key(src)
-    meta_path = cdir / "meta.json"
-    if use_cache and meta_path.is_file():
-        meta = json.loads(meta_path.read_text())
-        if meta.get("key") == key:
-            stats = ParseStats(**meta["stats"])
-            stats.from_cache = True
-            return (pd.read_parquet(cdir / "steps.parquet"), pd.read_parquet(cdir / "journeys.parquet"),
-                    stats)
-    step_rows, journey_rows, stats = parse_trace_file(src, exp.experiment_id)
-    steps, journeys = steps_frame(step_rows, exp), journeys_frame(journey_rows, exp)
+        raise FileNotFoundError(f"{display_path(exp.path)}: needs exactly one of traces.json "
+                                f"and traces.json.gz")
+    cdir, key = _cache_dir(exp, cache_root), _source_key(exp, src)
+    if use_cache and (hit := _from_cache(cdir, key)) is not None:
+        return hit
+    steps, journeys, stats = parse_trace_file(src, exp.experiment_id)
+    steps, journeys = steps_frame(steps, exp), journeys_frame(journeys, exp)
     if use_cache:
-        cdir.mkdir(parents=True, exist_ok=True)
-        steps.to_parquet(cdir / "steps.parquet", index=False)
-        journeys.to_parquet(cdir / "journeys.parquet", index=False)
-        meta_path.write_text(json.dumps({"key": key, "stats": asdict(stats)}, indent=1))
+        _store(cdir, key, steps, journeys, stats)
     return steps, journeys, stats
 
 
-def _warn(stats: ParseStats) -> None:
-    if stats.malformed_lines:
-        warnings.warn(f"{stats.file}: skipped {stats.malformed_lines} malformed line(s) "
-                      f"(first at line {stats.first_malformed_line})", TraceWarning, stacklevel=3)
-    if stats.steps == 0:
-        warnings.warn(f"{stats.file}: no step.BATCH_SUMMARY events; the experiment contributes "
-                      f"no steps", TraceWarning, stacklevel=3)
-
-
 def _cached(exp: Experiment, cache_root: Path) -> bool:
-    meta_path = _cache_dir(exp, cache_root) / "meta.json"
-    return (exp.trace_path is not None and meta_path.is_file()
-            and json.loads(meta_path.read_text()).get("key") == _source_key(exp.trace_path))
+    src = exp.trace_path
+    if src is None:
+        return False
+    meta = _read_meta(_cache_dir(exp, cache_root) / "meta.json")
+    return meta is not None and meta.get("key") == _source_key(exp, src)
+
+
+def prune_cache(cache_root: Path = INTERIM_DIR) -> list[Path]:
+    """Remove cache entries whose trace file no longer exists, or that this loader version
+    cannot use (other PARSER_VERSION, unreadable meta). Returns the removed directories."""
+    removed = []
+    base = cache_root / "traces"
+    for cdir in sorted(base.iterdir()) if base.is_dir() else ():
+        meta = _read_meta(cdir / "meta.json") if cdir.is_dir() else None
+        key = meta.get("key") if meta else None
+        if (isinstance(key, dict) and key.get("parser_version") == PARSER_VERSION
+                and Path(str(key.get("source"))).is_file()):
+            continue
+        shutil.rmtree(cdir) if cdir.is_dir() else cdir.unlink()
+        removed.append(cdir)
+    return removed
+
+
+# --------------------------------------------------------------------------- dataset
+
+def _first(reasons: dict[str, list[int]]) -> str:
+    return "; ".join(f"{reason} ×{n} (first at line {line})"
+                     for reason, (n, line) in sorted(reasons.items(), key=lambda kv: kv[1][1]))
+
+
+def _warn(stats: ParseStats) -> None:
+    """One TraceWarning per kind of problem in a file, naming it and each reason's first line."""
+    def warn(msg: str) -> None:
+        warnings.warn(f"{stats.file}: {msg}", TraceWarning, stacklevel=4)
+
+    if stats.stream_error:
+        lost = f"; {stats.unread_bytes:,} compressed byte(s) unread" if stats.unread_bytes else ""
+        warn(f"{stats.stream_error}{lost}")
+    if stats.malformed_lines:
+        warn(f"skipped {stats.malformed_lines} malformed line(s) "
+             f"(first at line {stats.first_malformed_line})")
+    if stats.ignored_lines:
+        warn(f"ignored {stats.ignored_lines} line(s) holding a JSON object that is not an OTLP "
+             f"export request (no resourceSpans; first at line {stats.line_reasons[_IGNORED][1]})")
+    structure = {r.removeprefix("structure: "): v for r, v in stats.line_reasons.items()
+                 if r.startswith("structure: ")}
+    if structure:
+        warn(f"skipped {stats.structure_errors} OTLP container(s) of the wrong type: "
+             f"{_first(structure)}")
+    if stats.rejected_events:
+        warn(f"rejected {stats.rejected_events} of {stats.events} step/journey event(s): "
+             f"{_first(stats.event_reasons)}")
+    if stats.steps == 0:
+        warn("no step.BATCH_SUMMARY events; the experiment contributes no steps")
+
+
+def skipped_records(stats: list[ParseStats]) -> pd.DataFrame:
+    """What was skipped and why, one row per (file, reason): experiment_id, file, kind
+    (line / container / event / bytes), reason, count, first_line (NaN for bytes)."""
+    rows = []
+    for st in stats:
+        base = {"experiment_id": st.experiment_id, "file": st.file}
+        for reason, (n, line) in st.line_reasons.items():
+            kind = "container" if reason.startswith("structure") else "line"
+            rows.append({**base, "kind": kind, "reason": reason, "count": n, "first_line": line})
+        for reason, (n, line) in st.event_reasons.items():
+            rows.append({**base, "kind": "event", "reason": reason, "count": n, "first_line": line})
+        if st.stream_error:
+            rows.append({**base, "kind": "bytes", "reason": st.stream_error,
+                         "count": st.unread_bytes, "first_line": None})
+    cols = ["experiment_id", "file", "kind", "reason", "count", "first_line"]
+    out = pd.DataFrame(rows, columns=cols)
+    out["first_line"] = out["first_line"].astype("Int64")
+    return out.astype({"count": np.int64})
 
 
 def _load_all(experiments: list[Experiment], cache_root: Path, use_cache: bool,
@@ -269,7 +706,8 @@ def load_dataset(root: str | os.PathLike[str], cache_root: Path = INTERIM_DIR,
     """Load every experiment under a ground-truth root (see experiments.discover).
 
     Uncached trace files are parsed in parallel over ``jobs`` processes (default: all CPUs);
-    cached ones are read from Parquet."""
+    cached ones are read from Parquet. What was skipped is in ``parse_report`` (counts per
+    file), ``skipped_records`` (per reason, with the first line) and a TraceWarning per file."""
     found: Discovery = discover(Path(root), models_dir)
     steps, journeys, stats = [], [], []
     for s, j, st in _load_all(found.experiments, cache_root, use_cache, jobs):
@@ -281,10 +719,10 @@ def load_dataset(root: str | os.PathLike[str], cache_root: Path = INTERIM_DIR,
     if all_steps.empty:
         raise ValueError(f"no step.BATCH_SUMMARY events in any traces.json under "
                          f"{display_path(root)}")
-    report = pd.DataFrame([asdict(s) for s in stats]).drop(columns=["first_malformed_line"])
+    report = pd.DataFrame([asdict(s) for s in stats])[REPORT_COLUMNS]
     return Dataset(root=Path(root), experiments=found.experiments, steps=all_steps,
                    journeys=pd.concat(journeys, ignore_index=True), parse_report=report,
-                   skipped=found.skipped)
+                   skipped=found.skipped, skipped_records=skipped_records(stats))
 
 
 def experiment_table(ds: Dataset) -> pd.DataFrame:
@@ -294,3 +732,20 @@ def experiment_table(ds: Dataset) -> pd.DataFrame:
             for e in ds.experiments]
     counts = ds.parse_report[["experiment_id", "steps", "journey_events"]]
     return pd.DataFrame(rows).merge(counts, on="experiment_id", how="left")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m stepdecomp.load", description=__doc__.split("\n")[0])
+    ap.add_argument("--prune-cache", action="store_true",
+                    help="remove cache entries whose trace file no longer exists")
+    ap.add_argument("--cache-root", type=Path, default=INTERIM_DIR)
+    args = ap.parse_args(argv)
+    if args.prune_cache:
+        removed = prune_cache(args.cache_root)
+        print(f"pruned {len(removed)} trace cache entr{'y' if len(removed) == 1 else 'ies'} "
+              f"under {display_path(args.cache_root / 'traces')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -30,7 +30,7 @@ carries ``scheduler.step``; a request's life is split into *segments*, each open
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import orjson
 
@@ -105,6 +105,200 @@ def iter_spans(request: Mapping[str, Any]) -> Iterable[Mapping[str, Any]]:
     for rs in request.get("resourceSpans") or ():
         for ss in rs.get("scopeSpans") or ():
             yield from ss.get("spans") or ()
+
+
+# --------------------------------------------------------------------------- strict decoding
+#
+# What the loader uses: every documented attribute is decoded to its kind or the event is
+# rejected with a reason. Coercion happens only where it is lossless (an int written as a
+# JSON number, an integral double below 2**53 for an int attribute, an int below 2**53 for a
+# float attribute); nothing is clipped, wrapped or guessed.
+
+MISSING = "missing attribute"
+WRONG_TYPE = "wrong type"
+OUT_OF_RANGE = "out of range"
+DUPLICATE = "duplicate"
+NO_REQUEST_ID = "no request id"
+#: Why an event can be rejected, in the order the loader checks them.
+REJECT_CATEGORIES = (MISSING, WRONG_TYPE, OUT_OF_RANGE, DUPLICATE, NO_REQUEST_ID)
+
+#: Attributes without which an event is of no use downstream (phases, FLOPs, the join of
+#: journeys with steps), so it is rejected rather than kept with a hole.
+STEP_REQUIRED = ("step.id", "step.duration_us", "batch.prefill_tokens", "batch.decode_tokens")
+JOURNEY_REQUIRED = ("scheduler.step",)
+#: Every documented number is a count, id, duration or clock reading: >= 0. Upper bounds
+#: beyond int64 / finite:
+FLOAT_MAX: dict[str, float] = {"kv.usage_gpu_ratio": 1.0}
+INT64_MAX = 2**63 - 1
+#: Largest magnitude an int and a double share exactly.
+EXACT_INT_IN_FLOAT = 2**53
+
+
+class BadAttribute(ValueError):
+    """An event is rejected: ``category`` (one of REJECT_CATEGORIES) and the attribute."""
+
+    def __init__(self, category: str, key: str, detail: str = "") -> None:
+        super().__init__(f"{category}: {key}" + (f" ({detail})" if detail else ""))
+        self.category, self.key, self.detail = category, key, detail
+
+    @property
+    def reason(self) -> str:
+        """What the per-file counts are keyed by: category and attribute, no value."""
+        return f"{self.category}: {self.key}"
+
+
+def _int_from_float(v: float, key: str) -> int:
+    if v != v or v in (float("inf"), float("-inf")) or abs(v) > INT64_MAX:
+        raise BadAttribute(OUT_OF_RANGE, key, f"{v!r}")
+    if not v.is_integer() or abs(v) > EXACT_INT_IN_FLOAT:
+        raise BadAttribute(WRONG_TYPE, key, f"int expected, got {v!r}")
+    return int(v)
+
+
+def _is_int_text(v: str) -> bool:
+    """ASCII decimal digits with an optional minus: what OTLP JSON writes for an int64."""
+    body = v[1:] if v[:1] == "-" else v
+    return body.isascii() and body.isdigit()
+
+
+def decode_int(value: Any, key: str) -> int:
+    """An int attribute: intValue as a decimal string or a JSON int (an integral double is
+    accepted below 2**53). Must be in [0, 2**63): every documented int is non-negative."""
+    if type(value) is not dict or len(value) != 1:
+        raise BadAttribute(WRONG_TYPE, key, "not a single-typed AnyValue")
+    v = value.get("intValue", value.get("doubleValue"))
+    t = type(v)
+    if t is str and "intValue" in value and _is_int_text(v):
+        i = int(v)
+    elif t is int:
+        i = v
+    elif t is float:
+        i = _int_from_float(v, key)
+    else:
+        raise BadAttribute(WRONG_TYPE, key, f"int expected, got {value!r:.60}")
+    if i < 0 or i > INT64_MAX:
+        raise BadAttribute(OUT_OF_RANGE, key, "negative" if i < 0 else "beyond int64")
+    return i
+
+
+_FLOAT_WORDS = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
+
+
+def decode_float(value: Any, key: str) -> float:
+    """A float attribute: doubleValue (a JSON number, or a numeric string as proto3 JSON
+    allows), or an intValue below 2**53. Must be finite, >= 0 and <= FLOAT_MAX[key]."""
+    if type(value) is not dict or len(value) != 1:
+        raise BadAttribute(WRONG_TYPE, key, "not a single-typed AnyValue")
+    if "doubleValue" in value:
+        v = value["doubleValue"]
+        if type(v) is str:
+            v = _FLOAT_WORDS.get(v, v)
+            try:
+                v = float(v)
+            except ValueError:
+                raise BadAttribute(WRONG_TYPE, key, f"float expected, got {v!r:.40}") from None
+        elif type(v) is not float and type(v) is not int:
+            raise BadAttribute(WRONG_TYPE, key, f"float expected, got {v!r:.40}")
+    elif "intValue" in value:
+        i = decode_int(value, key)
+        if i > EXACT_INT_IN_FLOAT:
+            raise BadAttribute(WRONG_TYPE, key, "int beyond 2**53 for a float")
+        v = i
+    else:
+        raise BadAttribute(WRONG_TYPE, key, f"float expected, got {value!r:.60}")
+    f = float(v)
+    if not (0.0 <= f <= FLOAT_MAX.get(key, float("inf"))):   # also false for NaN
+        raise BadAttribute(OUT_OF_RANGE, key, f"{f!r}")
+    return f
+
+
+def decode_str(value: Any, key: str) -> str:
+    if type(value) is not dict or len(value) != 1 or type(value.get("stringValue")) is not str:
+        raise BadAttribute(WRONG_TYPE, key, f"string expected, got {value!r:.60}")
+    return value["stringValue"]
+
+
+DECODERS = {"int": decode_int, "float": decode_float, "str": decode_str}
+
+
+def decode_attributes(attributes: Any, kinds: Mapping[str, str],
+                      required: Sequence[str] = ()) -> dict[str, Any]:
+    """The documented attributes of one event, decoded strictly; BadAttribute otherwise.
+
+    Undocumented keys are skipped (whatever their value); a documented key given twice, an
+    entry that is not {"key": str, "value": AnyValue}, or a value of the wrong kind rejects
+    the event; so does a missing ``required`` key. ``attributes`` absent or null = none."""
+    row: dict[str, Any] = {}
+    if attributes is None:
+        attributes = ()
+    elif type(attributes) is not list:
+        raise BadAttribute(WRONG_TYPE, "attributes", "not a list")
+    for a in attributes:
+        key = a.get("key") if type(a) is dict else None
+        if type(key) is not str:
+            raise BadAttribute(WRONG_TYPE, "attributes", "an entry without a string key")
+        kind = kinds.get(key)
+        if kind is None:
+            continue
+        if key in row:
+            raise BadAttribute(WRONG_TYPE, key, "given twice")
+        if "value" not in a:
+            raise BadAttribute(WRONG_TYPE, key, "no value")
+        row[key] = DECODERS[kind](a["value"], key)
+    for key in required:
+        if key not in row:
+            raise BadAttribute(MISSING, key)
+    return row
+
+
+def request_id(*attribute_lists: Any) -> str | None:
+    """gen_ai.request.id from the first list that carries it (span, then event attributes):
+    a non-empty string, or an int (kept as its decimal text). None when absent or unusable."""
+    for attributes in attribute_lists:
+        if type(attributes) is not list:
+            continue
+        for a in attributes:
+            if type(a) is dict and a.get("key") == REQUEST_ID_KEY:
+                v = a.get("value")
+                v = v.get("stringValue", v.get("intValue")) if type(v) is dict else None
+                if type(v) is str and v:
+                    return v
+                if type(v) is int and type(v) is not bool:
+                    return str(v)
+                return None
+    return None
+
+
+def iter_events(request: Mapping[str, Any], problems: list[str]) -> Iterator[tuple[Any, Any]]:
+    """(span, event) for every event of one ExportTraceServiceRequest, whatever its scope.
+
+    Absent or null containers are empty (proto3 JSON); a container of the wrong type is
+    skipped and described in ``problems``. Older collectors write
+    ``instrumentationLibrarySpans`` for ``scopeSpans``: both are read."""
+    def items(parent: Any, key: str, what: str) -> list:
+        v = parent.get(key)
+        if v is None:
+            return []
+        if type(v) is not list:
+            problems.append(f"{key} is not a list")
+            return []
+        good = [x for x in v if type(x) is dict]
+        if len(good) != len(v):
+            problems.append(f"a {what} is not an object")
+        return good
+
+    for rs in items(request, "resourceSpans", "resourceSpans entry"):
+        for key in ("scopeSpans", "instrumentationLibrarySpans"):
+            for ss in items(rs, key, f"{key} entry"):
+                for sp in items(ss, "spans", "span"):
+                    events = sp.get("events")
+                    if events is None:
+                        continue
+                    if type(events) is not list:
+                        problems.append("events is not a list")
+                        continue
+                    for ev in events:
+                        yield sp, ev
 
 
 # --------------------------------------------------------------------------- encoding
