@@ -14,14 +14,29 @@ PHASES = ["pure_prefill", "pure_decode", "mixed"]
 PREFILL, DECODE = "batch.prefill_tokens", "batch.decode_tokens"
 
 
+def _tokens(steps: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """The two token columns, which must be complete: the loader rejects a step without
+    them, so a hole here means the table did not come from the loader; say which column
+    and how many rows instead of failing later on a nullable mask."""
+    for col in (PREFILL, DECODE):
+        if col not in steps:
+            raise KeyError(f"steps table has no {col!r} column (load it with load.load_dataset)")
+        missing = int(steps[col].isna().sum())
+        if missing:
+            raise ValueError(f"{missing} step(s) have no {col!r}: the phase of a step needs both "
+                             f"token counts (the loader rejects such steps)")
+    return steps[PREFILL], steps[DECODE]
+
+
 def phase_masks(steps: pd.DataFrame) -> dict[str, pd.Series]:
-    p, d = steps[PREFILL], steps[DECODE]
-    return {"pure_prefill": d == 0, "pure_decode": p == 0, "mixed": (p > 0) & (d > 0)}
+    p, d = _tokens(steps)
+    return {"pure_prefill": (d == 0).astype(bool), "pure_decode": (p == 0).astype(bool),
+            "mixed": ((p > 0) & (d > 0)).astype(bool)}
 
 
 def phase_label(steps: pd.DataFrame) -> pd.Series:
     """One label per step: pure_prefill / pure_decode / mixed (or empty for 0 + 0 tokens)."""
-    p, d = steps[PREFILL].to_numpy(), steps[DECODE].to_numpy()
+    p, d = (c.to_numpy(dtype=np.int64) for c in _tokens(steps))
     label = np.select([(p > 0) & (d == 0), (p == 0) & (d > 0), (p > 0) & (d > 0)], PHASES, "empty")
     return pd.Series(pd.Categorical(label, categories=PHASES + ["empty"]), index=steps.index,
                      name="phase")
