@@ -1,5 +1,11 @@
 import json
+import math
+import os
+import platform
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -103,3 +109,59 @@ def test_seed_tables_ignore_the_physical_columns(components):
     pd.testing.assert_frame_equal(stats.per_experiment_correlations(components),
                                   stats.per_experiment_correlations(extended))
     pd.testing.assert_frame_equal(phases.phase_breakdown(components), phases.phase_breakdown(extended))
+
+
+def test_pearson_moments_are_exactly_rounded_sums():
+    """r from correctly rounded moment sums: equal to the exact rational computation of the
+    same centred products (rounded once), independent of summation order."""
+    from fractions import Fraction
+    x = np.linspace(0.0, 1.0, 1001) ** 2
+    y = 3.0 * x + np.sin(np.arange(1001.0)) + 2.0        # durations > 0: every row is used
+    r, n = stats.pearson_r(x, y)
+    assert n == 1001 and stats.pearson_r(x[::-1], y[::-1])[0] == r
+    xc, yc = x - stats.fsum(x) / len(x), y - stats.fsum(y) / len(y)
+    exact = [float(sum(Fraction(v) for v in a * b)) for a, b in ((xc, yc), (xc, xc), (yc, yc))]
+    assert r == exact[0] / math.sqrt(exact[1] * exact[2])
+
+
+def test_phases_refuse_steps_without_token_counts():
+    df = pd.DataFrame({"batch.prefill_tokens": pd.array([1, None], dtype="Int64"),
+                       "batch.decode_tokens": [0, 1]})
+    with pytest.raises(ValueError, match="1 step\\(s\\) have no 'batch.prefill_tokens'"):
+        phases.phase_masks(df)
+
+
+def _coretypes() -> list[str]:
+    """OpenBLAS kernels this CPU can run: the oldest (SSE3) and the newest it supports."""
+    try:
+        flags = set(next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split())
+    except (OSError, StopIteration):
+        return []
+    newest = ("SkylakeX" if "avx512f" in flags else "Haswell" if "avx2" in flags
+              else "Sandybridge" if "avx" in flags else None)
+    return ["Prescott"] + ([newest] if newest else [])
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64") or len(_coretypes()) < 2,
+                    reason="OPENBLAS_CORETYPE selects x86-64 kernels")
+def test_tables_are_byte_identical_under_other_blas_kernels(tmp_path):
+    """Stand-in for a second machine: the same tables, written under OpenBLAS kernels the CPU
+    picks differently (OPENBLAS_CORETYPE is set for these subprocesses only), are the same
+    bytes as here. blas_dot.txt shows what a BLAS dot of the same data does meanwhile."""
+    import determinism_probe
+
+    probe = Path(determinism_probe.__file__)
+    procs = {core: subprocess.Popen([sys.executable, str(probe), str(tmp_path / core)],
+                                    env={**os.environ, "OPENBLAS_CORETYPE": core},
+                                    stderr=subprocess.PIPE)
+             for core in _coretypes()}
+    determinism_probe.write_tables(tmp_path / "here")
+    for core, p in procs.items():
+        assert p.wait(timeout=120) == 0, p.stderr.read().decode()
+    here = {f.name: f.read_bytes() for f in (tmp_path / "here").glob("*.csv")}
+    assert len(here) == 6
+    dots = {"here": (tmp_path / "here" / "blas_dot.txt").read_text()}
+    for core in procs:
+        dots[core] = (tmp_path / core / "blas_dot.txt").read_text()
+        there = {f.name: f.read_bytes() for f in (tmp_path / core).glob("*.csv")}
+        assert there == here, f"tables differ under OPENBLAS_CORETYPE={core} (BLAS dots: {dots})"

@@ -21,6 +21,12 @@ import pandas as pd
 from .load import Dataset
 from .paths import display_path, resolve_data_root, resolve_figures_dir, resolve_out_dir
 
+#: Significant digits of every float written to a CSV. Enough for any statistic here, and
+#: few enough that last-ulp differences between machines (numpy's SIMD log/exp/tanh, a
+#: solver's BLAS calls) do not reach the file: tables are byte-identical across machines.
+FLOAT_SIG_DIGITS = 12
+FLOAT_FORMAT = f"%.{FLOAT_SIG_DIGITS}g"
+
 
 @dataclass(frozen=True)
 class RunDirs:
@@ -65,10 +71,17 @@ def run_dirs(data_root: str | None = None, out_dir: str | None = None,
 
 # --------------------------------------------------------------------------- hand-over
 
+def write_csv(frame: pd.DataFrame, path: Path) -> Path:
+    """CSV with N/A as empty cells and floats at FLOAT_SIG_DIGITS significant digits."""
+    frame.to_csv(path, index=False, na_rep="", float_format=FLOAT_FORMAT)
+    return path
+
+
 def save_dataset(dirs: RunDirs, ds: Dataset) -> None:
     ds.steps.to_parquet(dirs.interim / "steps.parquet", index=False)
     ds.journeys.to_parquet(dirs.interim / "journeys.parquet", index=False)
-    ds.parse_report.to_csv(dirs.interim / "parse_report.csv", index=False)
+    write_csv(ds.parse_report, dirs.interim / "parse_report.csv")
+    write_csv(ds.skipped_records, dirs.interim / "skipped_records.csv")
     meta = {"data_root": display_path(ds.root), "skipped": ds.skipped,
             "experiments": [e.experiment_id for e in ds.experiments],
             "budget_tokens": {e.experiment_id: e.max_num_batched_tokens for e in ds.experiments}}
@@ -84,8 +97,23 @@ def read_journeys(dirs: RunDirs) -> pd.DataFrame:
 
 
 def read_parse_report(dirs: RunDirs) -> pd.DataFrame:
+    """Per trace file: the line and event counts of load.ParseStats (see load.REPORT_COLUMNS)."""
     _require(dirs.interim / "parse_report.csv", "01_load")
-    return pd.read_csv(dirs.interim / "parse_report.csv")
+    # keep_default_na=False: an empty stream_error stays "" (no problem), not NaN
+    return pd.read_csv(dirs.interim / "parse_report.csv", keep_default_na=False)
+
+
+def read_skipped_records(dirs: RunDirs) -> pd.DataFrame:
+    """What the loader skipped and why, per file and reason (load.skipped_records): an empty
+    table when 01_load ran with a loader that did not write it."""
+    path = dirs.interim / "skipped_records.csv"
+    _require(dirs.interim / "parse_report.csv", "01_load")
+    if not path.is_file():
+        return pd.DataFrame(columns=["experiment_id", "file", "kind", "reason", "count",
+                                     "first_line"])
+    frame = pd.read_csv(path, keep_default_na=False, na_values={"first_line": [""]})
+    frame["first_line"] = frame["first_line"].astype("Int64")
+    return frame
 
 
 def read_dataset_meta(dirs: RunDirs) -> dict:
@@ -107,10 +135,9 @@ def read_components(dirs: RunDirs) -> pd.DataFrame:
 
 
 def write_table(dirs: RunDirs, name: str, frame: pd.DataFrame) -> Path:
-    """A contract table as CSV; N/A values are empty cells."""
-    path = dirs.tables / f"{name}.csv"
-    frame.to_csv(path, index=False, na_rep="")
-    return path
+    """A contract table as CSV; N/A values are empty cells, floats have FLOAT_SIG_DIGITS
+    significant digits (byte-identical on every machine)."""
+    return write_csv(frame, dirs.tables / f"{name}.csv")
 
 
 def read_table(dirs: RunDirs, name: str, producer: str) -> pd.DataFrame:

@@ -3,6 +3,13 @@
 Pearson r of a component against ``step.duration_us`` uses the rows where both are present
 and the duration is > 0; r is N/A (NaN, an empty CSV cell) when fewer than 10 rows remain or
 either side has zero variance. ``n_steps`` is the number of rows r was computed on.
+
+Reproducibility: every sum behind a correlation is ``math.fsum`` (correctly rounded, so the
+same on any IEEE machine) or numpy's fixed-order reduction of elementwise products, never a
+BLAS ``dot`` / ``@`` (OpenBLAS picks its dot kernel per CPU, and the kernels round
+differently). Logs and the Fisher transform go through numpy's SIMD transcendentals, which
+may differ in the last ulp between CPUs: outputs.write_table rounds every float to
+outputs.FLOAT_SIG_DIGITS significant digits before writing.
 """
 
 from __future__ import annotations
@@ -51,6 +58,23 @@ def _source_column(component: str) -> str:
     return component.removesuffix(" (baseline)")
 
 
+def fsum(values: np.ndarray) -> float:
+    """Correctly rounded sum (math.fsum): identical on every machine, whatever its SIMD/BLAS."""
+    return math.fsum(np.asarray(values, dtype=np.float64).ravel().tolist())
+
+
+def _pearson_na(x: np.ndarray, y: np.ndarray) -> float:
+    """Pearson r of already-filtered arrays with the seed's N/A rules (n < 10, zero variance).
+
+    Means and the three moment sums are math.fsum of elementwise products (not BLAS dot), so
+    r is bit-for-bit the same on any machine."""
+    n = len(x)
+    if n < MIN_ROWS or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan")
+    xc, yc = x - fsum(x) / n, y - fsum(y) / n
+    return fsum(xc * yc) / math.sqrt(fsum(xc * xc) * fsum(yc * yc))
+
+
 def _valid(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.isfinite(x) & np.isfinite(y) & (y > 0)
 
@@ -61,11 +85,7 @@ def pearson_r(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) 
     y = np.asarray(y, dtype=np.float64)
     keep = _valid(x, y)
     x, y = x[keep], y[keep]
-    n = int(keep.sum())
-    if n < MIN_ROWS or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return float("nan"), n
-    xc, yc = x - x.mean(), y - y.mean()
-    return float((xc @ yc) / np.sqrt((xc @ xc) * (yc @ yc))), n
+    return _pearson_na(x, y), int(keep.sum())
 
 
 def subsets(frame: pd.DataFrame) -> dict[str, pd.Series]:
@@ -199,12 +219,6 @@ def subset_sizes(components: pd.DataFrame) -> pd.DataFrame:
                          for k, m in physical_subsets(components).items()])
 
 
-def _pearson_na(x: np.ndarray, y: np.ndarray) -> float:
-    """Pearson r of already-filtered arrays with the seed's N/A rules (n < 10, zero variance)."""
-    if len(x) < MIN_ROWS or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return float("nan")
-    xc, yc = x - x.mean(), y - y.mean()
-    return float((xc @ yc) / np.sqrt((xc @ xc) * (yc @ yc)))
 
 
 def _valid_pair(x: Sequence[float] | np.ndarray,
@@ -377,7 +391,7 @@ def _nnls_one(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float, np.ndarr
     ys = np.sqrt((y * y).mean())
     beta, _ = nnls(A / scale, y / ys)
     coef = beta / scale * ys
-    return coef[1:], float(coef[0]), A @ coef
+    return coef[1:], float(coef[0]), (A * coef).sum(axis=1)     # not A @ coef (BLAS)
 
 
 def nnls_fit(components: pd.DataFrame, columns: Sequence[str] = PHYS_COMPONENTS) -> pd.DataFrame:
@@ -422,9 +436,10 @@ def nnls_fit(components: pd.DataFrame, columns: Sequence[str] = PHYS_COMPONENTS)
             row["intercept_us"] = intercept
             row["r2"] = 1.0 - float(((y - fitted) ** 2).sum()) / ss_tot if ss_tot > 0 else np.nan
             fc = fitted - fitted.mean()
-            var_f = float(fc @ fc) / len(y)
+            var_f = fsum(fc * fc) / len(y)
             if var_f > 0:
-                cov = (X[:, varies] - X[:, varies].mean(axis=0)).T @ fc / len(y)
+                Xc = X[:, varies] - X[:, varies].mean(axis=0)
+                cov = np.array([fsum(Xc[:, j] * fc) for j in range(Xc.shape[1])]) / len(y)
                 share[varies] = c * cov / var_f + 0.0   # + 0.0: no "-0" shares
         for s, cf, sh in zip(short, coef, share):
             row[f"coef_{s}"] = cf
