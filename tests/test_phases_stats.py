@@ -111,6 +111,18 @@ def test_seed_tables_ignore_the_physical_columns(components):
     pd.testing.assert_frame_equal(phases.phase_breakdown(components), phases.phase_breakdown(extended))
 
 
+def test_seed_table_has_the_all_rows_of_the_seed_analysis(components):
+    """The seed's analysis wrote `all` rows for total, prefill GEMM and decode GEMM."""
+    t = stats.pure_phase_correlations(components)
+    rows = t[t.subset == "all"]
+    assert rows["component"].tolist() == ["total_analytical_us", "prefill_gemm_us", "decode_gemm_us"]
+    assert rows["n_steps"].tolist() == [311, 311, 311]
+    usable = components[components["step.duration_us"] > 0]
+    for comp in ("prefill_gemm_us", "decode_gemm_us"):
+        r = rows[rows.component == comp].pearson_r.iloc[0]
+        assert r == pytest.approx(sstats.pearsonr(usable[comp], usable["step.duration_us"])[0], abs=1e-12)
+
+
 def test_pearson_moments_are_exactly_rounded_sums():
     """r from correctly rounded moment sums: equal to the exact rational computation of the
     same centred products (rounded once), independent of summation order."""

@@ -41,6 +41,9 @@ PURE_PHASE_ROWS: list[tuple[str, str]] = [
     ("pure_decode", "total_analytical_us"),
     ("pure_decode", DECODE_BASELINE),
     ("all", "total_analytical_us"),
+    # the seed's analysis also wrote these (its FINDINGS table showed only the row above)
+    ("all", "prefill_gemm_us"),
+    ("all", "decode_gemm_us"),
 ]
 
 #: The hypothesis: at least 2 of these reach r > 0.8.
