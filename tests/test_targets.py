@@ -313,3 +313,19 @@ def test_synthetic_timelines_recover_the_truth() -> None:
         assert (got.loc[bounded, "step_period_hi_us"] >= got.loc[bounded, "period_us"] - 1e-3).all()
         assert (got["step_period_lo_us"] <= got["period_us"] + 1e-3).all()
         assert cov.loc[f"exp{i}", "share_step_period"] >= 0.12
+
+
+def test_forward_from_the_period_where_the_step_emitted_no_update_event() -> None:
+    # step 6 (S=25000, E=25100) emits no FIRST_TOKEN/FINISHED; step 7 schedules r6 at 30150.
+    # period: hi = 30150 − 25000 = 5150, calibrated by the median in-schedule offset 35
+    # (steps 1 and 4) → 5115. Update tail u = S(4) − first update of step 3 = 15700 − 15600
+    # = 100 (the only step with an exact next start and an event). forward = 5115 − 100 − 100.
+    steps = steps_frame(HAND_STEPS + [("A", 6, 25000, 25100)])
+    events = journeys_frame(HAND_EVENTS + [("A", "r6", "SCHEDULED", 7, 30150, None)])
+    out = by_step(tg.step_targets(steps, events, min_calibration_steps=1))
+    assert out.loc[6, "step_period_us"] == 5115.0
+    assert out.loc[6, "step_forward_us"] == 4915.0
+    assert out["step_forward_source"].tolist() == ["event", "event", "event", "from_period"]
+    # with too few calibration steps for the tail there is no estimate
+    out = by_step(tg.step_targets(steps, events, min_calibration_steps=2))
+    assert np.isnan(out.loc[6, "step_forward_us"]) and out.loc[6, "step_forward_source"] == "none"

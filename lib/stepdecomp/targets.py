@@ -74,9 +74,13 @@ SOURCE_EXACT = "exact"
 SOURCE_CALIBRATED = "calibrated"
 SOURCE_UPPER = "upper_bound"
 SOURCE_NONE = "none"
+#: step_forward_us sources: an update-phase event of the step, or the step's period minus
+#: its schedule() time and the experiment's median update tail.
+SOURCE_EVENT = "event"
+SOURCE_FROM_PERIOD = "from_period"
 
 TARGET_COLUMNS = [
-    EXP, STEP_ID, "step_forward_us", "step_period_us", "step_period_exact",
+    EXP, STEP_ID, "step_forward_us", "step_forward_source", "step_period_us", "step_period_exact",
     "step_period_lo_us", "step_period_hi_us", "step_period_source", "step_period_offset_us",
     "async_overlap", "timeline_inconsistent", "step_period_avg_us",
 ]
@@ -248,6 +252,13 @@ def step_targets(steps: pd.DataFrame, journeys: pd.DataFrame,
     GPU when step n was scheduled (update(n) comes after both): it bounds the forward from
     above there, and is exact only in the synchronous loop.
 
+    Forward estimator where step n emitted no update-phase event but has a period estimate
+    (``step_forward_source`` = from_period): period − (ts_end(n) − S(n)) − u, u = the
+    experiment's median update tail S(n+1) − first update event(n), measured on steps where
+    both are known (at least ``min_calibration_steps``). It adds the period estimate's error
+    and u(n) − u, both a fraction of the update phase, which is tens of µs against a forward
+    pass of ms; rows the period does not bound stay NaN.
+
     ``timeline_inconsistent`` flags rows where the stamps contradict the loop order (a
     first update event not after ts_end(n), ts_end(n) < S(n), or S(n+1) / hi before
     ts_end(n)); the affected target is NaN there, never negative.
@@ -283,8 +294,18 @@ def step_targets(steps: pd.DataFrame, journeys: pd.DataFrame,
     source = np.select([exact_ok, calibrated, bounded],
                        [SOURCE_EXACT, SOURCE_CALIBRATED, SOURCE_UPPER], SOURCE_NONE)
 
+    tail_ns = next_start - first_upd
+    tail_ok = exact_ok & fwd_ok & (tail_ns >= 0)
+    tail_med, n_tail = schedule_offset_ns(codes, tail_ns, tail_ok)
+    from_period = ~fwd_ok & ~inconsistent & (exact_ok | bounded) & (n_tail >= min_calibration_steps)
+    fwd_est_ns = period_ns - lo_trivial - np.nan_to_num(tail_med)
+    from_period &= fwd_est_ns > 0
+
     out = pd.DataFrame({EXP: exp, STEP_ID: sid}, index=steps.index)
-    out["step_forward_us"] = _us(fwd_ns, fwd_ok)
+    out["step_forward_us"] = np.where(fwd_ok, fwd_ns / NS_PER_US,
+                                      np.where(from_period, fwd_est_ns / NS_PER_US, np.nan))
+    out["step_forward_source"] = np.select([fwd_ok, from_period], [SOURCE_EVENT, SOURCE_FROM_PERIOD],
+                                           SOURCE_NONE)
     out["step_period_us"] = np.where(exact_ok | bounded, period_ns / NS_PER_US, np.nan)
     out["step_period_exact"] = exact_ok
     out["step_period_lo_us"] = _us(lo_ns, lo_ok)
@@ -301,7 +322,8 @@ def step_targets(steps: pd.DataFrame, journeys: pd.DataFrame,
 def coverage_table(targets: pd.DataFrame) -> pd.DataFrame:
     """Per experiment: sampled steps and the share of them each target covers.
 
-    Columns: experiment_id, sampled_steps, share_step_forward, share_period_exact,
+    Columns: experiment_id, sampled_steps, share_step_forward (share_forward_event of them
+    from an update event of the step), share_period_exact,
     share_period_bounded (not exact, upper bound known), share_step_period (any estimate),
     share_step_period_avg, share_async_overlap, share_inconsistent, median_bound_width_us
     (hi − lo over bounded steps), schedule_offset_us (the subtracted median offset).
@@ -310,7 +332,9 @@ def coverage_table(targets: pd.DataFrame) -> pd.DataFrame:
     bounded = t["step_period_source"].isin([SOURCE_CALIBRATED, SOURCE_UPPER])
     frame = pd.DataFrame({
         EXP: t[EXP].astype(str),
-        "fwd": t["step_forward_us"].notna(), "exact": t["step_period_exact"].astype(bool),
+        "fwd": t["step_forward_us"].notna(),
+        "fwd_event": t["step_forward_source"] == SOURCE_EVENT,
+        "exact": t["step_period_exact"].astype(bool),
         "bounded": bounded, "period": t["step_period_us"].notna(),
         "avg": t["step_period_avg_us"].notna(), "overlap": t["async_overlap"].astype(bool),
         "bad": t["timeline_inconsistent"].astype(bool),
@@ -319,7 +343,8 @@ def coverage_table(targets: pd.DataFrame) -> pd.DataFrame:
     g = frame.groupby(EXP, sort=True)
     out = pd.DataFrame({
         "sampled_steps": g.size(),
-        "share_step_forward": g["fwd"].mean(), "share_period_exact": g["exact"].mean(),
+        "share_step_forward": g["fwd"].mean(), "share_forward_event": g["fwd_event"].mean(),
+        "share_period_exact": g["exact"].mean(),
         "share_period_bounded": g["bounded"].mean(), "share_step_period": g["period"].mean(),
         "share_step_period_avg": g["avg"].mean(), "share_async_overlap": g["overlap"].mean(),
         "share_inconsistent": g["bad"].mean(), "median_bound_width_us": g["width"].median(),
