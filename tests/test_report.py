@@ -124,7 +124,7 @@ The seed study's four-component analytical decomposition (prefill GEMM, prefill 
 
 - **Data:** The traces analysed here are the repository's small test fixture (three synthetic experiments with hand-checkable values). They exercise the pipeline; they say nothing about real hardware.
 - **Experiments:** 2 with traces; skipped directories: `junk` (no traces.json).
-- **Steps:** 400 step.BATCH_SUMMARY events; 2 malformed and 1 blank trace line(s) skipped (per file in the table below).
+- **Steps:** 400 step.BATCH_SUMMARY events; 2 malformed, 1 blank and 0 non-OTLP trace line(s) skipped, 0 event(s) rejected (per file in the table below).
 - **Method:** correlation of each analytical component with `step.duration_us` (structural validation, no fitting); r is N/A with fewer than 10 steps or zero variance.
 - **Components (seed mode):** prefill and decode GEMM FLOPs (QKV, O, gated MLP with the seed's MoE factor num_experts_per_tok / num_local_experts), prefill attention with the step's prefill tokens as one causal sequence (average context P/2), decode attention set to 0, all sharded over TP.
 - **Hardware:** Test GPU, peak 989 TFLOP/s dense BF16 (no MFU correction), 3.35 TB/s HBM.
@@ -322,7 +322,7 @@ The bundled traces are generated (see Setup). Beside the study's published numbe
 
 **Differ:** pure-prefill steps are 3% of steps here against 0.6% published.
 
-The replay's step time is a function of the batch alone — measured kernel latencies for its shapes, a fixed CPU overhead per step and 5 % multiplicative noise — so the structure of batching (how often steps are pure prefill, pure decode or mixed) is reproduced by the scheduler, while the unexplained variance of a real server (host-side scheduling, Python overhead, synchronisation, clock and GC pauses, interference) is absent. Correlations on generated traces are therefore an upper bound on what the same formulas reach on measured traces; the physical mode's question — which components the batch physics needs — is still answered by them, the size of the residual on real hardware is not.""",
+How the generated traces were made matters for reading this table. The replay follows the load the study's load generator actually sent (its effective configuration: single-turn prompts, shared system prompts, prefix-cache hits on re-sent prompts) through a vLLM-v1-style scheduler and records what the instrumented server records: `step.duration_us` is the replayed `schedule()` CPU time (a documented cost model with jitter and rare pauses), while the forward pass — which `step.duration_us` does not contain — is priced from measured kernel latencies of the fitted hardware. So the seed's correlations above, computed against `step.duration_us`, are correlations of FLOPs with scheduler CPU time, as they were in the study; the forward-pass statistics of the physical section are an upper bound on what the same formulas reach on measured traces, because the replay's forward time is a function of the batch alone.""",
     # the header (no section function): two trailing spaces make a markdown line break
     "findings_head": ("# Analytical Component Decomposition of vLLM Step Time — FINDINGS\n\n"
                       "**Status (seed mode):** Not Supported (formal criteria)  \n"
@@ -399,6 +399,9 @@ ALLOWED_PROSE_NUMBERS = [
     "100%",                                              # NNLS shares sum to one
     "H100", "16 experiment configurations",              # what the bundled replay is
     "5 % multiplicative noise",                          # the replay's noise
+    "// 1000",                                           # the server's integer µs
+    "2·output_len + 2", "(output_len − 1)",              # the client's event count, per token
+    "(≈ 1 when", "vLLM-v1", "E2E", "TPOT + 1",          # one token per iteration, names
 ]
 #: Spellings of the thresholds the text states; they must come from TEMPLATE_CONSTANTS.
 FORBIDDEN = ["0.8", "80%", "0.9", "90%", "90 %", "≥ 2", ">= 2", "at least 2", "2 of", "of 4",
@@ -492,3 +495,73 @@ def test_physical_section_from_tables_is_optional(tmp_path):
         t.to_csv(dirs.tables / f"{name}.csv", index=False, na_rep="")
     md = report.physical_section_from_tables(dirs)
     assert md == report.physical_section(pure, per, nnls, lb, rec)
+
+
+# --------------------------------------------------------------------------- what the traces measure
+
+def _measurement_tables() -> dict[str, pd.DataFrame]:
+    exp = ["20260101-000000-a-tp1-general", "20260101-010000-b-tp2-codegen"]
+    targets = ["step.duration_us", "step_forward_us", "step_period_us"]
+    lb = pd.DataFrame([{"target": t, "experiment_id": e, "fraction_below": f}
+                       for t, fs in zip(targets, ([1.0, 0.9], [0.0, 0.1], [0.0, 0.0]))
+                       for e, f in zip(exp, fs)])
+    r2 = pd.DataFrame([{"experiment_id": e, "target": t, "regressors": g, "r2": 0.5,
+                        "n_steps": 100, "n_regressors": 4}
+                       for e in exp for t in ("step.duration_us", "step_period_us")
+                       for g in ("scheduler_work", "flops")])
+    pure = pd.DataFrame([{"target": t, "subset": sub, "component": c, "pearson_r": 0.9,
+                          "n_steps": 50}
+                         for t in targets for sub, c in
+                         (("pure_prefill", "phys_prefill_gemm_us"),
+                          ("pure_prefill", "phys_prefill_attn_us"),
+                          ("prefill_dominated", "phys_prefill_gemm_us"),
+                          ("prefill_dominated", "phys_prefill_attn_us"),
+                          ("pure_decode", "phys_decode_gemm_us"),
+                          ("pure_decode", "phys_decode_attn_us"))])
+    summary = pd.DataFrame({"source": ["published"], "run": [exp[0]], "two_events_per_token": [True],
+                            "tpot_over_per_token": [0.5]})
+    plaus = pd.DataFrame([{"source": "published", "run": exp[0], "gpu": "h100-sxm",
+                           "precision": "bf16", "mean_tpot_ms": 4.0, "per_token_ms": 8.0,
+                           "floor_ms": 4.5, "tpot_over_floor": 4 / 4.5, "per_token_over_floor": 8 / 4.5,
+                           "implied_bw_per_token_tb_s": 1.7, "consistent_tpot": False,
+                           "consistent_per_token": True}])
+    return {
+        "target_coverage": pd.DataFrame({"experiment_id": exp, "sampled_steps": [10, 20],
+                                         "share_step_forward": [0.5, 0.4],
+                                         "share_forward_event": [0.2, 0.1],
+                                         "share_step_period": [0.3, 0.2],
+                                         "share_period_exact": [0.1, 0.1]}),
+        "target_medians": pd.DataFrame({"experiment_id": exp, "model": ["a", "b"],
+                                        "workload": ["general", "codegen"],
+                                        "step.duration_us": [60.0, 80.0],
+                                        "step_forward_us": [8000.0, 12000.0],
+                                        "step_period_us": [8100.0, 12100.0]}),
+        "lower_bound_check": lb, "what_explains_targets": r2,
+        "physical_pure_phase_correlations": pure, "client_summary": summary,
+        "client_plausibility": plaus, "period_vs_client": pd.DataFrame(
+            columns=["experiment_id", "median_step_period_ms", "median_step_forward_ms",
+                     "client_per_token_ms", "client_mean_tpot_ms", "period_over_per_token"])}
+
+
+def test_measurement_section_numbers():
+    fi = _findings_input()
+    fi.measurement = _measurement_tables()
+    ctx = report.measurement_context(fi)
+    # medians over the two experiments: (60 + 80) / 2, (8000 + 12000) / 2, (8100 + 12100) / 2
+    assert (ctx["median_duration_us"], ctx["median_forward_us"], ctx["median_period_us"]) \
+        == (70.0, 10000.0, 10100.0)
+    assert ctx["below_median"] == {"step.duration_us": 0.95, "step_forward_us": 0.05,
+                                   "step_period_us": 0.0}
+    # every component at r = 0.9 > 0.8 on its subset: 4 of 4 pass on each target
+    assert ctx["verdicts"]["passing"].tolist() == [4] * 6
+    assert ctx["client"]["below_tpot"] == 1 and ctx["client"]["below_per_token"] == 0
+    text = report.findings_markdown(fi)
+    assert text.index("## Summary") < text.index("## What the Traces Measure") \
+        < text.index("## Experimental Setup")
+    assert "per-experiment median is 70 µs" in text
+    assert "inference-sim/vllm" in text and "vllm/v1/core/sched/scheduler.py" in text
+
+
+def test_seed_only_run_has_no_measurement_section():
+    text = report.findings_markdown(_findings_input())
+    assert "What the Traces Measure" not in text and "What the study measured" not in text

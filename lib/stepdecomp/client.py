@@ -81,11 +81,16 @@ SUMMARY_COLUMNS = [
     "per_token_ms", "tpot_over_per_token", "decode_batch", "summary_source",
 ]
 PLAUSIBILITY_COLUMNS = [
-    "run", "model", "tp", "gpu", "precision", "decode_batch", "experts_read_per_layer",
+    "source", "run", "model", "tp", "gpu", "precision", "decode_batch", "experts_read_per_layer",
     "weight_bytes_per_gpu", "floor_ms", "mean_tpot_ms", "per_token_ms", "tpot_over_floor",
     "per_token_over_floor", "implied_bw_tpot_tb_s", "implied_bw_per_token_tb_s", "hbm_tb_s",
     "consistent_tpot", "consistent_per_token", "step_period_ms", "period_over_per_token",
 ]
+
+
+#: Where a client summary comes from: the study's published file, or the analysed trace root.
+SOURCE_PUBLISHED = "published"
+SOURCE_TRACES = "traces"
 
 
 class ClientMetricsError(ValueError):
@@ -204,6 +209,15 @@ def trace_root_runs(root: Path, models_dir: Path = MODELS_DIR) -> list[ClientRun
 
 # --------------------------------------------------------------------------- summary
 
+def client_runs_table(root: Path, published: Path = PUBLISHED_CLIENT_METRICS) -> pd.DataFrame:
+    """:func:`client_summary` of the study's published runs (``source`` = published) and of
+    every run with a summary under the analysed trace ``root`` (``source`` = traces)."""
+    pub = client_summary(published_runs(published)).assign(source=SOURCE_PUBLISHED)
+    own = client_summary(trace_root_runs(root)).assign(source=SOURCE_TRACES)
+    out = pd.concat([pub, own], ignore_index=True)
+    return out[["source", *SUMMARY_COLUMNS]]
+
+
 def _summary_row(r: ClientRun) -> dict[str, Any]:
     s, src = r.summary, r.summary_source
     lat = ("successes", "latency")
@@ -285,7 +299,8 @@ def _candidate_row(row: pd.Series, spec: ModelSpec, gpu_name: str, gpu: GpuSpec,
     floor = wbytes / gpu.hbm_bytes_per_s * MS_PER_S
     tpot, per_tok = float(row["mean_tpot_ms"]), float(row["per_token_ms"])
     return {
-        "run": row["run"], "model": row["model"], "tp": tp, "gpu": gpu_name, "precision": precision,
+        "source": row.get("source", SOURCE_PUBLISHED), "run": row["run"], "model": row["model"],
+        "tp": tp, "gpu": gpu_name, "precision": precision,
         "decode_batch": batch,
         "experts_read_per_layer": float(roofline.expected_distinct_experts(batch, spec)),
         "weight_bytes_per_gpu": wbytes, "floor_ms": floor, "mean_tpot_ms": tpot,
@@ -312,13 +327,15 @@ def plausibility_table(summary: pd.DataFrame, gpus: Sequence[str] = CANDIDATE_GP
     that time were the decode step); consistent_* = ratio ≥ ``CONSISTENT_MIN_RATIO``.
     ``step_period_us``: optional run / experiment_id -> median step_period_us of its trace
     (targets.step_targets), compared with per_token (≈ 1 when a request decodes one token
-    per iteration); NaN for runs without one.
+    per iteration); NaN for runs without one and for published rows (``source`` column):
+    a trace's period is compared with its own run's client summary only.
     """
     periods = dict(step_period_us or {})
     rows = []
     for _, row in summary.iterrows():
         spec = load_model_spec(str(row["hf_id"]), models_dir)
-        period = float(periods.get(str(row["run"]), np.nan))
+        own_trace = row.get("source", SOURCE_TRACES) == SOURCE_TRACES
+        period = float(periods.get(str(row["run"]), np.nan)) if own_trace else np.nan
         for gpu_name in gpus:
             gpu = load_gpu_spec(gpu_name, hardware_dir)
             for precision in precisions:

@@ -45,6 +45,20 @@ SET_BOTH = "scheduler_work+flops"
 R2_COLUMNS = [EXP, "target", "regressors", "r2", "n_steps", "n_regressors"]
 
 
+#: The steps-table columns the scheduler-work regressors are built from.
+STEP_WORK_COLUMNS = ["experiment_id", "step.id", "queue.running_depth", "queue.waiting_depth",
+                     "batch.num_prefill_reqs", "batch.scheduled_tokens", "kv.blocks_total_gpu",
+                     "kv.blocks_free_gpu"]
+
+
+def with_scheduler_work(components: pd.DataFrame, steps: pd.DataFrame) -> pd.DataFrame:
+    """``components`` with the scheduler-work regressors of the same steps (joined on
+    experiment_id and step.id) and ``kv.blocks_used``."""
+    from .targets import attach
+
+    return with_kv_blocks_used(attach(components, steps[STEP_WORK_COLUMNS]))
+
+
 def with_kv_blocks_used(steps: pd.DataFrame) -> pd.DataFrame:
     """A copy of ``steps`` with ``kv.blocks_used`` = kv.blocks_total_gpu − kv.blocks_free_gpu."""
     for c in ("kv.blocks_total_gpu", "kv.blocks_free_gpu"):

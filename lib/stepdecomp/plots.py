@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from IPython.display import Image
 
 from .phases import PHASES, phase_label
+from .targets import TARGETS
 
 DURATION = "step.duration_us"
 PHASE_COLORS = {"pure_prefill": "#d95f02", "pure_decode": "#1b9e77", "mixed": "#7570b3",
@@ -352,5 +353,88 @@ def seed_vs_physical_r(per_experiment: pd.DataFrame) -> Figure:
     ax.set_xlabel("Pearson r vs observed step duration (95 % bootstrap CI)")
     ax.set_title("Seed vs physical estimate, per experiment")
     ax.legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+# =========================================================================== what the traces measure
+
+#: Panel titles of the step-time targets (targets.TARGETS, in that order).
+TARGET_LABELS = dict(zip(TARGETS, ("step.duration_us (schedule() CPU time)",
+                                   "step_forward_us (from timestamps)",
+                                   "step_period_us (step start to next start)")))
+
+
+def _log_axes(ax) -> None:
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
+        axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.tick_params(which="both", labelsize=7)
+
+
+def targets_vs_physical(components: pd.DataFrame, model: str, max_points: int = 3000,
+                        seed: int = 0) -> Figure:
+    """For one model: each step-time target (one panel each) against the physical total
+    phys_total_us, coloured by phase, with target = estimate (dashed) and the HBM lower
+    bound (dotted). Log axes; at most ``max_points`` steps per panel (a seeded sample)."""
+    g = components[components["model"] == model]
+    x = "phys_total_us"
+    fig, axes = plt.subplots(1, len(TARGET_LABELS), figsize=(4.6 * len(TARGET_LABELS), 4.0),
+                             squeeze=False)
+    for ax, (target, label) in zip(axes.flat, TARGET_LABELS.items()):
+        ok = g[(g[x] > 0) & (g[target] > 0)] if target in g else g.iloc[:0]
+        if len(ok) == 0:
+            ax.text(0.5, 0.5, f"no steps with {target}", ha="center", va="center",
+                    transform=ax.transAxes)
+            ax.set_title(label, fontsize=9)
+            continue
+        _phase_scatter(ax, _sample(ok, max_points, seed), x, target)
+        lo, hi = min(ok[x].min(), ok[target].min()), max(ok[x].max(), ok[target].max())
+        ax.plot([lo, hi], [lo, hi], ls="--", lw=1, color="black", label="target = estimate")
+        lb = float(ok["phys_lower_bound_us"].median())
+        below = int((ok[target] < ok["phys_lower_bound_us"]).sum())
+        ax.axhline(lb, color="firebrick", lw=1, ls=":",
+                   label=f"HBM lower bound ({below:,} of {len(ok):,} steps below)")
+        _log_axes(ax)
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("physical estimate phys_total_us (µs)")
+        ax.set_ylabel(f"{target} (µs)")
+        ax.legend(loc="upper left", fontsize=7)
+    fig.suptitle(f"{model}: what each step-time target measures against the batch physics")
+    fig.tight_layout()
+    return fig
+
+
+def model_with_most(components: pd.DataFrame, column: str) -> str:
+    """The model with the most steps where ``column`` is known (ties: first by name)."""
+    counts = components[components[column].notna()].groupby("model").size() \
+        if column in components else pd.Series(dtype=int)
+    if counts.empty:
+        return str(sorted(components["model"].unique())[0])
+    return str(counts.sort_index().idxmax())
+
+
+def tpot_vs_floor(plausibility: pd.DataFrame, gpu: str, precision: str,
+                  source: str = "published") -> Figure:
+    """Per run of ``source``: the mean TPOT and the time per output token from E2E
+    ((E2E − TTFT)/(output_len − 1)) against the weight-streaming floor of ``gpu`` at
+    ``precision``. Bars below the floor cannot be that hardware's decode step."""
+    t = plausibility[(plausibility["gpu"] == gpu) & (plausibility["precision"] == precision)
+                     & (plausibility["source"] == source)]
+    t = t.sort_values(["model", "run"]).reset_index(drop=True)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * len(t) + 2), 4.2))
+    pos = np.arange(len(t))
+    ax.bar(pos - 0.2, t["mean_tpot_ms"], 0.4, color="#7570b3", label=f"{source} mean TPOT")
+    ax.bar(pos + 0.2, t["per_token_ms"], 0.4, color="#1b9e77",
+           label="time per output token from E2E")
+    ax.scatter(pos, t["floor_ms"], marker="_", s=500, color="firebrick", zorder=3,
+               label=f"weight-streaming floor, {gpu} {precision}")
+    ax.set_xticks(pos)
+    ax.set_xticklabels([_short(r) for r in t["run"]], rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel("ms per output token")
+    ax.legend(fontsize=8)
+    ax.set_title(f"Client time per token ({source} summaries) against the weight-streaming floor")
     fig.tight_layout()
     return fig

@@ -36,6 +36,13 @@ TEMPLATE_DIR = Path(__file__).parent / "templates"
 
 # --------------------------------------------------------------------------- thresholds
 
+#: The per-file accounting shown in Setup: lines = parsed + blank + malformed + ignored;
+#: events = steps + journey events + rejected (load.ParseStats).
+#: The seed's step time (schedule() CPU time on the instrumented server).
+DURATION_TARGET = "step.duration_us"
+PARSE_COLUMNS = ["experiment_id", "lines", "parsed_lines", "blank_lines", "malformed_lines",
+                 "ignored_lines", "events", "steps", "journey_events", "rejected_events"]
+
 #: A lower-bound violation on at least this fraction of an experiment's steps is material:
 #: its durations as a whole cannot be read as GPU execution time.
 LOWER_BOUND_MATERIAL = 0.01
@@ -229,6 +236,9 @@ class FindingsInput:
     models_by_hf_id: dict[str, list[str]]
     extra_sections: list[str] = field(default_factory=list)
     dataset_note: str | None = None
+    skipped_records: pd.DataFrame | None = None
+    #: the tables of "What the Traces Measure" (MEASUREMENT_TABLES), None for a seed-only run
+    measurement: dict[str, pd.DataFrame] | None = None
 
 
 def dataset_note_context(data_root: str) -> dict[str, str]:
@@ -276,7 +286,8 @@ def summary_context(fi: FindingsInput) -> dict[str, Any]:
     return {"total_steps": int(fi.parse_report["steps"].sum()), "n_experiments": len(fi.experiments),
             "verdict_sentence": fi.verdict.sentence(),
             "pure_prefill": {"steps": pp["steps"], "pct": pp["pct"]},
-            "pure_decode": {"steps": pd_["steps"], "pct": pd_["pct"]}, "extremes": extremes}
+            "pure_decode": {"steps": pd_["steps"], "pct": pd_["pct"]}, "extremes": extremes,
+            "measured": measurement_context(fi)}
 
 
 def setup_context(fi: FindingsInput) -> dict[str, Any]:
@@ -286,9 +297,12 @@ def setup_context(fi: FindingsInput) -> dict[str, Any]:
           "heads": f"{spec.num_heads} / {spec.num_kv_heads}", "d_ff": spec.intermediate_size,
           "experts": f"{spec.num_experts} ({spec.experts_per_token})",
           "moe_factor": fmt_g(spec.seed_moe_factor)} for hf_id, spec in sorted(fi.specs.items())])
-    parse = fi.parse_report[["experiment_id", "lines", "blank_lines", "malformed_lines", "steps",
-                             "journey_events"]]
+    parse = fi.parse_report[[c for c in PARSE_COLUMNS if c in fi.parse_report]]
+    records = fi.skipped_records
     return {"custom_note": fi.dataset_note, "note": dataset_note_context(fi.data_root),
+            "ignored": int(fi.parse_report.get("ignored_lines", pd.Series(dtype=int)).sum()),
+            "rejected": int(fi.parse_report.get("rejected_events", pd.Series(dtype=int)).sum()),
+            "records": None if records is None or records.empty else records,
             "n_experiments": len(fi.experiments), "skipped": list(fi.skipped),
             "steps": fi.parse_report["steps"].sum(),
             "malformed": int(fi.parse_report["malformed_lines"].sum()),
@@ -383,8 +397,86 @@ def verdict_section(fi: FindingsInput) -> str:
 
 
 #: The sections of findings.md.j2 and the functions computing their contexts.
+# =========================================================================== what the traces measure
+
+#: The tables "What the Traces Measure" reads (CSV names in dirs.tables, without suffix).
+MEASUREMENT_TABLES = ["target_coverage", "target_medians", "lower_bound_check",
+                      "what_explains_targets", "physical_pure_phase_correlations",
+                      "client_summary", "client_plausibility", "period_vs_client"]
+#: The hardware and weight precision the study states (its H100 peak, BF16 weights).
+STATED_HARDWARE = ("h100-sxm", "bf16")
+#: Where the facts about step.duration_us were read (measurement notes of the project).
+INSTRUMENTING_CODE = {"repository": "inference-sim/vllm",
+                      "file": "vllm/v1/core/sched/scheduler.py",
+                      "base": "vLLM v0.15.1, step tracing added 2026-01-28"}
+
+
+def _wide(frame: pd.DataFrame, value: str, index: str = "experiment_id") -> pd.DataFrame:
+    from .targets import TARGETS
+
+    w = frame.pivot_table(index=index, columns="target", values=value, sort=True)
+    return w[[t for t in TARGETS if t in w.columns]].reset_index()
+
+
+def _client_context(t: dict[str, pd.DataFrame]) -> dict[str, Any]:
+    from .client import SOURCE_PUBLISHED
+
+    summ, plaus = t["client_summary"], t["client_plausibility"]
+    pub = summ[summ["source"] == SOURCE_PUBLISHED]
+    gpu, precision = STATED_HARDWARE
+    ref = plaus[(plaus["source"] == SOURCE_PUBLISHED) & (plaus["gpu"] == gpu)
+                & (plaus["precision"] == precision)]
+    cands = plaus[plaus["source"] == SOURCE_PUBLISHED].groupby(["gpu", "precision"], sort=True).agg(
+        runs=("run", "size"), below_tpot=("consistent_tpot", lambda x: int((~x.astype(bool)).sum())),
+        below_per_token=("consistent_per_token", lambda x: int((~x.astype(bool)).sum()))).reset_index()
+    table = ref[["run", "mean_tpot_ms", "per_token_ms", "floor_ms", "tpot_over_floor",
+                 "per_token_over_floor", "implied_bw_per_token_tb_s"]].copy()
+    table["run"] = table["run"].map(_strip_date)
+    return {"n_published": len(pub), "two_events": int(pub["two_events_per_token"].astype(bool).sum()),
+            "tpot_share": (float(pub["tpot_over_per_token"].min()), float(pub["tpot_over_per_token"].max())),
+            "gpu": gpu, "precision": precision, "table": table, "candidates": cands,
+            "below_tpot": int((~ref["consistent_tpot"].astype(bool)).sum()),
+            "below_per_token": int((~ref["consistent_per_token"].astype(bool)).sum())}
+
+
+def _strip_date(experiment_id: str) -> str:
+    parts = str(experiment_id).split("-", 2)
+    return parts[2] if len(parts) == 3 and parts[0].isdigit() and parts[1].isdigit() else str(experiment_id)
+
+
+def measurement_context(fi: FindingsInput) -> dict[str, Any] | None:
+    """Numbers of "What the Traces Measure" (None without the tables: seed-only run)."""
+    from . import measure
+
+    t = fi.measurement
+    if t is None:
+        return None
+    med = t["target_medians"].copy()
+    below = _wide(t["lower_bound_check"], "fraction_below")
+    r2 = t["what_explains_targets"]
+    r2_wide = r2.pivot_table(index="experiment_id", columns=["target", "regressors"], values="r2",
+                             sort=True)
+    r2_wide.columns = [f"{a} on {b}" for a, b in r2_wide.columns]
+    r2_wide = r2_wide.round(3)
+    cov = t["target_coverage"][["experiment_id", "sampled_steps", "share_step_forward",
+                                "share_forward_event", "share_step_period", "share_period_exact"]]
+    for frame in (med, below, cov):
+        frame["experiment_id"] = frame["experiment_id"].map(_strip_date)
+    r2_wide.index = r2_wide.index.map(_strip_date)
+    pvc = t["period_vs_client"].assign(experiment_id=lambda f: f["experiment_id"].map(_strip_date))
+    return {"code": INSTRUMENTING_CODE, "medians": med.drop(columns=["model", "workload"]),
+            "median_duration_us": float(med["step.duration_us"].median()),
+            "median_forward_us": float(med["step_forward_us"].median()),
+            "median_period_us": float(med["step_period_us"].median()),
+            "below": below, "below_median": below.drop(columns="experiment_id").median().to_dict(),
+            "coverage": cov, "r2": r2_wide.reset_index(), "r2_median": measure.median_r2(r2),
+            "verdicts": measure.verdicts_by_target(t["physical_pure_phase_correlations"]),
+            "period_vs_client": pvc, "client": _client_context(t)}
+
+
 SECTION_CONTEXTS: dict[str, Callable[[FindingsInput], dict[str, Any]]] = {
-    "header": header_context, "summary": summary_context, "setup": setup_context,
+    "header": header_context, "summary": summary_context, "measurement": measurement_context,
+    "setup": setup_context,
     "phases": phases_context, "pure_phase": pure_phase_context,
     "per_experiment": per_experiment_context, "analysis": analysis_context,
     "verdict": verdict_context}
@@ -417,10 +509,23 @@ def collect(dirs: "RunDirs", hardware: str = "h100-sxm") -> FindingsInput:
         per_experiment=outputs.read_table(dirs, "per_experiment_correlations", "04_correlation"),
         verdict=verdict, gpu=load_gpu_spec(hardware),
         specs=load_model_specs(steps["hf_id"]), models_by_hf_id=models_by_hf_id(steps),
-        extra_sections=[physical] if physical is not None else [])
+        extra_sections=[physical] if physical is not None else [],
+        skipped_records=outputs.read_skipped_records(dirs),
+        measurement=_measurement_tables(dirs))
     if meta["data_root"] == display_path(RAW_DIR):
-        fi.extra_sections.append(published_comparison_section(fi, load_published()))
+        from .refdata.validate import client_comparison
+
+        fi.extra_sections.append(published_comparison_section(fi, load_published(),
+                                                              client_comparison(RAW_DIR)))
     return fi
+
+
+def _measurement_tables(dirs: "RunDirs") -> dict[str, pd.DataFrame] | None:
+    """The MEASUREMENT_TABLES from dirs.tables, or None when any is missing."""
+    paths = {name: dirs.tables / f"{name}.csv" for name in MEASUREMENT_TABLES}
+    if not all(p.is_file() for p in paths.values()):
+        return None
+    return {name: pd.read_csv(p) for name, p in paths.items()}
 
 
 # =========================================================================== physical mode
@@ -638,17 +743,21 @@ def physical_context(pure: pd.DataFrame, per_experiment: pd.DataFrame,
                      nnls: pd.DataFrame | None = None, lower_bound: pd.DataFrame | None = None,
                      reconstruction: pd.DataFrame | None = None,
                      seed_verdict: Verdict | None = None,
-                     seed_pure: pd.DataFrame | None = None) -> dict[str, Any]:
-    """The physical section's subsections' contexts (None: the table is missing)."""
+                     seed_pure: pd.DataFrame | None = None,
+                     target: str = DURATION_TARGET) -> dict[str, Any]:
+    """The physical section's subsections' contexts (None: the table is missing), all on
+    the step-time ``target`` the tables were computed on."""
     from .stats import physical_verdict
 
     v_pure, v_dom = physical_verdict(pure), physical_verdict(pure, "prefill_dominated")
     return {
+        "target": target,
         "journeys": journeys_context(per_experiment, reconstruction),
-        "lower_bound": None if lower_bound is None else lower_bound_context(lower_bound),
+        "lower_bound": None if lower_bound is None else {**lower_bound_context(lower_bound),
+                                                         "target": target},
         "verdict": physical_verdict_context(pure, v_pure, v_dom, seed_verdict),
         "per_experiment": physical_per_experiment_context(per_experiment),
-        "nnls": None if nnls is None else nnls_context(nnls),
+        "nnls": None if nnls is None else {**nnls_context(nnls), "target": target},
         "differences": differences_context(pure, per_experiment, lower_bound, seed_pure,
                                            v_pure, v_dom)}
 
@@ -657,7 +766,8 @@ def physical_section(pure: pd.DataFrame, per_experiment: pd.DataFrame,
                      nnls: pd.DataFrame | None = None, lower_bound: pd.DataFrame | None = None,
                      reconstruction: pd.DataFrame | None = None,
                      seed_verdict: Verdict | None = None,
-                     seed_pure: pd.DataFrame | None = None) -> str:
+                     seed_pure: pd.DataFrame | None = None,
+                     target: str = "step.duration_us") -> str:
     """"## Beyond the Seed: Physical Mode" as markdown, from the physical tables:
 
     ``pure`` (stats.physical_pure_phase_correlations), ``per_experiment``
@@ -668,7 +778,7 @@ def physical_section(pure: pd.DataFrame, per_experiment: pd.DataFrame,
     from these tables; the sentences branch on the data.
     """
     return render_section("physical", physical_context(
-        pure, per_experiment, nnls, lower_bound, reconstruction, seed_verdict, seed_pure))
+        pure, per_experiment, nnls, lower_bound, reconstruction, seed_verdict, seed_pure, target))
 
 
 def physical_section_from_tables(dirs: "RunDirs", seed_verdict: Verdict | None = None,
@@ -679,12 +789,17 @@ def physical_section_from_tables(dirs: "RunDirs", seed_verdict: Verdict | None =
     if not (paths["physical_pure_phase_correlations"].is_file()
             and paths["physical_per_experiment_correlations"].is_file()):
         return None
-    read = {name: pd.read_csv(p) if p.is_file() else None for name, p in paths.items()}
+    from .measure import PRIMARY_TARGET, for_target
+
+    read = {name: for_target(pd.read_csv(p), PRIMARY_TARGET) if p.is_file() else None
+            for name, p in paths.items()}
+    has_target = "target" in pd.read_csv(paths["physical_pure_phase_correlations"], nrows=1)
     return physical_section(read["physical_pure_phase_correlations"],
                             read["physical_per_experiment_correlations"], nnls=read["nnls_fit"],
                             lower_bound=read["lower_bound_check"],
                             reconstruction=read["reconstruction_report"],
-                            seed_verdict=seed_verdict, seed_pure=seed_pure)
+                            seed_verdict=seed_verdict, seed_pure=seed_pure,
+                            target=PRIMARY_TARGET if has_target else DURATION_TARGET)
 
 
 # =========================================================================== the published study
@@ -744,9 +859,27 @@ def published_comparison_context(fi: FindingsInput, published: dict) -> dict[str
         claims.append({"kind": "median_r", "ours": get[med], "published": pub[med],
                        "agree": bool(abs(get[med] - pub[med]) < R_AGREE),
                        "spearman": get["rank agreement of per-experiment r (Spearman)"]})
-    return {"table": t, "claims": claims}
+    return {"table": t, "claims": claims, "client": None}
 
 
-def published_comparison_section(fi: FindingsInput, published: dict) -> str:
-    """Where the analysed (generated) data and the study's published numbers agree or differ."""
-    return render_section("published_comparison", published_comparison_context(fi, published))
+def client_comparison_context(comparison: pd.DataFrame) -> dict[str, Any]:
+    """The replay-vs-published client table (refdata.validate.client_comparison)."""
+    t = comparison.copy()
+    fit = t[~t["held_out"].astype(bool)]
+    t["run"] = t["run"].map(_strip_date)
+    table = t[["run", "published_tpot_ms", "replay_tpot_ms", "tpot_error", "published_ttft_ms",
+               "replay_ttft_ms", "ttft_error", "published_failures", "replay_failures"]]
+    return {"table": table, "held_out": int(t["held_out"].astype(bool).sum()),
+            "n_published": len(fit),
+            "median_tpot_error": float(fit["tpot_error"].abs().median()),
+            "median_ttft_error": float(fit["ttft_error"].abs().median())}
+
+
+def published_comparison_section(fi: FindingsInput, published: dict,
+                                 client: pd.DataFrame | None = None) -> str:
+    """Where the analysed (generated) data and the study's published numbers agree or differ;
+    with ``client`` (refdata.validate.client_comparison) also the client metrics."""
+    ctx = published_comparison_context(fi, published)
+    if client is not None and len(client):
+        ctx["client"] = client_comparison_context(client)
+    return render_section("published_comparison", ctx)

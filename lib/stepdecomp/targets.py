@@ -79,6 +79,10 @@ SOURCE_NONE = "none"
 SOURCE_EVENT = "event"
 SOURCE_FROM_PERIOD = "from_period"
 
+#: The step-time targets the physical mode is run on: the seed's (schedule() CPU time) and
+#: the two the timestamps give.
+TARGETS = ("step.duration_us", "step_forward_us", "step_period_us")
+
 TARGET_COLUMNS = [
     EXP, STEP_ID, "step_forward_us", "step_forward_source", "step_period_us", "step_period_exact",
     "step_period_lo_us", "step_period_hi_us", "step_period_source", "step_period_offset_us",
@@ -350,3 +354,19 @@ def coverage_table(targets: pd.DataFrame) -> pd.DataFrame:
         "share_inconsistent": g["bad"].mean(), "median_bound_width_us": g["width"].median(),
         "schedule_offset_us": g["offset"].max()})
     return out.reset_index()
+
+
+def attach(components: pd.DataFrame, step_targets: pd.DataFrame) -> pd.DataFrame:
+    """``components`` with the target columns of :func:`step_targets` joined on
+    (experiment_id, step.id); every component row keeps its place, a step without targets
+    gets NaN. Raises if the targets hold a key twice."""
+    key = [EXP, STEP_ID]
+    if step_targets.duplicated(key).any():
+        raise ValueError("step targets hold an (experiment_id, step.id) twice")
+    extra = [c for c in step_targets.columns if c not in key and c not in components]
+    left = components.assign(**{EXP: components[EXP].astype(str)})
+    right = step_targets[key + extra].assign(**{EXP: step_targets[EXP].astype(str)})
+    out = left.merge(right, on=key, how="left", validate="one_to_one")
+    out.index = components.index
+    out[EXP] = components[EXP].to_numpy()
+    return out
