@@ -248,7 +248,7 @@ def _truncate_gz(root: Path) -> None:
 def _corrupt_gz(root: Path) -> int:
     p = trace(root, MOE)
     data = bytearray(p.read_bytes())
-    at = len(data) // 2
+    at = len(data) * 3 // 10          # inside the step lines, which come first
     data[at:at + 64] = bytes(64)
     p.write_bytes(bytes(data))
     return at

@@ -105,3 +105,9 @@ def test_flop_columns_parameter_and_missing_columns() -> None:
         ex.explain_r2(frame.drop(columns="kv.blocks_used"))
     with pytest.raises(KeyError, match="kv.blocks_free_gpu"):
         ex.with_kv_blocks_used(frame.drop(columns="kv.blocks_free_gpu"))
+
+
+def test_no_rows_give_nan_not_an_error() -> None:
+    # an experiment where the target is never known (e.g. no journey events): 0 rows
+    assert ex.ols_r2(np.zeros(0), np.zeros((0, 3)))[1] == 0
+    assert np.isnan(ex.ols_r2(np.zeros(0), np.zeros((0, 3)))[0])

@@ -91,10 +91,10 @@ def ols_r2(y: np.ndarray, x: np.ndarray) -> tuple[float, int]:
     n < ``MIN_ROWS`` or y is constant.
     """
     y = np.asarray(y, dtype=np.float64)
-    x = np.asarray(x, dtype=np.float64).reshape(len(y), -1)
     n = len(y)
     if n < MIN_ROWS:
         return float("nan"), 0
+    x = np.asarray(x, dtype=np.float64).reshape(n, -1)
     yc = y - np.sum(y) / n
     if _is_constant(y, yc):
         return float("nan"), 0
