@@ -8,7 +8,7 @@ in a trace root's experiment directories. Model and TP come from the run's direc
 load-generator config ``results/config.yaml`` (``data.shared_prefix.output_len``; the
 ``profile.yaml`` of the run is the documented second source, named in ``output_len_source``).
 
-What the published numbers show (measurement.md §3, checked here on every run): every
+What the published numbers show (docs/measurement.md §3, checked here on every run): every
 successful request streams exactly O = output_len tokens (ignore_eos), and inference-perf's
 per-request TPOT is (t_last_event − t_first_event) / (n_events − 1), so
 
@@ -27,7 +27,7 @@ code; :func:`client_summary` reports both TPOT and per_token, and the event coun
 the inference. :func:`plausibility_table` compares both with the time a decode step needs to
 stream the weights from HBM (:func:`weight_floor_ms`) for each candidate GPU and weight
 precision. Compared with the mean TPOT, several runs fall below the H100 BF16 floor
-(measurement.md §3); compared with per_token, none does — which of the candidate
+(docs/measurement.md §3); compared with per_token, none does — which of the candidate
 configurations the runs used stays an inference from these numbers.
 """
 
@@ -57,7 +57,7 @@ OUTPUT_LEN_PATH = ("data", "shared_prefix", "output_len")
 CANDIDATE_GPUS = ("h100-sxm", "h200-sxm")
 CANDIDATE_PRECISIONS = ("bf16", "fp8")
 #: The floor counts the transformer layers and the LM head (read every decode step) but not
-#: the input embedding, which a decode step only gathers B rows of. measurement.md §3 counts
+#: the input embedding, which a decode step only gathers B rows of. docs/measurement.md §3 counts
 #: it (13.5 GB -> 4.02 ms for Llama-2-7B); without it the floor is 1-2 % lower (3.94 ms).
 INCLUDE_EMBEDDING = False
 

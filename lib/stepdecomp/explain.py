@@ -1,6 +1,6 @@
 """What explains ``step.duration_us``: scheduler work or the batch's FLOPs?
 
-``step.duration_us`` is the CPU time of ``schedule()`` (measurement.md §1). If that is so,
+``step.duration_us`` is the CPU time of ``schedule()`` (docs/measurement.md §1). If that is so,
 it should follow the scheduler's work — the queues it walks, the requests it admits, the
 tokens it budgets, the KV blocks it manages — more than the GPU components of the batch;
 the model-step targets of ``targets.py`` (``step_period_us``) should follow the FLOP /

@@ -405,7 +405,7 @@ MEASUREMENT_TABLES = ["target_coverage", "target_medians", "lower_bound_check",
                       "client_summary", "client_plausibility", "period_vs_client"]
 #: The hardware and weight precision the study states (its H100 peak, BF16 weights).
 STATED_HARDWARE = ("h100-sxm", "bf16")
-#: Where the facts about step.duration_us were read (measurement notes of the project).
+#: Where the facts about step.duration_us were read (docs/measurement.md §1).
 INSTRUMENTING_CODE = {"repository": "inference-sim/vllm",
                       "file": "vllm/v1/core/sched/scheduler.py",
                       "base": "vLLM v0.15.1, step tracing added 2026-01-28"}

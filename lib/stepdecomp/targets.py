@@ -1,11 +1,11 @@
 """Step timing targets that bound the model step, read from the trace timestamps.
 
-``step.duration_us`` is the CPU time of vLLM's ``schedule()`` (measurement.md §1), not the
+``step.duration_us`` is the CPU time of vLLM's ``schedule()`` (docs/measurement.md §1), not the
 model step. Each engine step n runs, in the synchronous engine loop::
 
     schedule(n) [CPU]  ->  forward pass (GPU)  ->  update_from_output(n) [CPU]  ->  schedule(n+1)
 
-and the traces time-stamp, on one monotonic clock (measurement.md §2):
+and the traces time-stamp, on one monotonic clock (docs/measurement.md §2):
 
 * ``step.ts_start_ns`` = S(n): first lines of schedule(n); ``step.ts_end_ns`` = inside
   schedule(n), before the forward pass. Only for sampled steps (~10 %, BATCH_SUMMARY).

@@ -1,6 +1,6 @@
 """Client-side metrics computed the way the study's load generator computed them.
 
-inference-perf (measurement.md §4) timestamps streamed server-sent events on the client and
+inference-perf (docs/measurement.md §4) timestamps streamed server-sent events on the client and
 summarises per request:
 
 * TTFT = first event − send time; E2E (request_latency) = last event − send time;

@@ -1,6 +1,6 @@
 """The engine's timeline per step: schedule() CPU → forward pass → update_from_output() CPU.
 
-vLLM v1's ``EngineCore.step()`` (measurement.md §1) runs, for step n:
+vLLM v1's ``EngineCore.step()`` (docs/measurement.md §1) runs, for step n:
 
 1. ``schedule()`` on the CPU. The instrumented server takes ``step.ts_start_ns`` on its
    first lines and emits ``step.BATCH_SUMMARY`` near its end with ``step.ts_end_ns``;

@@ -1,6 +1,6 @@
 """The workload the study's load generator actually ran, and the requests it sent.
 
-Source of truth (measurement.md §4): inference-perf wrote the configuration it ran to
+Source of truth (docs/measurement.md §4): inference-perf wrote the configuration it ran to
 ``results/config.yaml``; it takes precedence over ``profile.yaml`` (the profile the
 experiment was *launched* with). :func:`read_workload` reads the former when present and
 lists every field where the two differ (:attr:`Workload.differences`).

@@ -1,7 +1,7 @@
 """Write a replay as the instrumented server and the load generator would have.
 
 ``<out>/<experiment>/``: ``exp-config.yaml``, ``profile.yaml`` and ``results/config.yaml``
-copied verbatim; ``traces.json`` (OTLP JSON lines, trace-format.md / ``otlp.py``);
+copied verbatim; ``traces.json`` (OTLP JSON lines in the format of ``otlp.py``);
 ``results/summary_lifecycle_metrics.json`` (clientmetrics.py); ``replay_truth.parquet``, the
 GENERATOR TRUTH per simulated step (read by tests and validation only, never by the report).
 
