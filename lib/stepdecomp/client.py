@@ -344,18 +344,26 @@ def plausibility_table(summary: pd.DataFrame, gpus: Sequence[str] = CANDIDATE_GP
     return pd.DataFrame(rows, columns=PLAUSIBILITY_COLUMNS)
 
 
+def below_floor(table: pd.DataFrame, reference: tuple[str, str]) -> dict[str, int]:
+    """Runs of a :func:`plausibility_table` whose mean TPOT (``below_tpot``) and whose time
+    per token (``below_per_token``) fall below the floor of ``reference`` (gpu, precision)."""
+    gpu, precision = reference
+    ref = table[(table["gpu"] == gpu) & (table["precision"] == precision)]
+    return {"runs": len(ref), "below_tpot": int((~ref["consistent_tpot"].astype(bool)).sum()),
+            "below_per_token": int((~ref["consistent_per_token"].astype(bool)).sum())}
+
+
 def inference_statement(summary: pd.DataFrame, table: pd.DataFrame,
                         reference: tuple[str, str] = ("h100-sxm", "bf16")) -> str:
     """A short text of what the numbers suggest, worded as an inference, with the counts."""
     gpu, precision = reference
-    ref = table[(table["gpu"] == gpu) & (table["precision"] == precision)]
     two = int(summary["two_events_per_token"].sum())
-    below_tpot = int((~ref["consistent_tpot"]).sum())
-    below_tok = int((~ref["consistent_per_token"]).sum())
+    counts = below_floor(table, reference)
+    below_tpot, below_tok = counts["below_tpot"], counts["below_per_token"]
     return (f"Inference from the client summaries, not a fact about the testbed: on {two} of "
             f"{len(summary)} runs the event count per request is 2·output_len + 2 "
             f"(±{EVENT_COUNT_TOLERANCE}) with a median inter-token gap ≤ {ITL_MEDIAN_MAX_US:g} µs, "
             f"so the load generator appears to record two events per token and its TPOT to be "
             f"about half the time per token. Against the {gpu} {precision} weight-streaming "
-            f"floor, {below_tpot} of {len(ref)} runs have a mean TPOT below it, and "
+            f"floor, {below_tpot} of {counts['runs']} runs have a mean TPOT below it, and "
             f"{below_tok} have a per-token time (E2E − TTFT)/(output_len − 1) below it.")

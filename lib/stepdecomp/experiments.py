@@ -48,6 +48,12 @@ def parse_dir_name(name: str) -> DirName:
                    variant=rest.group("variant"))
 
 
+def short_name(experiment_id: str) -> str:
+    """The directory name without its ``<YYYYMMDD>-<HHMMSS>-`` or ``<id>-`` prefix, for
+    labels: ``20260217-203421-llama-2-70b-hf-tp4-codegen`` -> ``llama-2-70b-hf-tp4-codegen``."""
+    return _PREFIX.sub("", str(experiment_id), count=1)
+
+
 class ConfigError(ValueError):
     """A configuration file or directory name cannot be used; the message names the file
     (and the line, where the YAML says it). The experiment is skipped, not the load."""

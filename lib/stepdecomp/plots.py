@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 if TYPE_CHECKING:
     from IPython.display import Image
 
+from .experiments import short_name
 from .phases import PHASES, phase_label
 from .targets import TARGETS
 
@@ -59,7 +60,7 @@ def phase_breakdown_bars(breakdown: pd.DataFrame, by_experiment: pd.DataFrame) -
         ax1.annotate(f"{n:,}\n{pct:.3g}%", (i, max(n, 0.8)), ha="center", va="bottom", fontsize=9)
     ax1.margins(y=0.25)
     shares = by_experiment.div(by_experiment.sum(axis=1), axis=0) * 100
-    shares.index = [_short(e) for e in shares.index]
+    shares.index = [short_name(e) for e in shares.index]
     left = np.zeros(len(shares))
     for p in [c for c in PHASES if c in shares]:
         ax2.barh(shares.index, shares[p], left=left, color=PHASE_COLORS[p], label=p)
@@ -147,7 +148,7 @@ def per_experiment_scatter(components: pd.DataFrame, analytical: str = "total_an
                            label=phase)
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_title(_short(exp), fontsize=9)
+        ax.set_title(short_name(exp), fontsize=9)
         ax.tick_params(labelsize=7)
     for ax in axes.flat[len(groups):]:
         ax.set_axis_off()
@@ -157,12 +158,6 @@ def per_experiment_scatter(components: pd.DataFrame, analytical: str = "total_an
     fig.supylabel("observed step.duration_us (µs)")
     fig.tight_layout()
     return fig
-
-
-def _short(experiment_id: str) -> str:
-    """Drop the timestamp prefix for axis labels."""
-    parts = experiment_id.split("-", 2)
-    return parts[2] if len(parts) == 3 and parts[0].isdigit() and parts[1].isdigit() else experiment_id
 
 
 # =========================================================================== physical mode
@@ -432,7 +427,7 @@ def tpot_vs_floor(plausibility: pd.DataFrame, gpu: str, precision: str,
     ax.scatter(pos, t["floor_ms"], marker="_", s=500, color="firebrick", zorder=3,
                label=f"weight-streaming floor, {gpu} {precision}")
     ax.set_xticks(pos)
-    ax.set_xticklabels([_short(r) for r in t["run"]], rotation=60, ha="right", fontsize=7)
+    ax.set_xticklabels([short_name(r) for r in t["run"]], rotation=60, ha="right", fontsize=7)
     ax.set_ylabel("ms per output token")
     ax.legend(fontsize=8)
     ax.set_title(f"Client time per token ({source} summaries) against the weight-streaming floor")

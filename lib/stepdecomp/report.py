@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 import jinja2
 import pandas as pd
 
+from .experiments import short_name
 from .paths import FIXTURE_ROOT, RAW_DIR, display_path
 
 if TYPE_CHECKING:
@@ -419,29 +420,23 @@ def _wide(frame: pd.DataFrame, value: str, index: str = "experiment_id") -> pd.D
 
 
 def _client_context(t: dict[str, pd.DataFrame]) -> dict[str, Any]:
-    from .client import SOURCE_PUBLISHED
+    from .client import SOURCE_PUBLISHED, below_floor
 
     summ, plaus = t["client_summary"], t["client_plausibility"]
     pub = summ[summ["source"] == SOURCE_PUBLISHED]
     gpu, precision = STATED_HARDWARE
-    ref = plaus[(plaus["source"] == SOURCE_PUBLISHED) & (plaus["gpu"] == gpu)
-                & (plaus["precision"] == precision)]
-    cands = plaus[plaus["source"] == SOURCE_PUBLISHED].groupby(["gpu", "precision"], sort=True).agg(
-        runs=("run", "size"), below_tpot=("consistent_tpot", lambda x: int((~x.astype(bool)).sum())),
-        below_per_token=("consistent_per_token", lambda x: int((~x.astype(bool)).sum()))).reset_index()
+    published = plaus[plaus["source"] == SOURCE_PUBLISHED]
+    ref = published[(published["gpu"] == gpu) & (published["precision"] == precision)]
+    pairs = sorted(set(zip(published["gpu"], published["precision"])))
+    cands = pd.DataFrame([{"gpu": g, "precision": p, **below_floor(published, (g, p))}
+                          for g, p in pairs])
     table = ref[["run", "mean_tpot_ms", "per_token_ms", "floor_ms", "tpot_over_floor",
                  "per_token_over_floor", "implied_bw_per_token_tb_s"]].copy()
-    table["run"] = table["run"].map(_strip_date)
+    table["run"] = table["run"].map(short_name)
     return {"n_published": len(pub), "two_events": int(pub["two_events_per_token"].astype(bool).sum()),
             "tpot_share": (float(pub["tpot_over_per_token"].min()), float(pub["tpot_over_per_token"].max())),
             "gpu": gpu, "precision": precision, "table": table, "candidates": cands,
-            "below_tpot": int((~ref["consistent_tpot"].astype(bool)).sum()),
-            "below_per_token": int((~ref["consistent_per_token"].astype(bool)).sum())}
-
-
-def _strip_date(experiment_id: str) -> str:
-    parts = str(experiment_id).split("-", 2)
-    return parts[2] if len(parts) == 3 and parts[0].isdigit() and parts[1].isdigit() else str(experiment_id)
+            **below_floor(published, STATED_HARDWARE)}
 
 
 def measurement_context(fi: FindingsInput) -> dict[str, Any] | None:
@@ -461,9 +456,9 @@ def measurement_context(fi: FindingsInput) -> dict[str, Any] | None:
     cov = t["target_coverage"][["experiment_id", "sampled_steps", "share_step_forward",
                                 "share_forward_event", "share_step_period", "share_period_exact"]]
     for frame in (med, below, cov):
-        frame["experiment_id"] = frame["experiment_id"].map(_strip_date)
-    r2_wide.index = r2_wide.index.map(_strip_date)
-    pvc = t["period_vs_client"].assign(experiment_id=lambda f: f["experiment_id"].map(_strip_date))
+        frame["experiment_id"] = frame["experiment_id"].map(short_name)
+    r2_wide.index = r2_wide.index.map(short_name)
+    pvc = t["period_vs_client"].assign(experiment_id=lambda f: f["experiment_id"].map(short_name))
     return {"code": INSTRUMENTING_CODE, "medians": med.drop(columns=["model", "workload"]),
             "median_duration_us": float(med["step.duration_us"].median()),
             "median_forward_us": float(med["step_forward_us"].median()),
@@ -791,9 +786,9 @@ def physical_section_from_tables(dirs: "RunDirs", seed_verdict: Verdict | None =
         return None
     from .measure import PRIMARY_TARGET, for_target
 
-    read = {name: for_target(pd.read_csv(p), PRIMARY_TARGET) if p.is_file() else None
-            for name, p in paths.items()}
-    has_target = "target" in pd.read_csv(paths["physical_pure_phase_correlations"], nrows=1)
+    raw = {name: pd.read_csv(p) if p.is_file() else None for name, p in paths.items()}
+    has_target = "target" in raw["physical_pure_phase_correlations"]
+    read = {name: None if t is None else for_target(t, PRIMARY_TARGET) for name, t in raw.items()}
     return physical_section(read["physical_pure_phase_correlations"],
                             read["physical_per_experiment_correlations"], nnls=read["nnls_fit"],
                             lower_bound=read["lower_bound_check"],
@@ -866,7 +861,7 @@ def client_comparison_context(comparison: pd.DataFrame) -> dict[str, Any]:
     """The replay-vs-published client table (refdata.validate.client_comparison)."""
     t = comparison.copy()
     fit = t[~t["held_out"].astype(bool)]
-    t["run"] = t["run"].map(_strip_date)
+    t["run"] = t["run"].map(short_name)
     table = t[["run", "published_tpot_ms", "replay_tpot_ms", "tpot_error", "published_ttft_ms",
                "replay_ttft_ms", "ttft_error", "published_failures", "replay_failures"]]
     return {"table": table, "held_out": int(t["held_out"].astype(bool).sum()),

@@ -19,6 +19,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
+from ..experiments import short_name
 from ..paths import DATA_DIR, RAW_DIR, display_path
 from .calibrate import CALIBRATION_FILE, HELD_OUT_MODEL_SLUG, PUBLISHED_FILE, published_means
 
@@ -60,7 +61,7 @@ def comparison_markdown(t: pd.DataFrame) -> str:
              "|---|---|---|---|---|---|---|---|---|"]
     for r in t.itertuples(index=False):
         fails = HELD_OUT if r.held_out else f"{int(r.published_failures)}"
-        lines.append(f"| {r.run[16:] if len(r.run) > 16 else r.run} | {_num(r.published_tpot_ms)} | "
+        lines.append(f"| {short_name(r.run)} | {_num(r.published_tpot_ms)} | "
                      f"{r.replay_tpot_ms:.2f} | {_pct(r.tpot_error)} | {_num(r.published_ttft_ms, 0)} | "
                      f"{r.replay_ttft_ms:.0f} | {_pct(r.ttft_error)} | {fails} | "
                      f"{int(r.replay_failures)} |")
