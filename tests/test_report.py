@@ -17,7 +17,7 @@ from stepdecomp import report, stats
 from stepdecomp.outputs import RunDirs
 from stepdecomp.specs import GpuSpec, ModelSpec
 
-TEMPLATES = Path(report.__file__).parent / "templates"
+TEMPLATES = report.TEMPLATE_DIR
 
 
 # --------------------------------------------------------------------------- hand-made inputs

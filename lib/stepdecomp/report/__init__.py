@@ -1,0 +1,111 @@
+"""FINDINGS.md: the seed study's sections and the physical mode, filled from the computed tables.
+
+The wording lives in Jinja templates (``stepdecomp/templates/``: ``findings.md.j2`` lists the
+sections in reading order, one ``_<name>.md.j2`` partial per section). This package only
+computes what they show, one module per part of the document:
+
+- :mod:`.format`: the ``fmt_*`` formatters and :func:`markdown_table`;
+- :mod:`.render`: the template environment, :func:`render_section` and the thresholds the text
+  states (:data:`TEMPLATE_CONSTANTS`; the templates never spell them out);
+- :mod:`.seed`: the seed's sections; :mod:`.measurement`: "What the Traces Measure";
+  :mod:`.physical`: "Beyond the Seed: Physical Mode"; :mod:`.published`: the generated data
+  beside the published study;
+- this module: :func:`collect` (the run's tables → :class:`FindingsInput`) and
+  :func:`findings_markdown` (the whole document).
+
+Each ``<name>_context`` function turns tables into a plain dict (numbers, rows, tables and
+the categories the sentences branch on). Adding a section: write ``templates/_<name>.md.j2``
+(it reads its context as ``s``), write ``<name>_context(fi) -> dict`` in the module of its
+part, register it in :data:`SECTION_CONTEXTS` and put ``{{ section("<name>", <name>) }}``
+where it belongs in ``findings.md.j2``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
+import pandas as pd
+
+from ..paths import RAW_DIR, display_path
+from .format import (FORMATTERS, fmt_ci, fmt_delta, fmt_frac, fmt_int, fmt_num, fmt_pct, fmt_r,
+                     fmt_r3, fmt_share, fmt_us, markdown_table)
+from .inputs import FindingsInput
+from .measurement import MEASUREMENT_TABLES, measurement_context, measurement_tables
+from .physical import (PHYSICAL_TABLES, physical_context, physical_section,
+                       physical_section_from_tables)
+from .published import (load_published, published_comparison, published_comparison_context,
+                        published_comparison_section)
+from .render import TEMPLATE_CONSTANTS, TEMPLATE_DIR, environment, render_section
+from .seed import (analysis_context, analysis_section, dataset_note, dataset_note_context,
+                   header_context, per_experiment_context, per_experiment_section,
+                   phase_section, phases_context, pure_phase_context, pure_phase_section,
+                   setup_context, setup_section, summary_context, summary_section,
+                   verdict_context, verdict_section)
+
+if TYPE_CHECKING:
+    from ..outputs import RunDirs
+
+#: The sections of findings.md.j2 and the functions computing their contexts.
+SECTION_CONTEXTS: dict[str, Callable[[FindingsInput], dict[str, Any] | None]] = {
+    "header": header_context, "summary": summary_context, "measurement": measurement_context,
+    "setup": setup_context,
+    "phases": phases_context, "pure_phase": pure_phase_context,
+    "per_experiment": per_experiment_context, "analysis": analysis_context,
+    "verdict": verdict_context}
+
+
+def findings_context(fi: FindingsInput) -> dict[str, Any]:
+    """The context of findings.md.j2: each section's context under its name, and the
+    extra (pre-rendered) sections that go before the Verdict."""
+    return {**{name: fn(fi) for name, fn in SECTION_CONTEXTS.items()},
+            "extra_sections": fi.extra_sections}
+
+
+def findings_markdown(fi: FindingsInput) -> str:
+    return environment().get_template("findings.md.j2").render(findings_context(fi))
+
+
+def models_by_hf_id(steps: pd.DataFrame) -> dict[str, list[str]]:
+    pairs = steps[["hf_id", "model"]].drop_duplicates()
+    return {h: sorted(g["model"]) for h, g in pairs.groupby("hf_id")}
+
+
+def collect(dirs: "RunDirs", hardware: str = "h100-sxm") -> FindingsInput:
+    """Read the artefacts of notebooks 01–05 from a run directory into a FindingsInput.
+
+    When the physical tables (``PHYSICAL_TABLES``; at least physical_pure_phase_correlations
+    and physical_per_experiment_correlations) are in dirs.tables, their physical_section is
+    appended to ``extra_sections``; without them the result is the seed-only one."""
+    from .. import outputs
+    from ..specs import load_gpu_spec, load_model_specs
+    from ..stats import hypothesis_verdict
+
+    steps = outputs.read_steps(dirs)
+    meta = outputs.read_dataset_meta(dirs)
+    pure = outputs.read_table(dirs, "pure_phase_correlations", "04_correlation")
+    verdict = hypothesis_verdict(pure)
+    physical = physical_section_from_tables(dirs, seed_verdict=verdict, seed_pure=pure)
+    fi = FindingsInput(
+        data_root=meta["data_root"], experiments=meta["experiments"],
+        skipped=[tuple(s) for s in meta["skipped"]], parse_report=outputs.read_parse_report(dirs),
+        breakdown=outputs.read_table(dirs, "phase_breakdown", "03_phases"), pure=pure,
+        per_experiment=outputs.read_table(dirs, "per_experiment_correlations", "04_correlation"),
+        verdict=verdict, gpu=load_gpu_spec(hardware),
+        specs=load_model_specs(steps["hf_id"]), models_by_hf_id=models_by_hf_id(steps),
+        extra_sections=[physical] if physical is not None else [],
+        skipped_records=outputs.read_skipped_records(dirs),
+        measurement=measurement_tables(dirs))
+    if meta["data_root"] == display_path(RAW_DIR):
+        from ..refdata.validate import client_comparison
+
+        fi.extra_sections.append(published_comparison_section(fi, load_published(),
+                                                              client_comparison(RAW_DIR)))
+    return fi
+
+
+__all__ = ["FindingsInput", "collect", "findings_markdown", "findings_context", "dataset_note",
+           "SECTION_CONTEXTS", "TEMPLATE_CONSTANTS", "TEMPLATE_DIR", "environment",
+           "render_section", "markdown_table", "FORMATTERS", "MEASUREMENT_TABLES",
+           "PHYSICAL_TABLES", "physical_section", "physical_section_from_tables",
+           "physical_context", "measurement_context", "published_comparison_section",
+           "models_by_hf_id"]

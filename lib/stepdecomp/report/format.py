@@ -1,0 +1,108 @@
+"""Formatting of the report's numbers: the ``fmt_*`` functions (Jinja filters and globals)
+and :func:`markdown_table`. A missing value (None, NaN) prints as N/A everywhere."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Mapping, Sequence
+
+import pandas as pd
+
+
+def isnan(x: object) -> bool:
+    try:
+        return x is None or math.isnan(float(x))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+
+
+def fmt_r(r: float) -> str:
+    return "N/A" if r is None or (isinstance(r, float) and math.isnan(r)) else f"{r:.4f}"
+
+
+def fmt_int(n: float) -> str:
+    return f"{int(n):,}"
+
+
+def fmt_pct(p: float) -> str:
+    """Percent with enough digits to show small shares (0.005%) and 3 significant digits."""
+    if p == 0:
+        return "0%"
+    return f"{p:.3g}%" if p >= 0.01 else f"{p:.1g}%"
+
+
+def fmt_ci(low: float, high: float) -> str:
+    """A bootstrap interval as [low, high] with 3 decimals, N/A when missing."""
+    return "N/A" if isnan(low) or isnan(high) else f"[{low:.3f}, {high:.3f}]"
+
+
+def fmt_r3(r: float) -> str:
+    return "N/A" if isnan(r) else f"{r:.3f}"
+
+
+def fmt_num(x: float, digits: int = 3) -> str:
+    """A coefficient: ``digits`` significant digits (N/A when missing)."""
+    return "N/A" if isnan(x) else f"{x:.{digits}g}"
+
+
+def fmt_us(x: float) -> str:
+    return "N/A" if isnan(x) else f"{x:,.0f}"
+
+
+def fmt_frac(x: float) -> str:
+    """A fraction in [0, 1] shown as a percentage (fmt_pct's digits)."""
+    return "N/A" if isnan(x) else fmt_pct(100.0 * float(x))
+
+
+def fmt_share(x: float) -> str:
+    """A signed share (fraction) as a percentage with 3 significant digits."""
+    if isnan(x):
+        return "N/A"
+    return "0%" if x == 0 else f"{100.0 * float(x):.3g}%"
+
+
+def fmt_delta(d: float) -> str:
+    """A signed change of r with 3 decimals (+0.250), N/A when missing."""
+    return "N/A" if isnan(d) else f"{d:+.3f}"
+
+
+def fmt_f2(x: float) -> str:
+    return f"{x:.2f}"
+
+
+def fmt_f3(x: float) -> str:
+    return f"{x:.3f}"
+
+
+def fmt_g(x: float) -> str:
+    return f"{x:g}"
+
+
+def fmt_cmp(x: object) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "—"
+    x = float(x)  # type: ignore[arg-type]
+    return f"{int(x):,}" if x.is_integer() and abs(x) >= 1 else f"{x:.4g}"
+
+
+def markdown_table(frame: pd.DataFrame, formats: Mapping[str, Callable[[Any], str]] | None = None,
+                   headers: Sequence[str] | Mapping[str, str] | None = None) -> str:
+    """A markdown table of ``frame``; ``headers`` is a list in column order, or a mapping
+    from column to header (for tables whose columns vary)."""
+    formats = formats or {}
+    if isinstance(headers, Mapping):
+        headers = [headers[c] for c in frame.columns]
+    headers = list(headers or frame.columns)
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    for _, row in frame.iterrows():
+        cells = [formats.get(c, str)(row[c]) for c in frame.columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+#: Formatters, registered as Jinja filters and as globals (for markdown_table's formats).
+FORMATTERS: dict[str, Callable[..., str]] = {
+    "fmt_r": fmt_r, "fmt_int": fmt_int, "fmt_pct": fmt_pct, "fmt_ci": fmt_ci, "fmt_r3": fmt_r3,
+    "fmt_num": fmt_num, "fmt_us": fmt_us, "fmt_frac": fmt_frac, "fmt_share": fmt_share,
+    "fmt_delta": fmt_delta, "fmt_f2": fmt_f2, "fmt_f3": fmt_f3, "fmt_g": fmt_g,
+    "fmt_cmp": fmt_cmp}

@@ -1,0 +1,49 @@
+"""What FINDINGS is made of (:class:`FindingsInput`) and the small helpers every section uses
+to name experiments."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from ..specs import GpuSpec, ModelSpec
+from ..stats import Verdict
+
+
+@dataclass
+class FindingsInput:
+    data_root: str
+    experiments: list[str]
+    skipped: list[tuple[str, str]]
+    parse_report: pd.DataFrame
+    breakdown: pd.DataFrame
+    pure: pd.DataFrame
+    per_experiment: pd.DataFrame
+    verdict: Verdict
+    gpu: GpuSpec
+    specs: dict[str, ModelSpec]
+    models_by_hf_id: dict[str, list[str]]
+    extra_sections: list[str] = field(default_factory=list)
+    dataset_note: str | None = None
+    skipped_records: pd.DataFrame | None = None
+    #: the tables of "What the Traces Measure" (MEASUREMENT_TABLES), None for a seed-only run
+    measurement: dict[str, pd.DataFrame] | None = None
+
+
+def exp(row: pd.Series, **values: Any) -> dict[str, Any]:
+    """An experiment's label fields (model, workload) plus ``values``."""
+    return {"model": row["model"], "workload": row["workload"], **values}
+
+
+def rows(frame: pd.DataFrame, *columns: str) -> list[dict[str, Any]]:
+    """An experiment listing: model, workload and ``columns`` of each row."""
+    return [exp(r, **{c: r[c] for c in columns}) for _, r in frame.iterrows()]
+
+
+def as_bool(s: pd.Series) -> pd.Series:
+    """Booleans that survived a CSV round trip (True/False or 'True'/'False')."""
+    if s.dtype == bool:
+        return s
+    return s.astype(str).str.strip().str.lower().isin(["true", "1", "yes"])

@@ -1,0 +1,92 @@
+"""FINDINGS' "What the Traces Measure": the step-time targets per experiment, their coverage,
+the HBM lower bound and R² per target, the physical verdict per target and the client-side
+evidence (tables of notebook 04, measure.py and client.py)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from ..experiments import short_name
+from .inputs import FindingsInput
+
+if TYPE_CHECKING:
+    from ..outputs import RunDirs
+
+
+#: The tables "What the Traces Measure" reads (CSV names in dirs.tables, without suffix).
+MEASUREMENT_TABLES = ["target_coverage", "target_medians", "lower_bound_check",
+                      "what_explains_targets", "physical_pure_phase_correlations",
+                      "client_summary", "client_plausibility", "period_vs_client"]
+#: The hardware and weight precision the study states (its H100 peak, BF16 weights).
+STATED_HARDWARE = ("h100-sxm", "bf16")
+#: Where the facts about step.duration_us were read (docs/measurement.md §1).
+INSTRUMENTING_CODE = {"repository": "inference-sim/vllm",
+                      "file": "vllm/v1/core/sched/scheduler.py",
+                      "base": "vLLM v0.15.1, step tracing added 2026-01-28"}
+
+
+def _wide(frame: pd.DataFrame, value: str, index: str = "experiment_id") -> pd.DataFrame:
+    from ..targets import TARGETS
+
+    w = frame.pivot_table(index=index, columns="target", values=value, sort=True)
+    return w[[t for t in TARGETS if t in w.columns]].reset_index()
+
+
+def _client_context(t: dict[str, pd.DataFrame]) -> dict[str, Any]:
+    from ..client import SOURCE_PUBLISHED, below_floor
+
+    summ, plaus = t["client_summary"], t["client_plausibility"]
+    pub = summ[summ["source"] == SOURCE_PUBLISHED]
+    gpu, precision = STATED_HARDWARE
+    published = plaus[plaus["source"] == SOURCE_PUBLISHED]
+    ref = published[(published["gpu"] == gpu) & (published["precision"] == precision)]
+    pairs = sorted(set(zip(published["gpu"], published["precision"])))
+    cands = pd.DataFrame([{"gpu": g, "precision": p, **below_floor(published, (g, p))}
+                          for g, p in pairs])
+    table = ref[["run", "mean_tpot_ms", "per_token_ms", "floor_ms", "tpot_over_floor",
+                 "per_token_over_floor", "implied_bw_per_token_tb_s"]].copy()
+    table["run"] = table["run"].map(short_name)
+    return {"n_published": len(pub), "two_events": int(pub["two_events_per_token"].astype(bool).sum()),
+            "tpot_share": (float(pub["tpot_over_per_token"].min()), float(pub["tpot_over_per_token"].max())),
+            "gpu": gpu, "precision": precision, "table": table, "candidates": cands,
+            **below_floor(published, STATED_HARDWARE)}
+
+
+def measurement_context(fi: FindingsInput) -> dict[str, Any] | None:
+    """Numbers of "What the Traces Measure" (None without the tables: seed-only run)."""
+    from .. import measure
+
+    t = fi.measurement
+    if t is None:
+        return None
+    med = t["target_medians"].copy()
+    below = _wide(t["lower_bound_check"], "fraction_below")
+    r2 = t["what_explains_targets"]
+    r2_wide = r2.pivot_table(index="experiment_id", columns=["target", "regressors"], values="r2",
+                             sort=True)
+    r2_wide.columns = [f"{a} on {b}" for a, b in r2_wide.columns]
+    r2_wide = r2_wide.round(3)
+    cov = t["target_coverage"][["experiment_id", "sampled_steps", "share_step_forward",
+                                "share_forward_event", "share_step_period", "share_period_exact"]]
+    for frame in (med, below, cov):
+        frame["experiment_id"] = frame["experiment_id"].map(short_name)
+    r2_wide.index = r2_wide.index.map(short_name)
+    pvc = t["period_vs_client"].assign(experiment_id=lambda f: f["experiment_id"].map(short_name))
+    return {"code": INSTRUMENTING_CODE, "medians": med.drop(columns=["model", "workload"]),
+            "median_duration_us": float(med["step.duration_us"].median()),
+            "median_forward_us": float(med["step_forward_us"].median()),
+            "median_period_us": float(med["step_period_us"].median()),
+            "below": below, "below_median": below.drop(columns="experiment_id").median().to_dict(),
+            "coverage": cov, "r2": r2_wide.reset_index(), "r2_median": measure.median_r2(r2),
+            "verdicts": measure.verdicts_by_target(t["physical_pure_phase_correlations"]),
+            "period_vs_client": pvc, "client": _client_context(t)}
+
+def measurement_tables(dirs: "RunDirs") -> dict[str, pd.DataFrame] | None:
+    """The MEASUREMENT_TABLES from dirs.tables, or None when any is missing."""
+    paths = {name: dirs.tables / f"{name}.csv" for name in MEASUREMENT_TABLES}
+    if not all(p.is_file() for p in paths.values()):
+        return None
+    return {name: pd.read_csv(p) for name, p in paths.items()}
+

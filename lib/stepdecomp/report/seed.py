@@ -1,0 +1,159 @@
+"""The seed study's sections of FINDINGS (Summary, Setup, Phase Breakdown, Pure-Phase and
+Per-Experiment Correlations, Analysis, Verdict): each ``<name>_context(fi)`` turns the tables
+into a plain dict (numbers, rows, tables and the categories the sentences branch on) that
+``templates/_<name>.md.j2`` renders. The seed's sections are reproduced exactly as the seed
+wrote them."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+from ..paths import FIXTURE_ROOT, RAW_DIR, display_path
+from .format import fmt_g
+from .inputs import FindingsInput, exp
+from .measurement import measurement_context
+from .render import MIN_ROWS, PARSE_COLUMNS, RARE_PREFILL_PCT, render_section
+
+
+
+def dataset_note_context(data_root: str) -> dict[str, str]:
+    """kind: the bundled generated set, the test fixture, or the user's own traces."""
+    kind = ("bundled" if data_root == display_path(RAW_DIR) else
+            "fixture" if data_root == display_path(FIXTURE_ROOT) else "own")
+    return {"kind": kind, "data_root": data_root}
+
+
+def dataset_note(data_root: str) -> str:
+    """What the analysed traces are: the bundled generated set, the test fixture, or the user's."""
+    return render_section("dataset_note", dataset_note_context(data_root))
+
+
+
+def _phase(breakdown: pd.DataFrame, name: str) -> pd.Series:
+    return breakdown.set_index("phase").loc[name]
+
+
+def _pure_row(pure: pd.DataFrame, subset: str, component: str) -> pd.Series:
+    return pure[(pure["subset"] == subset) & (pure["component"] == component)].iloc[0]
+
+
+def totals(per_experiment: pd.DataFrame) -> pd.DataFrame:
+    """The per-experiment rows of the seed total (total_analytical_us)."""
+    return per_experiment[per_experiment["component"] == "total_analytical_us"]
+
+
+
+def header_context(fi: FindingsInput) -> dict[str, Any]:
+    return {"supported": fi.verdict.supported, "data_root": fi.data_root}
+
+
+def summary_context(fi: FindingsInput) -> dict[str, Any]:
+    pp, pd_ = _phase(fi.breakdown, "pure_prefill"), _phase(fi.breakdown, "pure_decode")
+    valid = totals(fi.per_experiment).dropna(subset=["pearson_r"])
+    extremes = None
+    if len(valid):
+        best, worst = valid.loc[valid["pearson_r"].idxmax()], valid.loc[valid["pearson_r"].idxmin()]
+        extremes = {"best": exp(best, r=best["pearson_r"]), "worst": exp(worst, r=worst["pearson_r"])}
+    return {"total_steps": int(fi.parse_report["steps"].sum()), "n_experiments": len(fi.experiments),
+            "verdict_sentence": fi.verdict.sentence(),
+            "pure_prefill": {"steps": pp["steps"], "pct": pp["pct"]},
+            "pure_decode": {"steps": pd_["steps"], "pct": pd_["pct"]}, "extremes": extremes,
+            "measured": measurement_context(fi)}
+
+
+def setup_context(fi: FindingsInput) -> dict[str, Any]:
+    models = pd.DataFrame(
+        [{"slugs": ", ".join(fi.models_by_hf_id.get(hf_id, [])), "hf_id": hf_id,
+          "layers": spec.num_layers, "d": spec.hidden_size,
+          "heads": f"{spec.num_heads} / {spec.num_kv_heads}", "d_ff": spec.intermediate_size,
+          "experts": f"{spec.num_experts} ({spec.experts_per_token})",
+          "moe_factor": fmt_g(spec.seed_moe_factor)} for hf_id, spec in sorted(fi.specs.items())])
+    parse = fi.parse_report[[c for c in PARSE_COLUMNS if c in fi.parse_report]]
+    records = fi.skipped_records
+    return {"custom_note": fi.dataset_note, "note": dataset_note_context(fi.data_root),
+            "ignored": int(fi.parse_report.get("ignored_lines", pd.Series(dtype=int)).sum()),
+            "rejected": int(fi.parse_report.get("rejected_events", pd.Series(dtype=int)).sum()),
+            "records": None if records is None or records.empty else records,
+            "n_experiments": len(fi.experiments), "skipped": list(fi.skipped),
+            "steps": fi.parse_report["steps"].sum(),
+            "malformed": int(fi.parse_report["malformed_lines"].sum()),
+            "blank": int(fi.parse_report["blank_lines"].sum()),
+            "gpu": {"name": fi.gpu.name, "peak_tflops": fi.gpu.peak_bf16_dense_tflops,
+                    "hbm_tb_per_s": fi.gpu.hbm_tb_per_s},
+            "models": models, "parse": parse}
+
+
+def phases_context(fi: FindingsInput) -> dict[str, Any]:
+    """``note``: too_few (no r possible on pure prefill), rare, or share."""
+    pp = _phase(fi.breakdown, "pure_prefill")
+    n_pp = int(pp["steps"])
+    note = ("too_few" if n_pp < MIN_ROWS else "rare" if pp["pct"] < RARE_PREFILL_PCT else "share")
+    return {"table": fi.breakdown, "pure_prefill": {"steps": n_pp, "pct": pp["pct"]}, "note": note}
+
+
+def pure_phase_context(fi: FindingsInput) -> dict[str, Any]:
+    return {"table": fi.pure, "verdict_sentence": fi.verdict.sentence()}
+
+
+def per_experiment_context(fi: FindingsInput) -> dict[str, Any]:
+    total = totals(fi.per_experiment).sort_values("pearson_r", ascending=False, na_position="last")
+    return {"table": total[["model", "workload", "pearson_r", "n_steps"]]}
+
+
+def analysis_context(fi: FindingsInput) -> dict[str, Any]:
+    r_pp = _pure_row(fi.pure, "pure_prefill", "prefill_gemm_us")
+    total = totals(fi.per_experiment)
+    by_workload = total.groupby("workload")["pearson_r"].mean().dropna().sort_values(ascending=False)
+    r_all = _pure_row(fi.pure, "all", "total_analytical_us")["pearson_r"]
+    med = total["pearson_r"].median()
+    return {
+        "pure_prefill": {"r": r_pp["pearson_r"], "n": r_pp["n_steps"],
+                         "steps": _phase(fi.breakdown, "pure_prefill")["steps"]},
+        "decode_attn_r": _pure_row(fi.pure, "pure_decode", "decode_attn_us")["pearson_r"],
+        "decode_gemm_r": _pure_row(fi.pure, "pure_decode", "decode_gemm_us")["pearson_r"],
+        "decode_baseline_r": _pure_row(fi.pure, "pure_decode",
+                                       "batch.decode_tokens (baseline)")["pearson_r"],
+        "pure_decode_pct": _phase(fi.breakdown, "pure_decode")["pct"],
+        "by_workload": list(by_workload.items()) if len(by_workload) > 1 else [],
+        "pooled": None if math.isnan(r_all) or math.isnan(med) else {"r": r_all, "median": med}}
+
+
+def verdict_context(fi: FindingsInput) -> dict[str, Any]:
+    v = fi.verdict
+    t = v.table
+    na = t[t["pearson_r"].isna()]
+    below = t[t["pearson_r"].notna() & ~t["passed"]]
+    return {"label": v.label, "passing": v.passing, "n_criteria": len(t), "required": v.required,
+            "table": t, "na": [r._asdict() for r in na.itertuples()],
+            "below": [r._asdict() for r in below.itertuples()]}
+
+
+def summary_section(fi: FindingsInput) -> str:
+    return render_section("summary", summary_context(fi))
+
+
+def setup_section(fi: FindingsInput) -> str:
+    return render_section("setup", setup_context(fi))
+
+
+def phase_section(fi: FindingsInput) -> str:
+    return render_section("phases", phases_context(fi))
+
+
+def pure_phase_section(fi: FindingsInput) -> str:
+    return render_section("pure_phase", pure_phase_context(fi))
+
+
+def per_experiment_section(fi: FindingsInput) -> str:
+    return render_section("per_experiment", per_experiment_context(fi))
+
+
+def analysis_section(fi: FindingsInput) -> str:
+    return render_section("analysis", analysis_context(fi))
+
+
+def verdict_section(fi: FindingsInput) -> str:
+    return render_section("verdict", verdict_context(fi))
