@@ -8,7 +8,8 @@ PYTHON ?= python3
 # Your own traces: make report DATA=/path/to/ground_truth OUT=/some/dir
 DATA   ?=
 OUT    ?=
-# Reference-data replay: make data HARDWARE=h200-sxm PRECISION=fp8 (default: the calibrated fit)
+# GPU: make data HARDWARE=h200-sxm PRECISION=fp8 replays on it (default: the calibrated fit);
+# make report HARDWARE=h200-sxm analyses on it (rooflines, bounds, floors), data unchanged.
 HARDWARE  ?=
 PRECISION ?=
 # The report notebooks, in the order they run (each reads what the previous ones wrote).
@@ -59,9 +60,10 @@ calibrate: setup ## Fit hardware, weight precision and host overhead to the 12 p
 validate: $(BUNDLED_STAMP) ## Published vs replayed client metrics of data/raw -> data/README.md tables
 	$(PY) -m stepdecomp.refdata.validate
 
-report: setup $(if $(DATA),,$(BUNDLED_STAMP)) ## Run notebooks 01-06 -> reports/ + figures/ (or DATA=... OUT=...)
+report: setup $(if $(DATA),,$(BUNDLED_STAMP)) ## Run notebooks 01-06 -> reports/ + figures/ (or DATA=... OUT=... HARDWARE=...)
 	@echo "running $(words $(NOTEBOOKS)) notebooks on $(if $(DATA),$(DATA),the bundled dataset)"
-	$(PY) -m stepdecomp.runner $(NOTEBOOK_FILES) $(if $(DATA),--data "$(DATA)") $(if $(OUT),--out "$(OUT)")
+	$(PY) -m stepdecomp.runner $(NOTEBOOK_FILES) $(if $(DATA),--data "$(DATA)") $(if $(OUT),--out "$(OUT)") \
+		$(if $(HARDWARE),--hardware "$(HARDWARE)")
 	@echo "findings: $(if $(OUT),$(OUT),reports)/FINDINGS.md"
 
 notebooks: report ## Refresh the committed notebooks' outputs from the default report

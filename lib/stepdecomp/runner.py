@@ -4,8 +4,10 @@
         [--data ROOT] [--out DIR] [--figures DIR] [--hardware NAME]
 
 Notebooks run in the order given, each in notebooks/ as working directory, writing
-OUT/notebooks/<name>.ipynb and .html. Only the options given become papermill parameters, so
-the default report's executed notebooks equal the committed ones plus outputs. A failing
+OUT/notebooks/<name>.ipynb and .html. Only the options given become papermill parameters, and
+each notebook gets only those its parameters cell declares (stepdecomp.params), so the default
+report's executed notebooks equal the committed ones plus outputs. An unknown --hardware stops
+the run before any notebook starts. A failing
 cell stops the run with exit status 1 and a message naming the notebook and the cell.
 """
 
@@ -22,7 +24,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from nbconvert import HTMLExporter
 
-from .paths import NOTEBOOKS_DIR, REPORTS_DIR, display_path, resolve_out_dir
+from .params import ALL_NOTEBOOKS, DEFAULT_HARDWARE, notebook_parameters
+from .paths import HARDWARE_DIR, NOTEBOOKS_DIR, REPORTS_DIR, display_path, resolve_out_dir
 
 
 class NotebookFailed(RuntimeError):
@@ -63,6 +66,15 @@ def run_notebook(src: Path, dst: Path, parameters: dict[str, str]) -> None:
     render_html(dst)
 
 
+def declared_parameters(stem: str, given: dict[str, str]) -> dict[str, str]:
+    """The subset of ``given`` that notebook ``stem`` declares (params.PARAMETERS), so papermill
+    never injects a parameter a notebook does not take; a notebook params does not know gets all."""
+    if stem not in ALL_NOTEBOOKS:
+        return dict(given)
+    names = {p.name for p in notebook_parameters(stem)}
+    return {k: v for k, v in given.items() if k in names}
+
+
 def _relative_paths(notebook: Path) -> None:
     """papermill records absolute input/output paths; keep the shared notebook free of
     this machine's layout."""
@@ -97,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default="", help="ground-truth root (default: the bundled dataset)")
     ap.add_argument("--out", default="", help="report directory (default: reports/)")
     ap.add_argument("--figures", default="", help="figures directory (default: figures/ or OUT/figures)")
-    ap.add_argument("--hardware", default="", help="hardware spec name under data/hardware/")
+    ap.add_argument("--hardware", default="",
+                    help=f"GPU spec data/hardware/<name>.json (default {DEFAULT_HARDWARE})")
     ap.add_argument("--refresh-committed", action="store_true",
                     help="copy reports/notebooks/<name> over notebooks/<name> (after a default report)")
     args = ap.parse_args(argv)
@@ -107,12 +120,17 @@ def main(argv: list[str] | None = None) -> int:
     params = {k: str(Path(v).resolve()) if k != "hardware" else v
               for k, v in {"data_root": args.data, "out_dir": args.out, "figures_dir": args.figures,
                            "hardware": args.hardware}.items() if v}
+    if "hardware" in params and not (HARDWARE_DIR / f"{params['hardware']}.json").is_file():
+        known = ", ".join(sorted(p.stem for p in HARDWARE_DIR.glob("*.json")))
+        print(f"make report: no hardware spec {display_path(HARDWARE_DIR)}/{params['hardware']}.json "
+              f"(known: {known})", file=sys.stderr)
+        return 2
     out = resolve_out_dir(params.get("out_dir"))
     for nb in args.notebooks:
         dst = out / "notebooks" / nb.name
         t0 = time.perf_counter()
         try:
-            run_notebook(nb.resolve(), dst, params)
+            run_notebook(nb.resolve(), dst, declared_parameters(nb.stem, params))
         except NotebookFailed as exc:
             print(f"make report: {exc}", file=sys.stderr)
             return 1

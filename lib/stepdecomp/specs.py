@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 from .paths import HARDWARE_DIR, MODELS_DIR, display_path
+from .params import DEFAULT_HARDWARE
 
 _DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4, "float8_e4m3fn": 1}
 
@@ -234,7 +235,7 @@ class GpuSpec:
         return self.peak_flops_per_s / self.hbm_bytes_per_s
 
 
-def load_gpu_spec(name: str = "h100-sxm", hardware_dir: Path = HARDWARE_DIR) -> GpuSpec:
+def load_gpu_spec(name: str = DEFAULT_HARDWARE, hardware_dir: Path = HARDWARE_DIR) -> GpuSpec:
     path = hardware_dir / f"{name}.json"
     if not path.is_file():
         known = sorted(p.stem for p in hardware_dir.glob("*.json"))

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import otlp
+from .. import otlp, params
 from ..experiments import Experiment, read_experiment
 from ..specs import load_gpu_spec, load_model_spec
 from .record import Recorder
@@ -33,7 +33,7 @@ DEFAULT_EPOCH_NS = 1_771_286_400 * 10**9          # 2026-02-17T00:00:00Z, for un
 DEFAULTS = {"max_num_batched_tokens": 2048, "max_num_seqs": 128, "max_model_len": 4096}
 #: The hardware and weight precision the bundled dataset is generated with: the best fit
 #: to the 12 published client summaries (calibrate.py, data/calibration.json).
-DEFAULT_HARDWARE = "h100-sxm"
+DEFAULT_HARDWARE = params.DEFAULT_HARDWARE
 DEFAULT_PRECISION = "bf16"
 
 _PHASES = ("WAITING", "PREFILL", "DECODE")
