@@ -1,7 +1,9 @@
 import dataclasses
+import json
 
 import pytest
 
+from stepdecomp.paths import HARDWARE_DIR
 from stepdecomp.specs import GpuSpec, ModelSpec, UnknownModelError, load_gpu_spec, load_model_spec
 
 LLAMA7 = "meta-llama/Llama-2-7b-hf"
@@ -52,3 +54,45 @@ def test_h100_constants_come_from_the_data_file():
         load_gpu_spec("b300")
     with pytest.raises(ValueError):
         GpuSpec("x", 0, 1, 1, 1)
+
+
+def test_allreduce_latency_is_a_sourced_hardware_constant():
+    g = load_gpu_spec("h100-sxm")
+    assert g.allreduce_latency_us == 4.6
+    assert "custom_allreduce_perf" in g.allreduce_latency_source
+    assert load_gpu_spec("h200-sxm").allreduce_latency_us == 4.4
+    with pytest.raises(ValueError, match="allreduce_latency_us must be positive"):
+        dataclasses.replace(g, allreduce_latency_us=0.0)
+    with pytest.raises(ValueError, match="needs an allreduce_latency_source"):
+        dataclasses.replace(g, allreduce_latency_source="")
+    # a spec built in code may leave it out (roofline.allreduce_us refuses it for tp > 1)
+    assert GpuSpec("x", 1, 1, 1, 1).allreduce_latency_us is None
+
+
+def _write_gpu(tmp_path, **overrides):
+    raw = json.loads((HARDWARE_DIR / "h100-sxm.json").read_text())
+    raw.update(overrides)
+    raw = {k: v for k, v in raw.items() if v is not None}
+    (tmp_path / "test-gpu.json").write_text(json.dumps(raw))
+    return tmp_path
+
+
+def test_hardware_file_missing_field_names_file_and_field(tmp_path):
+    d = _write_gpu(tmp_path, allreduce_latency_us=None)
+    with pytest.raises(ValueError, match=r"test-gpu\.json: missing required field\(s\) "
+                                         r"\['allreduce_latency_us'\]"):
+        load_gpu_spec("test-gpu", d)
+    d = _write_gpu(tmp_path, allreduce_latency_source=None, hbm_tb_per_s=None)
+    with pytest.raises(ValueError, match=r"test-gpu\.json: missing required field\(s\) "
+                                         r"\['hbm_tb_per_s', 'allreduce_latency_source'\]"):
+        load_gpu_spec("test-gpu", d)
+
+
+def test_hardware_file_invalid_value_names_file(tmp_path):
+    d = _write_gpu(tmp_path, allreduce_latency_us=-1.0)
+    with pytest.raises(ValueError, match=r"test-gpu\.json: H100 SXM 80GB: allreduce_latency_us "
+                                         r"must be positive"):
+        load_gpu_spec("test-gpu", d)
+    d = _write_gpu(tmp_path, hbm_gib=0)
+    with pytest.raises(ValueError, match=r"test-gpu\.json: .*hbm_gib must be positive"):
+        load_gpu_spec("test-gpu", d)

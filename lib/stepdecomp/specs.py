@@ -204,6 +204,11 @@ class GpuSpec:
     kernel_system: str | None = None
     #: weight precisions with measured GEMM and MoE tables for that system.
     weight_precisions: tuple[str, ...] = ()
+    #: Fixed cost (µs) of one tensor-parallel all-reduce call, whatever its size, and where
+    #: that number comes from. Required in data/hardware/*.json (load_gpu_spec); None only
+    #: for a spec built in code, which roofline.allreduce_us then refuses for tp > 1.
+    allreduce_latency_us: float | None = None
+    allreduce_latency_source: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("peak_bf16_dense_tflops", "hbm_tb_per_s", "hbm_gib",
@@ -212,6 +217,12 @@ class GpuSpec:
                 raise ValueError(f"{self.name}: {name} must be positive")
         if self.weight_precisions and self.kernel_system is None:
             raise ValueError(f"{self.name}: weight_precisions given without a kernel_system")
+        if self.allreduce_latency_us is not None:
+            if not self.allreduce_latency_us > 0:
+                raise ValueError(f"{self.name}: allreduce_latency_us must be positive")
+            if not self.allreduce_latency_source:
+                raise ValueError(f"{self.name}: allreduce_latency_us needs an "
+                                 f"allreduce_latency_source saying where it comes from")
 
     @property
     def peak_flops_per_s(self) -> float:
@@ -235,13 +246,26 @@ class GpuSpec:
         return self.peak_flops_per_s / self.hbm_bytes_per_s
 
 
+#: Keys every data/hardware/<name>.json must have (the other GpuSpec fields are optional).
+GPU_JSON_REQUIRED = ("name", "peak_bf16_dense_tflops", "hbm_tb_per_s", "hbm_gib",
+                     "nvlink_gb_per_s_per_direction", "allreduce_latency_us",
+                     "allreduce_latency_source")
+
+
 def load_gpu_spec(name: str = DEFAULT_HARDWARE, hardware_dir: Path = HARDWARE_DIR) -> GpuSpec:
+    """Read ``data/hardware/<name>.json``; a missing or invalid field names the file."""
     path = hardware_dir / f"{name}.json"
     if not path.is_file():
         known = sorted(p.stem for p in hardware_dir.glob("*.json"))
         raise FileNotFoundError(f"no hardware spec {name!r} at {display_path(path)}; known: {known}")
     raw = json.loads(path.read_text())
+    missing = [k for k in GPU_JSON_REQUIRED if k not in raw]
+    if missing:
+        raise ValueError(f"{display_path(path)}: missing required field(s) {missing}")
     fields = {k: raw[k] for k in GpuSpec.__dataclass_fields__ if k in raw}
     if "weight_precisions" in fields:
         fields["weight_precisions"] = tuple(fields["weight_precisions"])
-    return GpuSpec(**fields)
+    try:
+        return GpuSpec(**fields)
+    except ValueError as exc:
+        raise ValueError(f"{display_path(path)}: {exc}") from None
