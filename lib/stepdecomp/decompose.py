@@ -1,7 +1,8 @@
 """The seed study's analytical decomposition of a step (mode "seed": reproduced exactly).
 
 Notation (per experiment): d = hidden_size, L = layers, H = attention heads, H_kv = KV heads,
-d_head = d/H, d_kv = H_kv·d_head, d_ff = intermediate_size, tp = tensor parallelism,
+d_head = d/H (the study's, even where the config gives another head_dim: specs.ModelSpec.seed_d_head),
+d_kv = H_kv·d_head, d_ff = intermediate_size, tp = tensor parallelism,
 moe = num_experts_per_tok / num_local_experts (1 for dense) — the seed's factor, which
 under-counts MoE MLPs by num_local_experts (see specs.ModelSpec.seed_moe_factor). P and D are
 the step's prefill and decode tokens. FLOPs count 2 per multiply-add. Every function takes
@@ -15,7 +16,7 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from .specs import GpuSpec, ModelSpec
+from .specs import GpuSpec, ModelSpec, model_table
 
 SEED_COLUMNS = ["prefill_gemm_us", "prefill_attn_us", "decode_gemm_us", "decode_attn_us",
                 "total_analytical_us"]
@@ -53,14 +54,20 @@ def flops_to_us(flops: np.ndarray, gpu: GpuSpec) -> np.ndarray:
     return np.asarray(flops, dtype=np.float64) / gpu.peak_flops_per_s * 1e6
 
 
+#: The seed's architecture symbols: arch_* column -> its specs.model_table column. d_head is
+#: the study's d/H (seed_d_head), not the config's head_dim, so the seed stays bit-exact.
+SEED_ARCH_COLUMNS = {"arch_d": "hidden_size", "arch_layers": "num_layers",
+                     "arch_heads": "num_heads", "arch_d_head": "seed_d_head",
+                     "arch_d_kv": "seed_d_kv", "arch_d_ff": "intermediate_size",
+                     "arch_seed_moe": "seed_moe_factor"}
+
+
 def architecture_table(specs: Mapping[str, ModelSpec]) -> pd.DataFrame:
-    """One row per hf_id with the seed's architecture symbols (merged onto steps)."""
-    rows = [{"hf_id": hf_id, "arch_d": s.hidden_size, "arch_layers": s.num_layers,
-             "arch_heads": s.num_heads, "arch_d_head": s.hidden_size / s.num_heads,
-             "arch_d_kv": s.num_kv_heads * (s.hidden_size / s.num_heads),
-             "arch_d_ff": s.intermediate_size, "arch_seed_moe": s.seed_moe_factor}
-            for hf_id, s in specs.items()]
-    return pd.DataFrame(rows)
+    """One row per hf_id with the seed's architecture symbols (merged onto steps): a view of
+    specs.model_table renamed by ``SEED_ARCH_COLUMNS``."""
+    table = model_table(specs)
+    return table[["hf_id", *SEED_ARCH_COLUMNS.values()]].set_axis(
+        ["hf_id", *SEED_ARCH_COLUMNS], axis=1)
 
 
 def seed_components(steps: pd.DataFrame, specs: Mapping[str, ModelSpec], gpu: GpuSpec) -> pd.DataFrame:
