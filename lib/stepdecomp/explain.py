@@ -21,16 +21,17 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-EXP = "experiment_id"
+from . import columns
+
+EXP = columns.EXPERIMENT
 KV_BLOCKS_USED = "kv.blocks_used"
 
 #: Scheduler-work regressors: what schedule() walks, admits, budgets and allocates.
 SCHEDULER_WORK_COLUMNS = ("queue.running_depth", "queue.waiting_depth",
                           "batch.num_prefill_reqs", "batch.scheduled_tokens", KV_BLOCKS_USED)
 #: The physical GPU components (roofline.physical_components), used when present.
-FLOP_COLUMNS = ("phys_prefill_gemm_us", "phys_prefill_attn_us", "phys_decode_gemm_us",
-                "phys_decode_attn_us")
-DEFAULT_TARGETS = ("step.duration_us", "step_period_us")
+FLOP_COLUMNS = tuple(columns.PHYS_COMPONENTS)
+DEFAULT_TARGETS = (columns.DURATION, columns.PERIOD)
 #: Fewer complete rows than this (per experiment and target) give R² = NaN.
 MIN_ROWS = 10
 #: R² is rounded to this many significant digits (last-bit differences of lstsq vanish).

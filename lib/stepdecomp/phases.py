@@ -10,8 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-PHASES = ["pure_prefill", "pure_decode", "mixed"]
-PREFILL, DECODE = "batch.prefill_tokens", "batch.decode_tokens"
+from .columns import DECODE_TOKENS as DECODE, PHASES, PREFILL_TOKENS as PREFILL
 
 
 def _tokens(steps: pd.DataFrame) -> tuple[pd.Series, pd.Series]:

@@ -20,12 +20,8 @@ if TYPE_CHECKING:
 
 from .experiments import short_name
 from .phases import PHASES, phase_label
-from .targets import TARGETS
-
-DURATION = "step.duration_us"
-PHASE_COLORS = {"pure_prefill": "#d95f02", "pure_decode": "#1b9e77", "mixed": "#7570b3",
-                "empty": "#999999"}
-WORKLOAD_ORDER = ["general", "codegen", "roleplay", "reasoning"]
+from .columns import (COMPONENT_COLORS, DURATION, PHASE_COLORS, PHYS_LOWER_BOUND, PHYS_TIME_COLUMNS,
+                      PHYS_TOTAL, TARGET_LABELS, WORKLOAD_ORDER, short_label)
 
 
 def style() -> None:
@@ -162,16 +158,6 @@ def per_experiment_scatter(components: pd.DataFrame, analytical: str = "total_an
 
 # =========================================================================== physical mode
 
-PHYS_TIME_COLUMNS = ["phys_prefill_gemm_us", "phys_prefill_attn_us", "phys_decode_gemm_us",
-                     "phys_decode_attn_us", "phys_allreduce_us", "phys_lm_head_us"]
-COMPONENT_COLORS = {"phys_prefill_gemm_us": "#d95f02", "phys_prefill_attn_us": "#fdae6b",
-                    "phys_decode_gemm_us": "#1b9e77", "phys_decode_attn_us": "#66c2a5",
-                    "phys_allreduce_us": "#7570b3", "phys_lm_head_us": "#999999"}
-
-
-def _label(column: str) -> str:
-    return column.removeprefix("phys_").removesuffix("_us").replace("_", " ")
-
 
 def _grid(n: int, width: float = 4.4, height: float = 3.8, max_cols: int = 4
           ) -> tuple[Figure, np.ndarray]:
@@ -254,7 +240,7 @@ def component_shares_by_phase(components: pd.DataFrame, by: str = "model") -> Fi
         left = np.zeros(len(shares))
         for c in PHYS_TIME_COLUMNS:
             vals = shares[c].fillna(0).to_numpy()
-            ax.barh(names, vals, left=left, color=COMPONENT_COLORS[c], label=_label(c))
+            ax.barh(names, vals, left=left, color=COMPONENT_COLORS[c], label=short_label(c))
             left += vals
         ax.invert_yaxis()
         ax.set_xlim(0, 100)
@@ -274,7 +260,7 @@ def observed_vs_physical(components: pd.DataFrame, max_points: int = 3000, seed:
     (phys_total_us), coloured by phase, with observed = estimate (dashed) and the HBM lower
     bound of each tp (horizontal, dotted): a step below its line ran faster than reading the
     weights once allows. At most ``max_points`` steps per panel (a seeded sample)."""
-    x = "phys_total_us"
+    x = PHYS_TOTAL
     ok = components[(components[x] > 0) & (components[DURATION] > 0)
                     & np.isfinite(components[x]) & np.isfinite(components[DURATION])]
     models = sorted(components["model"].unique())
@@ -290,9 +276,9 @@ def observed_vs_physical(components: pd.DataFrame, max_points: int = 3000, seed:
         lo = min(g[x].min(), g[DURATION].min())
         hi = max(g[x].max(), g[DURATION].max())
         ax.plot([lo, hi], [lo, hi], ls="--", lw=1, color="black", label="observed = estimate")
-        bounds = g[g["phys_lower_bound_us"] > 0].groupby("tp")["phys_lower_bound_us"].median()
+        bounds = g[g[PHYS_LOWER_BOUND] > 0].groupby("tp")[PHYS_LOWER_BOUND].median()
         for tp, lb in bounds.items():
-            below = int(((g["tp"] == tp) & (g[DURATION] < g["phys_lower_bound_us"])).sum())
+            below = int(((g["tp"] == tp) & (g[DURATION] < g[PHYS_LOWER_BOUND])).sum())
             ax.axhline(lb, color="firebrick", lw=1, ls=":",
                        label=f"HBM lower bound, tp={tp} ({below:,} steps below)")
         ax.set_xscale("log")
@@ -354,10 +340,6 @@ def seed_vs_physical_r(per_experiment: pd.DataFrame) -> Figure:
 
 # =========================================================================== what the traces measure
 
-#: Panel titles of the step-time targets (targets.TARGETS, in that order).
-TARGET_LABELS = dict(zip(TARGETS, ("step.duration_us (schedule() CPU time)",
-                                   "step_forward_us (from timestamps)",
-                                   "step_period_us (step start to next start)")))
 
 
 def _log_axes(ax) -> None:
@@ -375,7 +357,7 @@ def targets_vs_physical(components: pd.DataFrame, model: str, max_points: int = 
     phys_total_us, coloured by phase, with target = estimate (dashed) and the HBM lower
     bound (dotted). Log axes; at most ``max_points`` steps per panel (a seeded sample)."""
     g = components[components["model"] == model]
-    x = "phys_total_us"
+    x = PHYS_TOTAL
     fig, axes = plt.subplots(1, len(TARGET_LABELS), figsize=(4.6 * len(TARGET_LABELS), 4.0),
                              squeeze=False)
     for ax, (target, label) in zip(axes.flat, TARGET_LABELS.items()):
@@ -388,8 +370,8 @@ def targets_vs_physical(components: pd.DataFrame, model: str, max_points: int = 
         _phase_scatter(ax, _sample(ok, max_points, seed), x, target)
         lo, hi = min(ok[x].min(), ok[target].min()), max(ok[x].max(), ok[target].max())
         ax.plot([lo, hi], [lo, hi], ls="--", lw=1, color="black", label="target = estimate")
-        lb = float(ok["phys_lower_bound_us"].median())
-        below = int((ok[target] < ok["phys_lower_bound_us"]).sum())
+        lb = float(ok[PHYS_LOWER_BOUND].median())
+        below = int((ok[target] < ok[PHYS_LOWER_BOUND]).sum())
         ax.axhline(lb, color="firebrick", lw=1, ls=":",
                    label=f"HBM lower bound ({below:,} of {len(ok):,} steps below)")
         _log_axes(ax)

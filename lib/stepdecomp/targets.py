@@ -44,12 +44,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from . import otlp
+from . import columns, otlp
 
 # --------------------------------------------------------------------------- constants
 
-EXP = "experiment_id"
-STEP_ID = "step.id"
+EXP = columns.EXPERIMENT
+STEP_ID = columns.STEP_ID
 TS_START = "step.ts_start_ns"
 TS_END = "step.ts_end_ns"
 JOURNEY_STEP = "scheduler.step"
@@ -81,7 +81,7 @@ SOURCE_FROM_PERIOD = "from_period"
 
 #: The step-time targets the physical mode is run on: the seed's (schedule() CPU time) and
 #: the two the timestamps give.
-TARGETS = ("step.duration_us", "step_forward_us", "step_period_us")
+TARGETS = columns.TARGETS
 
 TARGET_COLUMNS = [
     EXP, STEP_ID, "step_forward_us", "step_forward_source", "step_period_us", "step_period_exact",
