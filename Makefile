@@ -12,6 +12,10 @@ OUT    ?=
 # make report HARDWARE=h200-sxm analyses on it (rooflines, bounds, floors), data unchanged.
 HARDWARE  ?=
 PRECISION ?=
+# make report SITE=0 skips the offline site (OUT/site/) it builds as its last step.
+SITE   ?= 1
+SITE_DIR = $(if $(OUT),$(OUT),reports)/site
+SITE_ARGS = $(if $(OUT),--out "$(OUT)") $(if $(DATA),--data "$(DATA)")
 # The report notebooks, in the order they run (each reads what the previous ones wrote).
 NOTEBOOKS := 01_load 02_decompose 03_phases 04_correlation 05_plots 06_report
 NOTEBOOK_FILES := $(NOTEBOOKS:%=notebooks/%.ipynb)
@@ -23,7 +27,7 @@ SANITIZE := tests/nbval-sanitize.cfg
 export TQDM_DISABLE ?= 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: FORCE help setup data calibrate validate report test unit nbval lab bench notebooks clean distclean
+.PHONY: FORCE help setup data calibrate validate report site site-check test unit nbval lab bench notebooks clean distclean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -65,6 +69,13 @@ report: setup $(if $(DATA),,$(BUNDLED_STAMP)) ## Run notebooks 01-06 -> reports/
 	$(PY) -m stepdecomp.runner $(NOTEBOOK_FILES) $(if $(DATA),--data "$(DATA)") $(if $(OUT),--out "$(OUT)") \
 		$(if $(HARDWARE),--hardware "$(HARDWARE)")
 	@echo "findings: $(if $(OUT),$(OUT),reports)/FINDINGS.md"
+	$(if $(filter 1,$(SITE)),$(PY) -m stepdecomp.site $(SITE_ARGS))
+
+site: setup ## Offline site of the report: FINDINGS + one page per notebook -> reports/site/ (OUT=)
+	$(PY) -m stepdecomp.site $(SITE_ARGS)
+
+site-check: site ## Open every site page in headless chromium: no error, no external request, all images
+	$(PY) -m stepdecomp.sitecheck "$(SITE_DIR)"
 
 notebooks: report ## Refresh the committed notebooks' outputs from the default report
 	$(PY) -m stepdecomp.runner --refresh-committed $(NOTEBOOK_FILES)
@@ -74,9 +85,16 @@ unit: setup ## Unit tests of lib/ (pytest)
 
 nbval: setup $(BUNDLED_STAMP) ## Re-execute the committed notebooks and compare outputs (nbval)
 	@tmp=$$(mktemp -d) && STEPDECOMP_OUT=$$tmp/nbval-out $(PY) -m pytest --nbval notebooks \
-		--nbval-sanitize-with $(SANITIZE) -p no:cacheprovider; rc=$$?; rm -rf $$tmp; exit $$rc
+		--nbval-sanitize-with $(SANITIZE) -p no:cacheprovider; rc=$$?; \
+	if [ $$rc -eq 0 ] && [ -n "$(NBVAL_SITE)" ]; then \
+		$(PY) -m stepdecomp.site --out $$tmp/nbval-out --notebooks notebooks && \
+		$(PY) -m stepdecomp.sitecheck --no-screenshots $$tmp/nbval-out/site; rc=$$?; fi; \
+	rm -rf $$tmp; exit $$rc
 
-test: unit nbval ## Everything CI runs: unit tests, then nbval on the notebooks
+# make test checks the site of the nbval run in the browser: its FINDINGS.md and figures, and the
+# committed notebooks nbval has just compared with a fresh run (no second report run).
+test: NBVAL_SITE := 1
+test: unit nbval ## Everything CI runs: unit tests, nbval on the notebooks, the browser check of their site
 
 lab: setup ## Open JupyterLab on notebooks/ with the library importable
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
