@@ -65,11 +65,17 @@ def _outside_fences(markdown: str) -> list[str]:
     return lines
 
 
+def _cells(row: str) -> int:
+    return len(row.replace("\\|", "").strip().strip("|").split("|"))
+
+
 def count_markdown_tables(markdown: str) -> int:
-    """GFM tables: a row with a pipe followed by a delimiter row (|---|:--:|), outside fences."""
+    """GFM tables: a header row followed by a delimiter row (|---|:--:|) with as many cells,
+    both with a pipe, outside code fences."""
     lines = _outside_fences(markdown)
     return sum(1 for head, delim in zip(lines, lines[1:])
-               if "|" in head and "-" in delim and _DELIMITER_ROW.match(delim))
+               if "|" in head and "|" in delim and _DELIMITER_ROW.match(delim)
+               and _cells(head) == _cells(delim))
 
 
 def markdown_figures(markdown: str) -> list[str]:
