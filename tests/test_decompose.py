@@ -56,3 +56,16 @@ def test_missing_spec_is_named(specs):
     steps = _steps([["a", "x", "general", "acme/X", 1, 1, 0, 1, 100]])
     with pytest.raises(KeyError, match="acme/X"):
         decompose.seed_components(steps, specs, load_gpu_spec())
+
+
+def test_architecture_table_is_a_view_of_the_model_table(specs):
+    from stepdecomp.specs import model_table
+
+    arch = decompose.architecture_table(specs)
+    table = model_table(specs)
+    assert list(arch.columns) == ["hf_id", *decompose.SEED_ARCH_COLUMNS]
+    for arch_col, col in decompose.SEED_ARCH_COLUMNS.items():
+        assert arch[arch_col].tolist() == table[col].tolist()
+    # the seed's d_head is d/H as a float: 8192/64 = 128.0 for Llama-2-70B, d_kv = 8·128.0
+    row = arch.set_index("hf_id").loc[LLAMA70]
+    assert (row["arch_d_head"], row["arch_d_kv"], row["arch_d"]) == (128.0, 1024.0, 8192)

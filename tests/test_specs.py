@@ -96,3 +96,27 @@ def test_hardware_file_invalid_value_names_file(tmp_path):
     d = _write_gpu(tmp_path, hbm_gib=0)
     with pytest.raises(ValueError, match=r"test-gpu\.json: .*hbm_gib must be positive"):
         load_gpu_spec("test-gpu", d)
+
+
+def test_model_table_is_one_row_per_model_with_fields_and_derived_columns():
+    from stepdecomp.specs import MODEL_COLUMNS, load_model_specs, model_table, specs_table
+
+    specs = load_model_specs([MIXTRAL, LLAMA7, "mistralai/Mistral-Nemo-Base-2407"])
+    t = model_table(specs)
+    assert list(t.columns) == list(MODEL_COLUMNS)
+    assert t["hf_id"].tolist() == sorted([MIXTRAL, LLAMA7, "mistralai/Mistral-Nemo-Base-2407"])
+    rows = t.set_index("hf_id")
+    # Llama-2-7B: d/H = 4096/32 = 128 = head_dim; 6_738_149_376 parameters, exact in int64
+    assert rows.loc[LLAMA7, ["head_dim", "seed_d_head", "q_dim"]].tolist() == [128, 128.0, 4096]
+    assert rows.loc[LLAMA7, "total_params"] == 6_738_149_376
+    # Mistral-Nemo: head_dim 128, seed d/H = 5120/32 = 160, d_kv 8·128 vs the seed's 8·160
+    nemo = rows.loc["mistralai/Mistral-Nemo-Base-2407"]
+    assert (nemo["head_dim"], nemo["seed_d_head"], nemo["kv_dim"], nemo["seed_d_kv"]) == (128, 160.0, 1024, 1280.0)
+    # Mixtral: E = 8, k = 2, router 4096·8, the seed factor 2/8
+    assert rows.loc[MIXTRAL, ["num_experts", "experts_per_token", "router_params_per_layer",
+                              "seed_moe_factor"]].tolist() == [8, 2, 32_768, 0.25]
+    assert rows.loc[MIXTRAL, "model_type"] == "mixtral"
+    # the display table formats the same rows
+    shown = specs_table(specs).set_index("hf_id")
+    assert shown.loc["mistralai/Mistral-Nemo-Base-2407", ["d_head", "seed_d_head"]].tolist() == [128, 160.0]
+    assert shown.loc[LLAMA7, "total_params_b"] == 6.738
