@@ -1,0 +1,148 @@
+"""The per-experiment pipeline: in process and on a Dask LocalCluster (2 worker processes),
+the same bytes in every table and Parquet file; per-experiment application of the statistics
+equals the statistics on the whole frame; the in-process path never imports Dask."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from stepdecomp import outputs, pipeline
+
+FIXTURE_EXPERIMENTS = ["20260101-000000-llama-2-7b-tp1-general",
+                       "20260101-010000-mixtral-8x7b-v0-1-tp2-codegen",
+                       "20260101-020000-llama-2-70b-hf-tp4-reasoning"]
+FIXTURE_STEPS = 312            # sampled steps of the three fixture experiments
+
+
+@pytest.fixture(scope="module")
+def cluster_address():
+    """One LocalCluster for the module (start-up costs seconds)."""
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=pipeline.LOCAL_WORKERS, threads_per_worker=1,
+                                  processes=True, dashboard_address=None) as cluster:
+        yield cluster.scheduler_address
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, cluster_address):
+    """The fixture through every stage twice: in process and on the cluster, each with its
+    own trace cache (so the cluster's workers parse the files themselves)."""
+    base = tmp_path_factory.mktemp("pipeline")
+    out = {}
+    for name, dask in (("pandas", ""), ("dask", cluster_address)):
+        dirs = outputs.run_dirs(str(pipeline_fixture_root()), str(base / name))
+        out[name] = (dirs, pipeline.run(dirs, "h100-sxm", dask, cache_root=base / f"cache-{name}"))
+    return out
+
+
+def pipeline_fixture_root() -> Path:
+    from stepdecomp.paths import FIXTURE_ROOT
+    return FIXTURE_ROOT
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file()}
+
+
+def test_dask_and_pandas_write_identical_bytes(runs):
+    (pd_dirs, pd_res), (dk_dirs, dk_res) = runs["pandas"], runs["dask"]
+    tables, tables_dask = _files(pd_dirs.tables), _files(dk_dirs.tables)
+    expected = {f"{n}.csv" for n in (*pipeline.EXPERIMENT_TABLES, *pipeline.POOLED_STATISTICS)}
+    assert set(tables) == expected | {"step_components.parquet"}
+    assert set(tables_dask) == set(tables)
+    assert [n for n in tables if tables[n] != tables_dask[n]] == []
+    parts = _files(pd_dirs.interim / pipeline.COMPONENTS_DATASET)
+    assert sorted(parts) == [f"experiment_id={e}/part.parquet" for e in FIXTURE_EXPERIMENTS]
+    assert parts == _files(dk_dirs.interim / pipeline.COMPONENTS_DATASET)
+    assert pd_res.steps == dk_res.steps == FIXTURE_STEPS
+    assert pd_res.journey_events == dk_res.journey_events > 0
+
+
+def test_components_are_the_partitions_in_experiment_order(runs):
+    dirs, res = runs["pandas"]
+    comps = pd.read_parquet(res.components_path)
+    assert len(comps) == FIXTURE_STEPS
+    assert list(pd.unique(comps["experiment_id"])) == FIXTURE_EXPERIMENTS
+    pruned = pipeline.read_partitioned(dirs.interim / pipeline.COMPONENTS_DATASET, ["step.id"])
+    assert list(pruned.columns) == ["step.id"]
+    assert pruned["step.id"].tolist() == comps["step.id"].tolist()
+
+
+@pytest.mark.parametrize("name", list(pipeline.PER_EXPERIMENT_STATISTICS))
+def test_per_experiment_statistic_equals_whole_frame(runs, cluster_address, name):
+    """Applied per experiment (from the frame, or from the partitions on the cluster) and
+    concatenated in order, each statistic equals the statistic on all steps at once."""
+    dirs, res = runs["pandas"]
+    fn = pipeline.PER_EXPERIMENT_STATISTICS[name]
+    comps = pd.read_parquet(res.components_path)
+    whole = fn(comps)
+    assert len(whole) > 0
+    pd.testing.assert_frame_equal(pipeline.map_experiments(fn, comps), whole)
+    from distributed import Client
+    with Client(cluster_address) as client:
+        on_cluster = pipeline.map_experiments(fn, dirs.interim / pipeline.COMPONENTS_DATASET, client)
+    pd.testing.assert_frame_equal(on_cluster, whole)
+    pd.testing.assert_frame_equal(res.tables[name], whole)
+
+
+def test_pooled_statistics_on_pruned_columns_equal_full_frame(runs):
+    _, res = runs["pandas"]
+    comps = pd.read_parquet(res.components_path)
+    for name, fn in pipeline.POOLED_STATISTICS.items():
+        pd.testing.assert_frame_equal(res.tables[name], fn(comps), obj=name)
+
+
+def test_concat_tables_restacks_per_target_tables_target_major():
+    a = pd.DataFrame({"target": ["step.duration_us", "step_forward_us"], "experiment_id": ["a", "a"]})
+    b = pd.DataFrame({"target": ["step.duration_us", "step_forward_us"], "experiment_id": ["b", "b"]})
+    got = pipeline.concat_tables([a, b], target_major=True)
+    assert got.to_dict("list") == {"target": ["step.duration_us", "step.duration_us",
+                                              "step_forward_us", "step_forward_us"],
+                                   "experiment_id": ["a", "b", "a", "b"]}
+    kept = pipeline.concat_tables([a, b])
+    assert kept["experiment_id"].tolist() == ["a", "a", "b", "b"]
+    assert pipeline.concat_tables([]).empty
+
+
+def test_backend_from_argument_else_environment(monkeypatch):
+    monkeypatch.delenv(pipeline.ENV_DASK, raising=False)
+    assert pipeline.backend() == ""
+    monkeypatch.setenv(pipeline.ENV_DASK, " tcp://10.0.0.1:8786 ")
+    assert pipeline.backend() == "tcp://10.0.0.1:8786"
+    assert pipeline.backend("local") == "local"
+    assert pipeline.backend("") == ""          # an explicit empty argument means in process
+
+
+def test_partition_files_of_an_empty_directory_name_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"no experiment_id=\*/part.parquet under .*empty"):
+        pipeline.partition_files(tmp_path / "empty")
+
+
+def test_data_root_without_experiments_is_refused(tmp_path):
+    (tmp_path / "root" / "notes").mkdir(parents=True)
+    dirs = outputs.run_dirs(str(tmp_path / "root"), str(tmp_path / "out"))
+    with pytest.raises(FileNotFoundError, match="root holds no experiment with traces"):
+        pipeline.decompose_dataset(dirs, gpu=None, dask="")
+
+
+def test_in_process_path_does_not_import_dask(tmp_path):
+    code = (
+        "import sys\n"
+        "from stepdecomp import outputs, pipeline\n"
+        "from stepdecomp.paths import FIXTURE_ROOT\n"
+        f"dirs = outputs.run_dirs(str(FIXTURE_ROOT), {str(tmp_path / 'out')!r})\n"
+        f"res = pipeline.run(dirs, 'h100-sxm', '', cache_root=__import__('pathlib').Path({str(tmp_path / 'cache')!r}))\n"
+        "assert res.steps == %d, res.steps\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed')))\n"
+        % FIXTURE_STEPS)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**__import__("os").environ, "TQDM_DISABLE": "1",
+                               pipeline.ENV_DASK: ""}, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
