@@ -148,7 +148,9 @@ def test_notebook_page_structure(tmp_path):
     assert len(images) == 1 and images[0].startswith("01_tiny_files/")
     assert (out / "site" / images[0]).read_bytes() == _png("green")
     assert "index.html" in page.attrs("a", "href")
-    assert "site.css" in page.attrs("link", "href")
+    assert sorted(page.attrs("link", "href")) == ["lab-index.css", "lab-theme-light.css", "site.css"]
+    assert (out / "site" / "lab-index.css").stat().st_size > 100_000   # shared, not inlined
+    assert len(html) < 20_000
     assert page.joined_text().startswith("01 · Tiny")               # <title>
     assert "hello" in page.joined_text()
 

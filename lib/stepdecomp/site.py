@@ -12,7 +12,7 @@ Layout of SITE (``OUT/site``, ``reports/site`` by default)::
     figures/*.png           the figures FINDINGS references and those of the run's figures dir
     <notebook>.html         one page per executed notebook, code inputs folded in <details>
     <notebook>_files/*.png  that notebook's image outputs
-    site.css
+    site.css, lab-*.css     the site's styles; nbconvert's JupyterLab styles, shared by the pages
     screenshots/            written by the browser check (stepdecomp.sitecheck), not here
 
 Nothing on a page is loaded from the network: nbconvert's lab template is used without its
@@ -49,6 +49,8 @@ if TYPE_CHECKING:
 
 SITE_TEMPLATES = Path(__file__).parent / "templates" / "site"
 CSS_NAME = "site.css"
+#: nbconvert's lab stylesheets are written beside the pages as lab-<name>.css.
+LAB_CSS_PREFIX = "lab-"
 FIGURES_SUBDIR = "figures"
 FINDINGS_NAME = "FINDINGS.md"
 INDEX_NAME = "index.html"
@@ -164,12 +166,29 @@ def notebook_title(nb: dict[str, Any], fallback: str) -> str:
 
 @functools.lru_cache(maxsize=1)
 def _exporter() -> "HTMLExporter":
+    """nbconvert's lab HTML with our template, image outputs extracted to files, and the
+    template's stylesheets (~270 kB) linked as files the pages share instead of inlined in each
+    (``css_files``: file name -> CSS, written beside the pages)."""
     from nbconvert import HTMLExporter
     from traitlets.config import Config
 
+    class SiteHTMLExporter(HTMLExporter):
+        css_files: dict[str, str] = {}
+
+        def _init_resources(self, resources):  # type: ignore[no-untyped-def]
+            resources = super()._init_resources(resources)
+
+            def link_css(name: str) -> Markup:
+                href = f"{LAB_CSS_PREFIX}{PurePosixPath(name).name}"
+                self.css_files[href] = self.environment.loader.get_source(self.environment, name)[0]
+                return Markup(f'<link rel="stylesheet" href="{href}">')
+
+            resources["include_css"] = link_css
+            return resources
+
     config = Config({"ExtractOutputPreprocessor": {"enabled": True}})
-    return HTMLExporter(config=config, template_name="lab", template_file="notebook.html.j2",
-                        extra_template_paths=[str(SITE_TEMPLATES)])
+    return SiteHTMLExporter(config=config, template_name="lab", template_file="notebook.html.j2",
+                            extra_template_paths=[str(SITE_TEMPLATES)])
 
 
 def render_notebook(page: NotebookPage, site: Path, nav: str) -> list[str]:
@@ -188,6 +207,10 @@ def render_notebook(page: NotebookPage, site: Path, nav: str) -> list[str]:
         (site / name).parent.mkdir(parents=True, exist_ok=True)
         (site / name).write_bytes(data)
         written.append(name)
+    for name, css in sorted(_exporter().css_files.items()):      # type: ignore[attr-defined]
+        if not (site / name).is_file():
+            (site / name).write_text(css, encoding="utf-8")
+            written.append(name)
     return written
 
 
