@@ -10,7 +10,10 @@ Conventions, everywhere in this module:
   step, built by merging the per-model table :func:`model_param_table` onto the steps), and
   ``tp`` a scalar or array. Names carry units: ``_flops``, ``_bytes``, ``_us``, ``tflops``.
 * Time comes from ONE roofline, :func:`roofline_us`: max(FLOPs / peak, bytes / HBM
-  bandwidth). The NVLink all-reduce is the only other time term.
+  bandwidth). Two terms are not a plain roofline: the tensor-parallel all-reduce (per-call
+  latency + bytes / NVLink bandwidth, :func:`allreduce_us`) and a MoE model's fused-expert
+  kernel (:func:`fused_moe_us`: aiconfigurator-core's measured kernel tables where they
+  cover the shape, else the roofline divided by an efficiency curve fitted to those tables).
 
 Notation: d = hidden_size, L = layers, H / H_kv = query / KV heads, d_head = head_dim,
 E / k = num_local_experts / num_experts_per_tok (1 / 1 dense), b = bytes per parameter.
@@ -24,7 +27,8 @@ from typing import Mapping, Union
 import numpy as np
 import pandas as pd
 
-from .specs import GpuSpec, ModelSpec
+from .refdata import kernels
+from .specs import WEIGHT_BYTES_PER_PARAM, GpuSpec, ModelSpec
 
 ArrayLike = Union[np.ndarray, float, int]
 
@@ -41,7 +45,37 @@ PHYS_COLUMNS = [
     "phys_prefill_gemm_us", "phys_prefill_attn_us", "phys_decode_gemm_us", "phys_decode_attn_us",
     "phys_allreduce_us", "phys_lm_head_us", "phys_total_us", "phys_lower_bound_us",
     "phys_arith_intensity_flops_per_byte", "phys_achieved_tflops", "phys_attn_from_journeys",
+    "phys_gemm_us", "phys_moe_us", "phys_moe_source",
 ]
+
+#: All-reduces per forward pass under tensor parallelism, counted as the reference replay
+#: counts them (refdata/stepcost.py, build_step_cost: ``comm = (2 * L + 1) * ...``): two per
+#: layer (after attention's O projection and after the MLP / MoE, both row-parallel) plus
+#: one per step after the vocabulary-parallel input embedding.
+ALLREDUCES_PER_LAYER = 2
+ALLREDUCES_PER_STEP = 1
+
+#: Which fused-MoE time a step's GEMM term got (column ``phys_moe_source``).
+MOE_SOURCE_DENSE = "dense"                 # not a MoE model: no fused-MoE term
+MOE_SOURCE_TABLE = "measured_table"        # aiconfigurator-core's measured MoE table
+MOE_SOURCE_CURVE = "efficiency_curve"      # roofline / MOE_EFFICIENCY (no table for the shape)
+
+#: The efficiency curve (:func:`moe_efficiency`): η = roofline / measured fused-MoE latency at
+#: knots log2(tokens per expert) = -4 … 12, per weight precision. Each value is the median η of
+#: every measured MoE row of aiconfigurator-core's h100_sxm table (all shapes, balanced
+#: routing, moe_tp ≤ 8) whose tokens per expert rounds to that knot in log2, capped at 1,
+#: rounded to 3 digits: :func:`stepdecomp.moefit.fit_moe_efficiency` recomputes it with its
+#: quartiles (between shapes η spreads: bf16 quartiles 0.79–0.89 at 4 tokens per expert,
+#: 0.34–0.52 at 256). FP8 values are low because the roofline uses the BF16 peak and the
+#: measured FP8 fused-MoE kernels are slow. The curve prices any GPU without tables, relative
+#: to that GPU's own roofline.
+MOE_EFFICIENCY_LOG2_KNOTS = tuple(range(-4, 13))
+MOE_EFFICIENCY: dict[str, tuple[float, ...]] = {
+    "bf16": (0.558, 0.725, 0.781, 0.848, 0.876, 0.875, 0.858, 0.841, 0.819, 0.789, 0.713, 0.601,
+             0.44, 0.422, 0.44, 0.581, 0.584),
+    "fp8": (0.118, 0.132, 0.141, 0.158, 0.168, 0.176, 0.176, 0.179, 0.18, 0.177, 0.196, 0.198,
+            0.151, 0.2, 0.215, 0.282, 0.273),
+}
 
 
 @dataclass(frozen=True)
@@ -82,6 +116,12 @@ def _f(x: ArrayLike) -> np.ndarray:
     return np.asarray(x, dtype=np.float64)
 
 
+def _non_expert_params(spec: Arch) -> np.ndarray:
+    """Per-layer weights every token uses whatever its routing: attention QKV + O and the
+    router (d·E, 0 for dense)."""
+    return _f(spec.attn_params_per_layer) + _f(spec.router_params_per_layer)
+
+
 # --------------------------------------------------------------------------- FLOPs
 
 def gemm_flops(tokens: ArrayLike, spec: Arch, tp: ArrayLike) -> np.ndarray:
@@ -94,8 +134,7 @@ def gemm_flops(tokens: ArrayLike, spec: Arch, tp: ArrayLike) -> np.ndarray:
     k = num_experts_per_tok — not k/E as in the seed). Hence
     2·tokens·(attn + k·3·d·d_ff + d·E)·L / tp.
     """
-    per_token = spec.attn_params_per_layer + spec.experts_per_token * spec.expert_params \
-        + spec.router_params_per_layer
+    per_token = _non_expert_params(spec) + _f(spec.experts_per_token) * spec.expert_params
     return 2.0 * _f(tokens) * per_token * spec.num_layers / _f(tp)
 
 
@@ -138,8 +177,7 @@ def layer_weight_bytes(tokens: ArrayLike, spec: Arch, tp: ArrayLike) -> np.ndarr
     """Transformer-layer weights read from HBM once per step that runs ``tokens`` > 0 tokens:
     L·(attn + router + expected_distinct_experts·3·d·d_ff)·b / tp (0 when tokens = 0)."""
     t = _f(tokens)
-    per_layer = spec.attn_params_per_layer + spec.router_params_per_layer \
-        + expected_distinct_experts(t, spec) * spec.expert_params
+    per_layer = _non_expert_params(spec) + expected_distinct_experts(t, spec) * spec.expert_params
     return np.where(t > 0, per_layer * spec.num_layers * spec.bytes_per_param / _f(tp), 0.0)
 
 
@@ -195,14 +233,31 @@ def roofline_us(flops: ArrayLike, bytes_: ArrayLike, gpu: GpuSpec) -> np.ndarray
     return np.maximum(_f(flops) / gpu.peak_flops_per_s, _f(bytes_) / gpu.hbm_bytes_per_s) * 1e6
 
 
+def allreduce_calls(spec: Arch) -> np.ndarray:
+    """All-reduces per forward pass: ALLREDUCES_PER_LAYER·L + ALLREDUCES_PER_STEP = 2L + 1."""
+    return ALLREDUCES_PER_LAYER * _f(spec.num_layers) + ALLREDUCES_PER_STEP
+
+
 def allreduce_us(tokens: ArrayLike, spec: Arch, tp: ArrayLike, gpu: GpuSpec) -> np.ndarray:
-    """Tensor-parallel all-reduces: two per layer (after attention and after the MLP) of a
-    tokens·d·b message. A ring all-reduce sends 2(tp−1)/tp of the message over each GPU's
-    link, so 2·L·2(tp−1)/tp·tokens·d·b / NVLink B/s · 1e6 (0 for tp = 1; bandwidth term
-    only, no per-call latency)."""
-    t = _f(tp)
-    msg = _f(tokens) * spec.hidden_size * spec.bytes_per_param
-    return 2.0 * spec.num_layers * 2.0 * (t - 1.0) / t * msg / gpu.nvlink_bytes_per_s * 1e6
+    """Tensor-parallel all-reduces of a step that runs ``tokens`` tokens (µs).
+
+    (2L + 1) calls (:func:`allreduce_calls`), each of a tokens·d·b message: a fixed per-call
+    latency (gpu.allreduce_latency_us, the measured smallest-message latency, see
+    data/hardware/*.json) plus the ring's traffic, 2(tp−1)/tp of the message over each GPU's
+    NVLink: (2L + 1)·(latency + 2(tp−1)/tp·tokens·d·b / NVLink B/s). 0 for tp = 1 or a step
+    without tokens. E.g. Llama-2-70B at TP 4, 40 tokens on H100: 161·(4.6 + 1.5·655,360 B /
+    450 GB/s) = 161·(4.6 + 2.18) µs ≈ 1.09 ms. The latency is the CUDA-graph one: calls of
+    batches vLLM runs eagerly (above its graph capture sizes) cost more (~21 µs in the same
+    table) and are not modelled.
+    """
+    t, n = _f(tp), _f(tokens)
+    if gpu.allreduce_latency_us is None and np.any(t > 1):
+        raise ValueError(f"{gpu.name}: no allreduce_latency_us, needed for tp > 1 (set it, "
+                         f"with its source, in the GPU's data/hardware/*.json)")
+    msg = n * spec.hidden_size * spec.bytes_per_param
+    ring_us = 2.0 * (t - 1.0) / t * msg / gpu.nvlink_bytes_per_s * 1e6
+    per_call = (gpu.allreduce_latency_us or 0.0) + ring_us
+    return np.where((t > 1) & (n > 0), allreduce_calls(spec) * per_call, 0.0)
 
 
 def hbm_lower_bound_us(spec: Arch, tp: ArrayLike, gpu: GpuSpec) -> np.ndarray:
@@ -215,10 +270,116 @@ def hbm_lower_bound_us(spec: Arch, tp: ArrayLike, gpu: GpuSpec) -> np.ndarray:
     a step that samples nothing does not read it. A duration below this bound cannot be GPU
     execution time of the step.
     """
-    per_layer = (_f(spec.attn_params_per_layer) + _f(spec.router_params_per_layer)
-                 + _f(spec.experts_per_token) * _f(spec.expert_params))
+    per_layer = _non_expert_params(spec) + _f(spec.experts_per_token) * _f(spec.expert_params)
     return (_f(spec.num_layers) * per_layer * spec.bytes_per_param / _f(tp)
             / gpu.hbm_bytes_per_s * 1e6)
+
+
+# --------------------------------------------------------------------------- fused MoE
+
+def tokens_per_expert(tokens: ArrayLike, spec: Arch) -> np.ndarray:
+    """Tokens each expert of a layer runs under balanced routing: tokens·k/E (the k·tokens
+    (token, expert) assignments spread evenly over the E experts; tokens for a dense model)."""
+    return _f(tokens) * _f(spec.experts_per_token) / _f(spec.num_experts)
+
+
+def fused_moe_flops(tokens: ArrayLike, spec: Arch, tp: ArrayLike) -> np.ndarray:
+    """The expert MLPs' share of :func:`gemm_flops`: 2·tokens·k·3·d·d_ff·L / tp."""
+    return 2.0 * _f(tokens) * spec.experts_per_token * spec.expert_params * spec.num_layers / _f(tp)
+
+
+def fused_moe_bytes(tokens: ArrayLike, spec: Arch, tp: ArrayLike) -> np.ndarray:
+    """Expert weights the fused-MoE kernel streams under balanced routing:
+    L·E·min(1, tokens·k/E)·3·d·d_ff·b / tp (an expert with a token is read once; balanced
+    routing touches min(E, k·tokens) experts, the routing the measured tables use, where
+    :func:`expected_distinct_experts` assumes independent uniform picks)."""
+    touched = _f(spec.num_experts) * np.minimum(1.0, tokens_per_expert(tokens, spec))
+    return spec.num_layers * touched * spec.expert_params * spec.bytes_per_param / _f(tp)
+
+
+def weight_precision(spec: Arch) -> str:
+    """The WEIGHT_BYTES_PER_PARAM name of the model's bytes per parameter (2 → bf16)."""
+    names = {b: name for name, b in WEIGHT_BYTES_PER_PARAM.items()}
+    b = int(np.asarray(spec.bytes_per_param).flat[0])
+    if b not in names:
+        raise ValueError(f"no MoE kernel data for {b}-byte weights; known: {sorted(names)} bytes")
+    return names[b]
+
+
+def moe_efficiency(tokens_per_expert_: ArrayLike, precision: str) -> np.ndarray:
+    """η(tokens per expert) of MOE_EFFICIENCY[precision], linear in log2(tokens per expert)
+    between the knots, held constant beyond them (0 tokens: the first knot's value)."""
+    if precision not in MOE_EFFICIENCY:
+        raise ValueError(f"no MoE efficiency curve for {precision!r}; "
+                         f"known: {sorted(MOE_EFFICIENCY)}")
+    x = np.log2(np.maximum(_f(tokens_per_expert_), 2.0 ** MOE_EFFICIENCY_LOG2_KNOTS[0]))
+    return np.interp(x, MOE_EFFICIENCY_LOG2_KNOTS, MOE_EFFICIENCY[precision])
+
+
+def moe_tables(spec: ModelSpec, tp: int, gpu: GpuSpec) -> kernels.KernelTables | None:
+    """The GPU's measured kernel tables if they hold the model's fused-MoE shape (d, d_ff,
+    top-k, E, moe_tp = tp) at its weight precision; None if the GPU has no kernel_system, the
+    precision is not among its weight_precisions, or the shape was not measured."""
+    precision = weight_precision(spec)
+    if gpu.kernel_system is None or precision not in gpu.weight_precisions:
+        return None
+    t = kernels.load_tables(gpu.kernel_system, precision)
+    m = t.moe
+    hit = ((m["hidden_size"] == spec.hidden_size) & (m["inter_size"] == spec.intermediate_size)
+           & (m["topk"] == spec.experts_per_token) & (m["num_experts"] == spec.num_experts)
+           & (m["moe_tp_size"] == tp))
+    return t if hit.any() else None
+
+
+def fused_moe_us(tokens: ArrayLike, spec: ModelSpec, tp: int,
+                 gpu: GpuSpec) -> tuple[np.ndarray, str]:
+    """All layers' fused-MoE time (µs) for ``tokens`` tokens, and which source priced it.
+
+    * MOE_SOURCE_TABLE where :func:`moe_tables` finds the shape: L·moe_latency_us(tokens)
+      (refdata/kernels.py: vLLM's fused Triton MoE, balanced routing, so every expert runs
+      tokens·k/E tokens; log-log in tokens, proportional beyond 16,384). These are the same
+      measurements the reference replay prices its MoE with. Measured rows are used as they
+      are: for Mixtral-8x7B they stay above the k experts' weights at HBM speed (the strict
+      bound; tested at every token count, TP 1–8, H100 and H200), but two rows of another
+      shape (d 2048, d_ff 5120, top-22 of 512, one token, moe_tp 1–2) measure below it.
+    * MOE_SOURCE_CURVE otherwise (a GPU without tables, an unmeasured shape or TP): the
+      roofline of :func:`fused_moe_flops` / :func:`fused_moe_bytes` divided by
+      :func:`moe_efficiency` at tokens·k/E. η ≤ 1, so the result never undercuts the
+      roofline, hence never the HBM bound.
+
+    A dense model has no fused-MoE term: zeros and MOE_SOURCE_DENSE.
+    """
+    n = _f(tokens)
+    if not spec.is_moe:
+        return np.zeros_like(n), MOE_SOURCE_DENSE
+    tables = moe_tables(spec, tp, gpu)
+    if tables is not None:
+        per_layer = kernels.moe_latency_us(n, spec.hidden_size, spec.intermediate_size,
+                                           spec.experts_per_token, spec.num_experts, tp, tables)
+        return spec.num_layers * per_layer, MOE_SOURCE_TABLE
+    ideal = roofline_us(fused_moe_flops(n, spec, tp), fused_moe_bytes(n, spec, tp), gpu)
+    eta = moe_efficiency(tokens_per_expert(n, spec), weight_precision(spec))
+    return np.where(n > 0, ideal / eta, 0.0), MOE_SOURCE_CURVE
+
+
+def step_gemm_us(tokens: ArrayLike, spec: ModelSpec, tp: int,
+                 gpu: GpuSpec) -> tuple[np.ndarray, np.ndarray, str]:
+    """A step's linear-layer time (µs), its fused-MoE part and the MoE source.
+
+    Dense: roofline(gemm_flops, layer_weight_bytes) — one weight read shared by all tokens.
+    MoE: the non-expert linears (attention projections, router) on that roofline, plus
+    :func:`fused_moe_us`. The old MoE estimate, one roofline over the expected distinct
+    experts, saturates at E experts read by ~16 tokens and then stays flat while the measured
+    kernel keeps growing (stepdecomp.moefit.moe_gemm_check).
+    """
+    n = _f(tokens)
+    moe_us, source = fused_moe_us(n, spec, tp, gpu)
+    if not spec.is_moe:
+        gemm_us = roofline_us(gemm_flops(n, spec, tp), layer_weight_bytes(n, spec, tp), gpu)
+        return gemm_us, moe_us, source
+    non_expert = _non_expert_params(spec) * spec.num_layers / _f(tp)
+    non_expert_bytes = np.where(n > 0, non_expert * spec.bytes_per_param, 0.0)
+    return roofline_us(2.0 * n * non_expert, non_expert_bytes, gpu) + moe_us, moe_us, source
 
 
 # --------------------------------------------------------------------------- per step
@@ -237,16 +398,20 @@ def physical_components(steps: pd.DataFrame, specs: Mapping[str, ModelSpec],
     batch.num_prefill_reqs, batch.num_decode_reqs, step.duration_us and, when present, the
     ``rec_*`` columns of reconstruct.attach_reconstruction.
 
-    * GEMM: prefill and decode tokens share one weight read, so the step's GEMM time is
-      roofline(gemm_flops(P + D), layer_weight_bytes(P + D)), attributed to prefill and
-      decode in proportion to their tokens (P / (P + D) and D / (P + D)). The FLOP columns
-      are gemm_flops(P) and gemm_flops(D).
+    * GEMM: prefill and decode tokens share one weight read, so the step's GEMM time
+      (phys_gemm_us) is :func:`step_gemm_us` of P + D tokens — dense: roofline(gemm_flops,
+      layer_weight_bytes); MoE: the non-expert linears' roofline plus the fused-MoE time
+      (phys_moe_us, priced as phys_moe_source says: measured table or efficiency curve). It
+      is attributed to prefill and decode in proportion to their tokens (P / (P + D) and
+      D / (P + D)); phys_prefill_gemm_us + phys_decode_gemm_us = phys_gemm_us. The FLOP
+      columns are gemm_flops(P) and gemm_flops(D).
     * Prefill attention: roofline(prefill_attn_flops(rec_prefill_attn_pairs), KV read of
       rec_prefill_kv_read_tokens + KV write of P).
     * Decode attention: roofline(decode_attn_flops(rec_decode_ctx_tokens), KV read of
       rec_decode_ctx_tokens + KV write of D).
     * LM head: roofline of lm_head_flops / lm_head_weight_bytes of rec_sampled_tokens.
-    * All-reduce: allreduce_us(P + D). phys_total_us = the sum of the six times.
+    * All-reduce: allreduce_us(P + D). phys_total_us = the sum of the six times
+      (phys_gemm_us and phys_moe_us are parts of it, not added again).
     * phys_lower_bound_us = hbm_lower_bound_us (0 for a step without tokens).
 
     Fallback where the rec_* columns are NaN (no journeys for the experiment, or a step
@@ -272,7 +437,8 @@ def physical_components(steps: pd.DataFrame, specs: Mapping[str, ModelSpec],
     sampled = np.where(has_rec, _col(steps, "rec_sampled_tokens"),
                        _col(steps, "batch.num_decode_reqs") + _col(steps, "batch.num_prefill_reqs"))
 
-    gemm_us = roofline_us(gemm_flops(n, m, tp), layer_weight_bytes(n, m, tp), gpu)
+    gemm_us, moe_us, moe_source = _gemm_by_model(steps["hf_id"].to_numpy(), tp, n, specs,
+                                                 gpu)
     share_p = np.divide(p, n, out=np.zeros_like(n), where=n > 0)
     pre_attn_f = prefill_attn_flops(pairs, m, tp)
     dec_attn_f = decode_attn_flops(ctx, m, tp)
@@ -307,4 +473,20 @@ def physical_components(steps: pd.DataFrame, specs: Mapping[str, ModelSpec],
     out["phys_achieved_tflops"] = np.where(dur > 0, out["phys_total_flops"] / (dur * 1e-6) / 1e12,
                                            np.nan)
     out["phys_attn_from_journeys"] = has_rec
+    out["phys_gemm_us"] = out["phys_prefill_gemm_us"] + out["phys_decode_gemm_us"]
+    out["phys_moe_us"] = moe_us
+    out["phys_moe_source"] = moe_source
     return out[PHYS_COLUMNS]
+
+
+def _gemm_by_model(hf_id: np.ndarray, tp: np.ndarray, tokens: np.ndarray,
+                   specs: Mapping[str, ModelSpec],
+                   gpu: GpuSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`step_gemm_us` per (hf_id, tp) group of rows (the MoE tables are per shape and
+    TP): GEMM µs, fused-MoE µs and the MoE source of every row (NaN / "" where tp is NaN)."""
+    gemm, moe = np.full(len(tokens), np.nan), np.full(len(tokens), np.nan)
+    source = np.full(len(tokens), "", dtype=object)
+    keys = pd.DataFrame({"hf_id": hf_id, "tp": tp})
+    for (h, t), idx in keys.groupby(["hf_id", "tp"]).indices.items():
+        gemm[idx], moe[idx], source[idx] = step_gemm_us(tokens[idx], specs[h], int(t), gpu)
+    return gemm, moe, source
