@@ -389,3 +389,27 @@ def test_moe_gemm_check_old_flat_new_rising(mixtral, llama, gpu) -> None:
     assert new[1] == pytest.approx(16_091.5, abs=0.1)
     assert (got["moe_source"] == rf.MOE_SOURCE_TABLE).all()
     assert (got["lower_bound_us"] <= new).all()
+
+
+def test_moe_delta_r_swaps_only_the_gemm_term(mixtral, llama, gpu) -> None:
+    # 12 Mixtral decode steps of 8 … 1024 tokens whose target IS the new total, and 12 dense
+    # steps (skipped): r_new = 1; r_old correlates the total with the old, flat GEMM
+    n = np.array([8, 16, 24, 32, 48, 64, 96, 128, 256, 512, 768, 1024], dtype=float)
+    new_gemm = rf.step_gemm_us(n, mixtral, 2, gpu)[0]
+    other = 1_000.0 + 3.0 * n                                  # attention etc., any shape
+    frame = pd.DataFrame({
+        "experiment_id": ["mx"] * 12 + ["ll"] * 12, "hf_id": [MIXTRAL] * 12 + [LLAMA7] * 12,
+        "tp": [2] * 12 + [1] * 12, "batch.prefill_tokens": 0.0,
+        "batch.decode_tokens": np.concatenate([n, n]),
+        "phys_gemm_us": np.concatenate([new_gemm, new_gemm]),
+        "phys_total_us": np.concatenate([new_gemm + other, new_gemm + other])})
+    frame["step_forward_us"] = frame["phys_total_us"]
+    got = moefit.moe_delta_r(frame, {MIXTRAL: mixtral, LLAMA7: llama}, gpu,
+                             targets=["step_forward_us"])
+    assert got["experiment_id"].tolist() == ["mx"] and int(got["n_steps"].iloc[0]) == 12
+    old_total = rf.roofline_us(rf.gemm_flops(n, mixtral, 2), rf.layer_weight_bytes(n, mixtral, 2),
+                               gpu) + other
+    want_old = np.corrcoef(old_total, new_gemm + other)[0, 1]
+    assert got["r_new"].iloc[0] == pytest.approx(1.0, abs=1e-12)
+    assert got["r_old"].iloc[0] == pytest.approx(want_old, abs=1e-12) and want_old < 0.999
+    assert got["delta_r"].iloc[0] == pytest.approx(1.0 - want_old, abs=1e-12)

@@ -5,6 +5,8 @@
 * :func:`moe_gemm_check` sets the step GEMM estimate of each MoE model before this model of
   the fused-MoE kernel (one roofline over the expected distinct experts, flat once all E
   experts are read) beside the current one (roofline.step_gemm_us), with the HBM lower bound.
+* :func:`moe_delta_r` measures what that change does to each MoE experiment's Pearson r of
+  phys_total_us against the step-time targets.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Iterable, Mapping
 import numpy as np
 import pandas as pd
 
+from . import stats
 from .refdata import kernels
 from .roofline import (MOE_EFFICIENCY_LOG2_KNOTS, fused_moe_bytes, fused_moe_flops, gemm_flops,
                        hbm_lower_bound_us, layer_weight_bytes, roofline_us, step_gemm_us,
@@ -29,6 +32,8 @@ MOE_EFFICIENCY_FIT_MAX_TP = 8
 MOE_MAX_EFFICIENCY = 1.0
 #: Token counts at which :func:`moe_gemm_check` compares the GEMM estimates.
 MOE_CHECK_TOKENS = (1, 16, 64, 256, 1024)
+#: The step-time targets :func:`moe_delta_r` correlates with (targets.py, step_components).
+DELTA_R_TARGETS = ("step.duration_us", "step_forward_us", "step_period_us")
 
 
 def fit_moe_efficiency(gpu: GpuSpec, precision: str, system: str = MOE_EFFICIENCY_FIT_SYSTEM,
@@ -85,3 +90,34 @@ def moe_gemm_check(specs: Mapping[str, ModelSpec], pairs: Iterable[tuple[str, in
                  for t, o, w, e in zip(n, old, new, moe)]
     return pd.DataFrame(rows, columns=["hf_id", "tp", "tokens", "tokens_per_expert", "gemm_old_us",
                                        "gemm_new_us", "moe_us", "moe_source", "lower_bound_us"])
+
+
+def moe_delta_r(frame: pd.DataFrame, specs: Mapping[str, ModelSpec], gpu: GpuSpec,
+                targets: Iterable[str] = DELTA_R_TARGETS) -> pd.DataFrame:
+    """Per MoE experiment and target: Pearson r (stats.pearson_r) of phys_total_us before and
+    after the fused-MoE model, and delta_r = r_new − r_old.
+
+    ``frame``: the step_components rows with hf_id (e.g. merged from the steps on
+    experiment_id and step.id), tp, batch.prefill_tokens, batch.decode_tokens, phys_total_us,
+    phys_gemm_us and the target columns. The old total is phys_total_us − phys_gemm_us + the
+    old GEMM roofline of P + D tokens. The old all-reduce (no per-call latency) differed from
+    today's by a constant per step with tokens, which leaves r unchanged, so delta_r is the
+    MoE change alone.
+    """
+    moe_ids = [h for h in frame["hf_id"].unique() if specs[h].is_moe]
+    rows = []
+    for (exp, hf_id, tp), g in frame[frame["hf_id"].isin(moe_ids)].groupby(
+            ["experiment_id", "hf_id", "tp"], sort=True):
+        spec, t = specs[hf_id], int(tp)
+        n = (g["batch.prefill_tokens"] + g["batch.decode_tokens"]).to_numpy(np.float64)
+        old_gemm = roofline_us(gemm_flops(n, spec, t), layer_weight_bytes(n, spec, t), gpu)
+        new_total = g["phys_total_us"].to_numpy(np.float64)
+        old_total = new_total - g["phys_gemm_us"].to_numpy(np.float64) + old_gemm
+        for target in targets:
+            y = g[target].to_numpy(np.float64)
+            (r_old, n_steps), (r_new, _) = (stats.pearson_r(old_total, y),
+                                            stats.pearson_r(new_total, y))
+            rows.append({"experiment_id": exp, "hf_id": hf_id, "target": target, "n_steps": n_steps,
+                         "r_old": r_old, "r_new": r_new, "delta_r": r_new - r_old})
+    return pd.DataFrame(rows, columns=["experiment_id", "hf_id", "target", "n_steps", "r_old",
+                                       "r_new", "delta_r"])
