@@ -185,6 +185,11 @@ def test_config_file_errors_name_the_file(tmp_path):
     bad.write_text('{\n  "model_type": "llama",\n  "hidden_size": ,\n}\n')
     with pytest.raises(ValueError, match=r"acme/broken/config.json line 3: not valid JSON"):
         load_model_spec("acme/broken", tmp_path)
+    listed = tmp_path / "acme" / "list" / "config.json"
+    listed.parent.mkdir(parents=True)
+    listed.write_text("[1, 2]")
+    with pytest.raises(ValueError, match=r"acme/list/config.json: expected a JSON object, got a list"):
+        load_model_spec("acme/list", tmp_path)
     odd = tmp_path / "acme" / "mla" / "config.json"
     odd.parent.mkdir(parents=True)
     odd.write_text(json.dumps(DEEPSEEK_V2_LITE))
