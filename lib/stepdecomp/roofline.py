@@ -399,19 +399,16 @@ def physical_components(steps: pd.DataFrame, specs: Mapping[str, ModelSpec],
     ``rec_*`` columns of reconstruct.attach_reconstruction.
 
     * GEMM: prefill and decode tokens share one weight read, so the step's GEMM time
-      (phys_gemm_us) is :func:`step_gemm_us` of P + D tokens — dense: roofline(gemm_flops,
-      layer_weight_bytes); MoE: the non-expert linears' roofline plus the fused-MoE time
-      (phys_moe_us, priced as phys_moe_source says: measured table or efficiency curve). It
-      is attributed to prefill and decode in proportion to their tokens (P / (P + D) and
-      D / (P + D)); phys_prefill_gemm_us + phys_decode_gemm_us = phys_gemm_us. The FLOP
+      phys_gemm_us is :func:`step_gemm_us` of P + D tokens (MoE: its fused-MoE part is
+      phys_moe_us, priced as phys_moe_source says), split between phys_prefill_gemm_us and
+      phys_decode_gemm_us in proportion to the tokens (P / (P + D), D / (P + D)). The FLOP
       columns are gemm_flops(P) and gemm_flops(D).
     * Prefill attention: roofline(prefill_attn_flops(rec_prefill_attn_pairs), KV read of
       rec_prefill_kv_read_tokens + KV write of P).
     * Decode attention: roofline(decode_attn_flops(rec_decode_ctx_tokens), KV read of
       rec_decode_ctx_tokens + KV write of D).
     * LM head: roofline of lm_head_flops / lm_head_weight_bytes of rec_sampled_tokens.
-    * All-reduce: allreduce_us(P + D). phys_total_us = the sum of the six times
-      (phys_gemm_us and phys_moe_us are parts of it, not added again).
+    * All-reduce: allreduce_us(P + D). phys_total_us = the sum of the six times.
     * phys_lower_bound_us = hbm_lower_bound_us (0 for a step without tokens).
 
     Fallback where the rec_* columns are NaN (no journeys for the experiment, or a step
@@ -437,8 +434,7 @@ def physical_components(steps: pd.DataFrame, specs: Mapping[str, ModelSpec],
     sampled = np.where(has_rec, _col(steps, "rec_sampled_tokens"),
                        _col(steps, "batch.num_decode_reqs") + _col(steps, "batch.num_prefill_reqs"))
 
-    gemm_us, moe_us, moe_source = _gemm_by_model(steps["hf_id"].to_numpy(), tp, n, specs,
-                                                 gpu)
+    gemm_us, moe_us, moe_source = _gemm_by_model(steps["hf_id"].to_numpy(), tp, n, specs, gpu)
     share_p = np.divide(p, n, out=np.zeros_like(n), where=n > 0)
     pre_attn_f = prefill_attn_flops(pairs, m, tp)
     dec_attn_f = decode_attn_flops(ctx, m, tp)
