@@ -196,7 +196,8 @@ class ModelSpec:
         where = source or hf_id
         model_type = _model_type(config, where)
         moe_allowed = SUPPORTED_MODEL_TYPES.get(model_type, True)
-        d, heads = _config_int(config, "hidden_size", where), _config_int(config, "num_attention_heads", where)
+        d = _config_int(config, "hidden_size", where)
+        heads = _config_int(config, "num_attention_heads", where)
         head_dim = _config_int(config, "head_dim", where, default=None)
         if head_dim is None and d % heads:
             raise UnsupportedModelError(
@@ -227,7 +228,8 @@ def _model_type(config: dict, where: str) -> str:
     if not isinstance(model_type, str) or not model_type:
         raise UnsupportedModelError(f"{where}: config.json has no model_type ({supported})")
     unmodelled = [what for key, what in UNMODELLED_CONFIG_KEYS.items() if config.get(key)]
-    if not SUPPORTED_MODEL_TYPES.get(model_type, True) and (config.get("num_local_experts") or 1) > 1:
+    dense_family = not SUPPORTED_MODEL_TYPES.get(model_type, True)
+    if dense_family and config.get("num_local_experts") not in (None, 0, 1):
         unmodelled.append("routed experts (num_local_experts) in a dense family")
     window = config.get("sliding_window")
     if window and config.get("use_sliding_window", True):
