@@ -288,3 +288,13 @@ def test_missing_table_figure_and_console_error(browser, built):
     assert "index.html: 1 tables in #findings, FINDINGS.md has 2" in problems
     assert "index.html: figure extra.png is not shown" in problems
     assert any(p.startswith("index.html: console error: boom") for p in problems)
+
+
+def test_page_that_never_loads_is_named_and_the_check_goes_on(browser, built, monkeypatch):
+    monkeypatch.setattr(sitecheck, "PAGE_TIMEOUT_MS", 2_000)
+    (built / "hang.html").write_text("<!DOCTYPE html><html><body><script>while (true) {}</script>"
+                                     "</body></html>", encoding="utf-8")
+    problems = sitecheck.check_site(built, browser, screenshots=False)
+    assert [p.split(":")[0] for p in problems] == ["index.html", "hang.html"]
+    assert problems[0] == "index.html: page hang.html is not linked"
+    assert problems[1].startswith("hang.html: the browser failed: ") and "Timeout" in problems[1]

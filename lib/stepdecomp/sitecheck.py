@@ -46,7 +46,9 @@ ENV_REQUIRE = "STEPDECOMP_REQUIRE_BROWSER"
 #: URL schemes a page may load from: its own files and inline data.
 LOCAL_SCHEMES = frozenset({"file", "data"})
 VIEWPORT = {"width": 1280, "height": 900}
-PAGE_TIMEOUT_MS = 60_000
+#: Per browser action (load, evaluate, screenshot); generous: a full-page screenshot of the
+#: 23,000 px index took over 30 s on a loaded 2-core machine.
+PAGE_TIMEOUT_MS = 120_000
 
 _FENCE = re.compile(r"^\s{0,3}(```|~~~)")
 _DELIMITER_ROW = re.compile(r"^\s*\|?\s*:?-+:?\s*(\|\s*:?-+:?\s*)*\|?\s*$")
@@ -191,11 +193,14 @@ def check_index(page: "Page", expect: IndexExpectation) -> list[str]:
 
 def check_page(browser: "Browser", site: Path, name: str, screenshots: Path | None,
                expect: IndexExpectation | None = None) -> list[str]:
+    from playwright.sync_api import Error as PlaywrightError
+
     problems: list[str] = []
     page = browser.new_page(viewport=VIEWPORT)
+    page.set_default_timeout(PAGE_TIMEOUT_MS)
     try:
         _watch(page, name, problems)
-        page.goto((site / name).resolve().as_uri(), wait_until="load", timeout=PAGE_TIMEOUT_MS)
+        page.goto((site / name).resolve().as_uri(), wait_until="load")
         problems += [f"{name}: image {src} did not load (naturalWidth 0)"
                      for src in page.evaluate(_BROKEN_IMAGES_JS)]
         if expect is not None:
@@ -203,6 +208,8 @@ def check_page(browser: "Browser", site: Path, name: str, screenshots: Path | No
         if screenshots is not None:
             page.screenshot(path=str(screenshots / f"{PurePosixPath(name).stem}.png"),
                             full_page=True)
+    except PlaywrightError as exc:        # a timeout or a crash: name the page, keep checking
+        problems.append(f"{name}: the browser failed: {str(exc).splitlines()[0]}")
     finally:
         page.close()
     return problems
