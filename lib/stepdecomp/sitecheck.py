@@ -237,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     site = Path(args.site).resolve() if args.site else resolve_out_dir(None) / "site"
     executable = find_chromium()
+    if executable is not None and not os.access(executable, os.X_OK):
+        print(f"site-check: {executable} (${ENV_CHROMIUM}) is not an executable file", file=sys.stderr)
+        return 1
     if executable is None:
         line = (f"site-check: no chromium ({' or '.join(CHROMIUM_NAMES)} on PATH, or "
                 f"${ENV_CHROMIUM}); install Debian's chromium package to run the browser check")
