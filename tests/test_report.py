@@ -6,6 +6,7 @@ shows up here as a diff to review."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -22,8 +23,10 @@ TEMPLATES = report.TEMPLATE_DIR
 
 # --------------------------------------------------------------------------- hand-made inputs
 
-def _report_tables():
-    """Physical-mode tables: pure-phase, per-experiment, NNLS, lower bound, reconstruction."""
+def _report_tables() -> report.PhysicalTables:
+    """Physical-mode tables of two experiments: pure-phase (pooled), per-experiment,
+    lower bound, reconstruction, component attribution with its fit summary, and the
+    within-experiment verdict. Unidentified coefficients are 0, 69.8, 100 and 106."""
     pure = pd.DataFrame([
         ("pure_prefill", "phys_prefill_gemm_us", np.nan, np.nan, np.nan, np.nan, np.nan, 3, 3),
         ("pure_prefill", "phys_prefill_attn_us", np.nan, np.nan, np.nan, np.nan, np.nan, 3, 3),
@@ -43,13 +46,8 @@ def _report_tables():
         "phys_ci_high": [0.955, np.nan], "phys_spearman_r": [0.93, np.nan],
         "phys_loglog_r": [0.94, np.nan], "phys_n_steps": [5000, 7]})
     per["delta_r"] = per["phys_pearson_r"] - per["seed_pearson_r"]
-    nnls = pd.DataFrame({"experiment_id": ["e1", "e2"], "model": ["alpha-7b", "beta-moe"],
-                         "workload": ["general", "roleplay"], "n_steps": [5000, 7],
-                         "intercept_us": [4321.0, np.nan], "r2": [0.9876, np.nan],
-                         "coef_prefill_gemm": [1.23, np.nan], "share_prefill_gemm": [0.5, np.nan],
-                         "coef_prefill_attn": [0.0, np.nan], "share_prefill_attn": [0.0, np.nan],
-                         "coef_decode_gemm": [0.97, np.nan], "share_decode_gemm": [-0.05, np.nan],
-                         "coef_decode_attn": [1.44, np.nan], "share_decode_attn": [0.55, np.nan]})
+    per = per.assign(delta_ci_low=[0.24, np.nan], delta_ci_high=[0.26, np.nan],
+                     phys_n_loglog=[4990, 7], block_length=[12.5, np.nan])
     lb = pd.DataFrame({"experiment_id": ["e1", "e2"], "model": ["alpha-7b", "beta-moe"],
                        "workload": ["general", "roleplay"], "n_steps": [5000, 4000],
                        "n_below": [0, 1000], "fraction_below": [0.0, 0.25],
@@ -57,7 +55,73 @@ def _report_tables():
                        "flagged": [False, True]})
     rec = pd.DataFrame({"experiment_id": ["e1", "e2"], "has_journeys": [True, False],
                         "agreement": [0.987, np.nan]})
-    return pure, per, nnls, lb, rec
+    return report.PhysicalTables(pure=pure, per_experiment=per, lower_bound=lb,
+                                 reconstruction=rec, attribution=_attribution(),
+                                 fit_summary=_fit_summary(), within=_within(),
+                                 moe_check=_moe_check())
+
+
+TERMS = ["phys_gemm_us", "phys_prefill_attn_us", "phys_decode_attn_us", "phys_allreduce_us",
+         "phys_lm_head_us"]
+
+
+def _attribution() -> pd.DataFrame:
+    """component_attribution of e1 (R² 0.9) and e2 (R² 0.6): shares sum to R²; e1's prefill
+    attention (0) and all-reduce (69.8), e2's all-reduce (100) and LM head (106) are not
+    identified."""
+    rows = []
+    for e, m, w, terms in [
+        ("e1", "alpha-7b", "general", [(1.2, True, 0.5), (0.0, False, 0.02), (1.44, True, 0.3),
+                                       (69.8, False, 0.05), (1.0, True, 0.03)]),
+        ("e2", "beta-moe", "roleplay", [(0.9, True, 0.1), (2.0, True, 0.05), (1.8, True, 0.4),
+                                        (100.0, False, 0.03), (106.0, False, 0.02)])]:
+        for term, (coef, ident, share) in zip(TERMS, terms):
+            rows.append({"experiment_id": e, "model": m, "workload": w, "term": term,
+                         "coef": coef, "coef_ci_low": coef * 0.9, "coef_ci_high": coef * 1.1,
+                         "identified": ident, "lmg_share_r2": share,
+                         "lmg_ci_low": share * 0.8, "lmg_ci_high": share * 1.2})
+    return pd.DataFrame(rows)
+
+
+def _fit_summary() -> pd.DataFrame:
+    return pd.DataFrame({"experiment_id": ["e1", "e2"], "model": ["alpha-7b", "beta-moe"],
+                         "workload": ["general", "roleplay"], "n_steps": [5000, 4000],
+                         "r2": [0.9, 0.6], "r2_ci_low": [0.85, 0.5], "r2_ci_high": [0.93, 0.7],
+                         "intercept_us": [1500.0, 9000.0], "intercept_ci_low": [1200.0, 7000.0],
+                         "intercept_ci_high": [1800.0, 11000.0], "block_length": [12.5, 30.0]})
+
+
+def _moe_check() -> pd.DataFrame:
+    """The MoE GEMM estimate of beta-moe: old flat (×1.02 from 16 to 1,024 tokens), new
+    growing ×4.33."""
+    return pd.DataFrame({"model": "beta-moe", "tokens": [16, 64, 256, 1024],
+                         "gemm_us_old": [1390.0, 1400.0, 1400.0, 1417.8],
+                         "gemm_us_new": [600.0, 900.0, 1500.0, 2600.0]})
+
+
+def _within() -> pd.DataFrame:
+    """within_experiment_verdict of one target: no experiment has a pure-prefill r; decode
+    GEMM has an r in 1 of the 2 experiments (constant in the other)."""
+    return pd.DataFrame([
+        ("pure_prefill", "phys_prefill_gemm_us", np.nan, np.nan, np.nan, 0, False),
+        ("pure_prefill", "phys_prefill_attn_us", np.nan, np.nan, np.nan, 0, False),
+        ("prefill_dominated", "phys_prefill_gemm_us", 0.85, 0.8, 0.9, 2, True),
+        ("prefill_dominated", "phys_prefill_attn_us", 0.5, 0.3, 0.7, 2, False),
+        ("pure_decode", "phys_decode_gemm_us", 0.4, 0.1, 0.7, 1, False),
+        ("pure_decode", "phys_decode_attn_us", 0.9, 0.85, 0.95, 2, True)],
+        columns=["subset", "component", "median_r", "ci_low", "ci_high", "n_experiments",
+                 "passed"])
+
+
+#: The per-experiment columns of the block and paired bootstraps (absent from older tables).
+PAIRED_COLUMNS = ["delta_ci_low", "delta_ci_high", "phys_n_loglog", "block_length"]
+
+
+def _minimal(t: report.PhysicalTables) -> report.PhysicalTables:
+    """Only the two required tables, the per-experiment one without the paired Δr interval
+    and the block length (a table of a percentile bootstrap over steps)."""
+    return report.PhysicalTables(pure=t.pure, per_experiment=t.per_experiment.drop(
+        columns=PAIRED_COLUMNS))
 
 
 def _seed_pure() -> pd.DataFrame:
@@ -199,7 +263,7 @@ The physical mode fixes the seed's known flaws: the MoE MLP counts num_experts_p
 
 ### Journey Coverage
 
-1 of 2 experiments carry request-journey events, from which each step's decode contexts and prefill chunks are rebuilt. **Without journeys (1):** beta-moe, roleplay. There the physical decode attention is unavailable (NaN), so their decode steps have no physical total: they drop out of the physical correlations and the NNLS fit, and prefill attention falls back to the batch-level estimate (all prefill tokens of a step as one chunk). The rebuilt batches match the recorded decode-request and prefill-token counts on a median 98.7% of sampled steps per experiment (lowest: 98.7%, alpha-7b, general).
+1 of 2 experiments carry request-journey events, from which each step's decode contexts and prefill chunks are rebuilt. **Without journeys (1):** beta-moe, roleplay. There the physical decode attention is unavailable (NaN), so their decode steps have no physical total: they drop out of the physical correlations and the component fit, and prefill attention falls back to the batch-level estimate (all prefill tokens of a step as one chunk). The rebuilt batches match the recorded decode-request and prefill-token counts on a median 98.7% of sampled steps per experiment (lowest: 98.7%, alpha-7b, general). This is an internal consistency check — the journeys and the step summaries are records of the same run — not a validation of the rebuilt context lengths against an independent record.
 
 ### Physical Plausibility: the HBM Lower Bound
 
@@ -214,17 +278,17 @@ A step with tokens must at least stream its GPU's share of the transformer-layer
 
 ### Re-tested Hypothesis: Physical Components
 
-Pearson r with a bootstrap 95% interval (percentile bootstrap over steps; large pooled subsets use a capped, rescaled resample), Spearman rank r and the Pearson r of log durations (on steps where the component is > 0) beside it, because durations span orders of magnitude and a few long steps can carry a Pearson r alone.
+Pooled over experiments: Pearson r with a 95% interval, Spearman rank r and the Pearson r of log durations beside it, because durations span orders of magnitude and a few long steps can carry a Pearson r alone. Pearson r, its interval and Spearman r use the n_steps rows of the subset (the component and the step time known, the step time positive); the log-log r uses only those rows whose component is > 0 as well (n_steps (log-log)). The interval is a percentile bootstrap over steps (large pooled subsets use a capped, rescaled resample); it treats the steps as independent, which steps of one experiment are not, so it is too narrow.
 
-| Subset | Component | Pearson r | 95% CI | Spearman r | log-log r | n_steps |
-|---|---|---|---|---|---|---|
-| pure_prefill | phys_prefill_gemm_us | N/A | N/A | N/A | N/A | 3 |
-| pure_prefill | phys_prefill_attn_us | N/A | N/A | N/A | N/A | 3 |
-| prefill_dominated | phys_prefill_gemm_us | 0.9123 | [0.881, 0.934] | 0.9001 | 0.8899 | 1,234 |
-| prefill_dominated | phys_prefill_attn_us | 0.4567 | [0.401, 0.502] | 0.4000 | 0.4100 | 1,234 |
-| pure_decode | phys_decode_gemm_us | 0.1111 | [0.100, 0.120] | 0.1300 | 0.1400 | 56,789 |
-| pure_decode | phys_decode_attn_us | 0.8765 | [0.812, 0.901] | 0.8500 | 0.8600 | 56,789 |
-| all | phys_total_us | 0.9555 | [0.950, 0.960] | 0.9400 | 0.9300 | 60,000 |
+| Subset | Component | Pearson r | 95% CI | Spearman r | n_steps | log-log r | n_steps (log-log) |
+|---|---|---|---|---|---|---|---|
+| pure_prefill | phys_prefill_gemm_us | N/A | N/A | N/A | 3 | N/A | 3 |
+| pure_prefill | phys_prefill_attn_us | N/A | N/A | N/A | 3 | N/A | 3 |
+| prefill_dominated | phys_prefill_gemm_us | 0.9123 | [0.881, 0.934] | 0.9001 | 1,234 | 0.8899 | 1,234 |
+| prefill_dominated | phys_prefill_attn_us | 0.4567 | [0.401, 0.502] | 0.4000 | 1,234 | 0.4100 | 1,234 |
+| pure_decode | phys_decode_gemm_us | 0.1111 | [0.100, 0.120] | 0.1300 | 56,789 | 0.1400 | 56,789 |
+| pure_decode | phys_decode_attn_us | 0.8765 | [0.812, 0.901] | 0.8500 | 56,789 | 0.8600 | 56,789 |
+| all | phys_total_us | 0.9555 | [0.950, 0.960] | 0.9400 | 60,000 | 0.9300 | 60,000 |
 
 **Physical verdict (pure-phase subsets, the seed's criterion):** 1 of 4 components reach r > 0.8 (at least 2 needed): **NOT SUPPORTED** — prefill GEMM on pure_prefill N/A, prefill attention on pure_prefill N/A, decode GEMM on pure_decode r = 0.111, decode attention on pure_decode r = 0.876 (passes).
 
@@ -232,25 +296,66 @@ Pearson r with a bootstrap 95% interval (percentile bootstrap over steps; large 
 
 Seed mode passes 1 of 4 criteria (NOT SUPPORTED); physical mode passes 1 (the same count).
 
+### Within-Experiment Verdict
+
+The seed's criterion pools the steps of every experiment. Here each component's r against `step.duration_us` is computed inside each experiment on the component's subset, and the median over the experiments that have one is its within-experiment r (n_experiments of 2: the experiments with at least 10 steps in the subset and a component that varies there); its 95% interval is a cluster bootstrap over experiments (whole experiments resampled). A row passes when the statistics table marks it so (median r > 0.8).
+
+| Subset | Component | Median r | 95% CI (cluster) | n_experiments | passes |
+|---|---|---|---|---|---|
+| pure_prefill | phys_prefill_gemm_us | N/A | N/A | 0 | no |
+| pure_prefill | phys_prefill_attn_us | N/A | N/A | 0 | no |
+| prefill_dominated | phys_prefill_gemm_us | 0.8500 | [0.800, 0.900] | 2 | yes |
+| prefill_dominated | phys_prefill_attn_us | 0.5000 | [0.300, 0.700] | 2 | no |
+| pure_decode | phys_decode_gemm_us | 0.4000 | [0.100, 0.700] | 1 | no |
+| pure_decode | phys_decode_attn_us | 0.9000 | [0.850, 0.950] | 2 | yes |
+
+**Within-experiment verdict (pure-phase subsets):** 1 of 4 components reach it (at least 2 needed): **NOT SUPPORTED** — prefill GEMM on pure_prefill N/A, prefill attention on pure_prefill N/A, decode GEMM on pure_decode r = 0.400, decode attention on pure_decode r = 0.900 (passes).
+
+**With prefill-dominated steps:** 2 of 4: **SUPPORTED** — prefill GEMM on prefill_dominated r = 0.850 (passes), prefill attention on prefill_dominated r = 0.500, decode GEMM on pure_decode r = 0.400, decode attention on pure_decode r = 0.900 (passes).
+
+**Why the pooled and the within-experiment verdicts differ.** A pooled r mixes two things: how a component follows the step time inside an experiment, and how the experiments' levels differ (models, tensor parallelism, workloads). A component that is constant within each experiment — decode GEMM on the pure-decode steps of a dense model, whose time is the read of the weights once per step — has no r inside an experiment, so its pooled r measures only the differences between models, and a pooled verdict built on it is ill-posed. Here decode GEMM on pure_decode has an r in 1 of 2 experiments (pooled r = 0.111). On the criteria both can judge, the two verdicts agree here. The report's conclusion follows the within-experiment verdict.
+
 ### Seed vs Physical, per Experiment
 
-| Model | Workload | Seed r | Physical r | Physical 95% CI | Δr | Physical Spearman | Physical log-log r | n_steps (physical) |
-|---|---|---|---|---|---|---|---|---|
-| beta-moe | roleplay | 0.9302 | N/A | N/A | N/A | N/A | N/A | 7 |
-| alpha-7b | general | 0.7001 | 0.9502 | [0.945, 0.955] | +0.250 | 0.9300 | 0.9400 | 5,000 |
+Per experiment, the seed total (`total_analytical_us`) and the physical total (`phys_total_us`) against the step time. The physical r, its interval and its Spearman r use the n_steps (physical) steps where the physical total and the step time are known; the log-log r only those where the physical total is positive as well (n_steps (log-log)). The physical r's interval is a stationary block bootstrap: blocks of consecutive steps are resampled, with the block length chosen per experiment by the Politis–White rule (shown), because consecutive steps of one experiment are correlated. Δr = physical r − seed r, with a paired bootstrap interval: both r on the same resamples.
 
-Where both are computable (1 of 2 experiments) the physical total correlates better than the seed total in 1; its 95% interval lies wholly above the seed's r in 1 and wholly below in 0. Median r: seed 0.700, physical 0.950. The largest gain is alpha-7b, general (0.700 → 0.950). Experiments above r = 0.8: 1 in seed mode, 1 in physical mode. Physical r is N/A for 1 experiment(s): beta-moe, roleplay (7 usable steps).
-
-### Non-Negative Least Squares per Experiment
-
-step.duration_us ≈ intercept + Σ coef · component time, with every coefficient and the intercept ≥ 0. A coefficient is an effective efficiency (observed µs per estimated µs); a component's share is coef · cov(component, fit) / var(fit), its part of the explained variance (shares sum to 100%; share × R² is its part of the variance of the duration).
-
-| Model | Workload | n_steps | Intercept (µs) | coef prefill GEMM | coef prefill attention | coef decode GEMM | coef decode attention | share prefill GEMM | share prefill attention | share decode GEMM | share decode attention | R² |
+| Model | Workload | Seed r | Physical r | Physical 95% CI | Δr | Δr 95% CI (paired) | Seed Spearman | Physical Spearman | n_steps (physical) | Physical log-log r | n_steps (log-log) | block length (steps) |
 |---|---|---|---|---|---|---|---|---|---|---|---|---|
-| alpha-7b | general | 5,000 | 4,321 | 1.23 | 0 | 0.97 | 1.44 | 50% | 0% | -5% | 55% | 0.988 |
-| beta-moe | roleplay | 7 | N/A | N/A | N/A | N/A | N/A | N/A | N/A | N/A | N/A | N/A |
+| beta-moe | roleplay | 0.9302 | N/A | N/A | N/A | N/A | 0.9000 | N/A | 7 | N/A | 7 | N/A |
+| alpha-7b | general | 0.7001 | 0.9502 | [0.945, 0.955] | +0.250 | [0.240, 0.260] | 0.6000 | 0.9300 | 5,000 | 0.9400 | 4,990 | 12.5 |
 
-The fit reaches a median R² of 0.988 (range 0.988–0.988) over 1 experiments, with a median intercept of 4,321 µs per step — time that none of the four components accounts for. Median coefficients (observed µs per estimated µs; 1 = the roofline estimate is the time): prefill GEMM 1.23, prefill attention 0 (0 in 1 of 1), decode GEMM 0.97, decode attention 1.44. The component with the largest share of the explained variance: decode attention in 1 experiment(s). In 1 experiment(s) a coefficient is 0 or above 10: there the fit cannot separate that component from the others (they move together within the experiment), so the coefficient is not an efficiency — read the shares and R² instead. No fit for 1 experiment(s) (fewer than 10 steps with every component known): beta-moe, roleplay.
+Where both are computable (1 of 2 experiments) the physical total correlates better than the seed total in 1 by Pearson r and in 1 of 1 by Spearman r. The paired 95% interval of Δr lies above zero in 1 and below zero in 0; in the others it includes zero. Median r: seed 0.700, physical 0.950. The largest gain is alpha-7b, general (0.700 → 0.950). Experiments above r = 0.8: 1 in seed mode, 1 in physical mode by Pearson r; 1 and 1 by Spearman r. Physical r is N/A for 1 experiment(s): beta-moe, roleplay (7 usable steps).
+
+### Component Attribution per Experiment
+
+`step.duration_us` ≈ intercept + Σ coef · component time, fitted per experiment on GEMM, prefill attention, decode attention, all-reduce, LM head (the GEMM as one term: its prefill and decode parts split one roofline by token count and cannot be told apart). A term's share is its LMG (Shapley) share of R²: the R² it adds, averaged over every order in which the terms can enter the fit. Shares are non-negative and sum to R²; each is a part of the variance of `step.duration_us`. Intervals: 95%, stationary block bootstrap over the experiment's steps.
+
+| Model | Workload | n_steps | R² [95% CI] | Intercept (µs) [95% CI] | share GEMM | share prefill attention | share decode attention | share all-reduce | share LM head |
+|---|---|---|---|---|---|---|---|---|---|
+| alpha-7b | general | 5,000 | 0.9 [0.85, 0.93] | 1,500 [1,200, 1,800] | 50% [40%, 60%] | 2% [1.6%, 2.4%] | 30% [24%, 36%] | 5% [4%, 6%] | 3% [2.4%, 3.6%] |
+| beta-moe | roleplay | 4,000 | 0.6 [0.5, 0.7] | 9,000 [7,000, 11,000] | 10% [8%, 12%] | 5% [4%, 6%] | 40% [32%, 48%] | 3% [2.4%, 3.6%] | 2% [1.6%, 2.4%] |
+
+A coefficient is observed µs per estimated µs (a coefficient of one: the roofline time is the time). Where the fit cannot identify it — its term moves with the others inside the experiment, or the coefficient sits at its bound — it is shown as "not identified" and left out of every median and count below.
+
+| Model | Workload | coef GEMM | coef prefill attention | coef decode attention | coef all-reduce | coef LM head |
+|---|---|---|---|---|---|---|
+| alpha-7b | general | 1.2 [1.08, 1.32] | not identified | 1.44 [1.3, 1.58] | not identified | 1 [0.9, 1.1] |
+| beta-moe | roleplay | 0.9 [0.81, 0.99] | 2 [1.8, 2.2] | 1.8 [1.62, 1.98] | not identified | not identified |
+
+Over 2 experiments the fit reaches a median R² of 0.75 (range 0.6–0.9). The term with the largest share: GEMM in 1 experiment(s), decode attention in 1 experiment(s). Median share of the variance: GEMM 30%, prefill attention 3.5%, decode attention 35%, all-reduce 4%, LM head 2.5%. The intercept (first table, with its interval) is the fitted time at zero estimated component time; it belongs to its experiment's model and load, and a wide interval means the fit does not pin it down. Median coefficients over the experiments that identify them: GEMM 1.05 (identified in 2 of 2), prefill attention 2 (identified in 1 of 2), decode attention 1.62 (identified in 2 of 2), LM head 1 (identified in 1 of 2). Never identified: all-reduce. 4 coefficient(s) in 2 experiment(s) are not identified.
+
+### The MoE GEMM
+
+The physical mode priced an MoE layer's expert GEMMs from the expected number of distinct experts a batch touches. With k of E experts per token that number reaches E within a few tokens, so the estimate stopped growing with the batch. It now prices each expert's share of the tokens (tokens · k / E per expert) from measured MoE kernel tables where they cover the shape, and from an efficiency curve fitted to them elsewhere. The GEMM estimate per MoE model, old and new (µs):
+
+| tokens (beta-moe) | old GEMM (µs) | new GEMM (µs) |
+|---|---|---|
+| 16 | 1,390 | 600 |
+| 64 | 1,400 | 900 |
+| 256 | 1,400 | 1,500 |
+| 1,024 | 1,418 | 2,600 |
+
+**beta-moe:** from 16 to 1,024 tokens the old estimate grows ×1.02 (flat), the new one ×4.33. Physical r − seed r on its experiments now: beta-moe, roleplay (Δr N/A). *Inference:* a GEMM estimate that stays flat while the batch grows cannot follow a step time that grows with it; the flat old estimate is why this model's physical r fell below the seed's, and the per-expert cost is what the Δr above now reflects.
 
 ### What Differs and Why
 
@@ -266,21 +371,21 @@ The physical mode fixes the seed's known flaws: the MoE MLP counts num_experts_p
 
 ### Journey Coverage
 
-1 of 2 experiments carry request-journey events, from which each step's decode contexts and prefill chunks are rebuilt. **Without journeys (1):** beta-moe, roleplay. There the physical decode attention is unavailable (NaN), so their decode steps have no physical total: they drop out of the physical correlations and the NNLS fit, and prefill attention falls back to the batch-level estimate (all prefill tokens of a step as one chunk).
+1 of 2 experiments carry request-journey events, from which each step's decode contexts and prefill chunks are rebuilt. **Without journeys (1):** beta-moe, roleplay. There the physical decode attention is unavailable (NaN), so their decode steps have no physical total: they drop out of the physical correlations and the component fit, and prefill attention falls back to the batch-level estimate (all prefill tokens of a step as one chunk).
 
 ### Re-tested Hypothesis: Physical Components
 
-Pearson r with a bootstrap 95% interval (percentile bootstrap over steps; large pooled subsets use a capped, rescaled resample), Spearman rank r and the Pearson r of log durations (on steps where the component is > 0) beside it, because durations span orders of magnitude and a few long steps can carry a Pearson r alone.
+Pooled over experiments: Pearson r with a 95% interval, Spearman rank r and the Pearson r of log durations beside it, because durations span orders of magnitude and a few long steps can carry a Pearson r alone. Pearson r, its interval and Spearman r use the n_steps rows of the subset (the component and the step time known, the step time positive); the log-log r uses only those rows whose component is > 0 as well (n_steps (log-log)). The interval is a percentile bootstrap over steps (large pooled subsets use a capped, rescaled resample); it treats the steps as independent, which steps of one experiment are not, so it is too narrow.
 
-| Subset | Component | Pearson r | 95% CI | Spearman r | log-log r | n_steps |
-|---|---|---|---|---|---|---|
-| pure_prefill | phys_prefill_gemm_us | N/A | N/A | N/A | N/A | 3 |
-| pure_prefill | phys_prefill_attn_us | N/A | N/A | N/A | N/A | 3 |
-| prefill_dominated | phys_prefill_gemm_us | 0.9123 | [0.881, 0.934] | 0.9001 | 0.8899 | 1,234 |
-| prefill_dominated | phys_prefill_attn_us | 0.4567 | [0.401, 0.502] | 0.4000 | 0.4100 | 1,234 |
-| pure_decode | phys_decode_gemm_us | 0.1111 | [0.100, 0.120] | 0.1300 | 0.1400 | 56,789 |
-| pure_decode | phys_decode_attn_us | 0.8765 | [0.812, 0.901] | 0.8500 | 0.8600 | 56,789 |
-| all | phys_total_us | 0.9555 | [0.950, 0.960] | 0.9400 | 0.9300 | 60,000 |
+| Subset | Component | Pearson r | 95% CI | Spearman r | n_steps | log-log r | n_steps (log-log) |
+|---|---|---|---|---|---|---|---|
+| pure_prefill | phys_prefill_gemm_us | N/A | N/A | N/A | 3 | N/A | 3 |
+| pure_prefill | phys_prefill_attn_us | N/A | N/A | N/A | 3 | N/A | 3 |
+| prefill_dominated | phys_prefill_gemm_us | 0.9123 | [0.881, 0.934] | 0.9001 | 1,234 | 0.8899 | 1,234 |
+| prefill_dominated | phys_prefill_attn_us | 0.4567 | [0.401, 0.502] | 0.4000 | 1,234 | 0.4100 | 1,234 |
+| pure_decode | phys_decode_gemm_us | 0.1111 | [0.100, 0.120] | 0.1300 | 56,789 | 0.1400 | 56,789 |
+| pure_decode | phys_decode_attn_us | 0.8765 | [0.812, 0.901] | 0.8500 | 56,789 | 0.8600 | 56,789 |
+| all | phys_total_us | 0.9555 | [0.950, 0.960] | 0.9400 | 60,000 | 0.9300 | 60,000 |
 
 **Physical verdict (pure-phase subsets, the seed's criterion):** 1 of 4 components reach r > 0.8 (at least 2 needed): **NOT SUPPORTED** — prefill GEMM on pure_prefill N/A, prefill attention on pure_prefill N/A, decode GEMM on pure_decode r = 0.111, decode attention on pure_decode r = 0.876 (passes).
 
@@ -288,12 +393,14 @@ Pearson r with a bootstrap 95% interval (percentile bootstrap over steps; large 
 
 ### Seed vs Physical, per Experiment
 
-| Model | Workload | Seed r | Physical r | Physical 95% CI | Δr | Physical Spearman | Physical log-log r | n_steps (physical) |
-|---|---|---|---|---|---|---|---|---|
-| beta-moe | roleplay | 0.9302 | N/A | N/A | N/A | N/A | N/A | 7 |
-| alpha-7b | general | 0.7001 | 0.9502 | [0.945, 0.955] | +0.250 | 0.9300 | 0.9400 | 5,000 |
+Per experiment, the seed total (`total_analytical_us`) and the physical total (`phys_total_us`) against the step time. The physical r, its interval and its Spearman r use the n_steps (physical) steps where the physical total and the step time are known; the log-log r only those where the physical total is positive as well. The physical r's interval is a percentile bootstrap over steps, which treats consecutive steps as independent.
 
-Where both are computable (1 of 2 experiments) the physical total correlates better than the seed total in 1; its 95% interval lies wholly above the seed's r in 1 and wholly below in 0. Median r: seed 0.700, physical 0.950. The largest gain is alpha-7b, general (0.700 → 0.950). Experiments above r = 0.8: 1 in seed mode, 1 in physical mode. Physical r is N/A for 1 experiment(s): beta-moe, roleplay (7 usable steps).
+| Model | Workload | Seed r | Physical r | Physical 95% CI | Δr | Seed Spearman | Physical Spearman | n_steps (physical) | Physical log-log r |
+|---|---|---|---|---|---|---|---|---|---|
+| beta-moe | roleplay | 0.9302 | N/A | N/A | N/A | 0.9000 | N/A | 7 | N/A |
+| alpha-7b | general | 0.7001 | 0.9502 | [0.945, 0.955] | +0.250 | 0.6000 | 0.9300 | 5,000 | 0.9400 |
+
+Where both are computable (1 of 2 experiments) the physical total correlates better than the seed total in 1 by Pearson r and in 1 of 1 by Spearman r. Median r: seed 0.700, physical 0.950. The largest gain is alpha-7b, general (0.700 → 0.950). Experiments above r = 0.8: 1 in seed mode, 1 in physical mode by Pearson r; 1 and 1 by Spearman r. Physical r is N/A for 1 experiment(s): beta-moe, roleplay (7 usable steps).
 
 ### What Differs and Why
 
@@ -322,7 +429,7 @@ The bundled traces are generated (see Setup). Beside the study's published numbe
 
 **Differ:** pure-prefill steps are 3% of steps here against 0.6% published.
 
-How the generated traces were made matters for reading this table. The replay follows the load the study's load generator actually sent (its effective configuration: single-turn prompts, shared system prompts, prefix-cache hits on re-sent prompts) through a vLLM-v1-style scheduler and records what the instrumented server records: `step.duration_us` is the replayed `schedule()` CPU time (a documented cost model with jitter and rare pauses), while the forward pass — which `step.duration_us` does not contain — is priced from measured kernel latencies of the fitted hardware. So the seed's correlations above, computed against `step.duration_us`, are correlations of FLOPs with scheduler CPU time, as they were in the study; the forward-pass statistics of the physical section are an upper bound on what the same formulas reach on measured traces, because the replay's forward time is a function of the batch alone.""",
+How the generated traces were made matters for reading this table. The replay follows the load the study's load generator actually sent (its effective configuration: single-turn prompts, shared system prompts, prefix-cache hits on re-sent prompts) through a vLLM-v1-style scheduler and records what the instrumented server records: `step.duration_us` is the replayed `schedule()` CPU time (a documented cost model with jitter and rare pauses), while the forward pass — which `step.duration_us` does not contain — is priced from measured kernel latencies of the fitted hardware. So the seed's correlations above, computed against `step.duration_us`, are correlations of FLOPs with scheduler CPU time, as they were in the study. The forward-pass statistics of the physical section are partly circular on this data: the replay prices each forward pass from measured kernel tables as a function of the batch alone, and the physical model prices the same batches with roofline formulas (its MoE GEMM from the same kernel tables), so they measure how closely two cost models of the same batches agree, without the host noise, contention and measurement error of a real server. They bound nothing about measured traces, in either direction.""",
     # the header (no section function): two trailing spaces make a markdown line break
     "findings_head": ("# Analytical Component Decomposition of vLLM Step Time — FINDINGS\n\n"
                       "**Status (seed mode):** Not Supported (formal criteria)  \n"
@@ -333,17 +440,16 @@ How the generated traces were made matters for reading this table. The replay fo
 
 def _sections() -> dict[str, str]:
     """Each snapshotted section, rendered by the current report from the hand-made inputs."""
-    pure, per, nnls, lb, rec = _report_tables()
+    tables = _report_tables()
     seed_pure = _seed_pure()
     fi = _findings_input()
-    physical = report.physical_section(pure, per, nnls, lb, rec,
-                                       stats.hypothesis_verdict(seed_pure), seed_pure)
+    physical = report.physical_section(tables, stats.hypothesis_verdict(seed_pure), seed_pure)
     return {
         "summary": report.summary_section(fi), "setup": report.setup_section(fi),
         "phase": report.phase_section(fi), "pure_phase": report.pure_phase_section(fi),
         "per_experiment": report.per_experiment_section(fi),
         "analysis": report.analysis_section(fi), "verdict": report.verdict_section(fi),
-        "physical": physical, "physical_minimal": report.physical_section(pure, per),
+        "physical": physical, "physical_minimal": report.physical_section(_minimal(tables)),
         "published_comparison": report.published_comparison_section(fi, PUBLISHED)}
 
 
@@ -387,18 +493,14 @@ def test_dataset_note_per_kind():
 
 # --------------------------------------------------------------------------- thresholds
 
-#: Digits the template prose may contain: facts about the method or the data, not thresholds.
+#: Digits the template prose may contain: facts about the method or the data, not thresholds
+#: (each must occur in some template: test_every_allowed_number_is_used).
 ALLOWED_PROSE_NUMBERS = [
     "decode_tokens = 0", "prefill_tokens = 0",          # phase titles
     "identically 0", "sets it to 0", "set to 0", "is 0 in it",   # seed decode attention
     "average context P/2", "dense BF16",                 # the seed's formulas, the precision
-    "component is > 0", "intercept ≥ 0",                 # log-log r's rows, NNLS constraint
-    "(0 in ", "is 0 or above",                           # NNLS coefficients that are zero
-    "1 = the roofline",                                  # a coefficient of one
+    "component is > 0",                                  # log-log r's rows
     "95%",                                               # the bootstrap interval's level
-    "100%",                                              # NNLS shares sum to one
-    "H100", "16 experiment configurations",              # what the bundled replay is
-    "5 % multiplicative noise",                          # the replay's noise
     "// 1000",                                           # the server's integer µs
     "2·output_len + 2", "(output_len − 1)",              # the client's event count, per token
     "(≈ 1 when", "vLLM-v1", "E2E", "TPOT + 1",          # one token per iteration, names
@@ -435,6 +537,12 @@ def test_templates_do_not_hard_code_thresholds(path):
     assert not [f for f in FORBIDDEN if f in full]
 
 
+def test_every_allowed_number_is_used():
+    """An allowed phrase no template contains any more would let a threshold slip back in."""
+    prose = " ".join(_template_parts(p)[0] for p in sorted(TEMPLATES.glob("*.j2")))
+    assert [a for a in ALLOWED_PROSE_NUMBERS if a not in prose] == []
+
+
 @pytest.fixture
 def constants(monkeypatch):
     """report.TEMPLATE_CONSTANTS, patchable: the template environment is rebuilt around it."""
@@ -449,11 +557,10 @@ def test_stated_thresholds_follow_the_constants(constants):
     constants("PREFILL_DOMINATED_SHARE", 0.85)
     constants("LOWER_BOUND_MATERIAL", 0.02)
     constants("MIN_ROWS", 12)
-    pure, per, nnls, lb, rec = _report_tables()
     fi = _findings_input()
     verdict = report.verdict_section(fi)
     assert "criteria reach r > 0.75" in verdict and "| r > 0.75 |" in verdict
-    physical = report.physical_section(pure, per, nnls, lb, rec)
+    physical = report.physical_section(_report_tables())
     assert "physical time ≥ 85% prefill" in physical
     assert "components reach r > 0.75" in physical and "Experiments above r = 0.75" in physical
     assert "(at least 2% of steps below the HBM lower bound" in physical
@@ -463,12 +570,12 @@ def test_stated_thresholds_follow_the_constants(constants):
 # --------------------------------------------------------------------------- physical section
 
 def test_physical_section_renders_its_numbers():
-    pure, per, nnls, lb, rec = _report_tables()
-    md = report.physical_section(pure, per, nnls, lb, rec)
+    tables = _report_tables()
+    md = report.physical_section(tables)
     assert md.startswith("## Beyond the Seed: Physical Mode")
     for s in ["0.8765", "[0.812, 0.901]", "56,789", "0.9123", "1,234",      # pure table
-              "0.7001", "0.9502", "+0.250", "[0.945, 0.955]",                # per experiment
-              "4,321", "1.23", "0.988", "-5%", "55%",                         # NNLS
+              "0.7001", "0.9502", "+0.250", "[0.945, 0.955]", "[0.240, 0.260]",  # per experiment
+              "1,500 [1,200, 1,800]", "50% [40%, 60%]", "0.9 [0.85, 0.93]",  # attribution
               "25%", "1,000", "13,863",                                       # lower bound
               "98.7%"]:                                                       # agreement
         assert s in md, s
@@ -478,23 +585,59 @@ def test_physical_section_renders_its_numbers():
     assert "2 of 4 reach r > 0.8: **SUPPORTED**" in md                       # prefill-dominated
     assert "Physical r is N/A for 1 experiment(s): beta-moe, roleplay (7 usable steps)" in md
     # optional tables may be missing
-    md2 = report.physical_section(pure, per)
-    assert "Lower Bound" not in md2 and "Least Squares" not in md2
+    md2 = report.physical_section(_minimal(tables))
+    assert "Lower Bound" not in md2 and "Attribution" not in md2 and "Within-Experiment" not in md2
     assert "**Without journeys (1):** beta-moe, roleplay" in md2              # from journey_coverage
+
+
+def _write(dirs: RunDirs, name: str, table: pd.DataFrame, target: str | None = None) -> None:
+    if target is not None:
+        table = table.assign(target=target)
+    table.to_csv(dirs.tables / f"{name}.csv", index=False, na_rep="")
 
 
 def test_physical_section_from_tables_is_optional(tmp_path):
     dirs = RunDirs(data_root=tmp_path, out=tmp_path / "out", figures=tmp_path / "fig")
     dirs.tables.mkdir(parents=True)
     assert report.physical_section_from_tables(dirs) is None                  # seed-only run
-    pure, per, nnls, lb, rec = _report_tables()
-    pure.to_csv(dirs.tables / "physical_pure_phase_correlations.csv", index=False, na_rep="")
-    per.to_csv(dirs.tables / "physical_per_experiment_correlations.csv", index=False, na_rep="")
+    t = _report_tables()
+    _write(dirs, "physical_pure_phase_correlations", t.pure)
+    _write(dirs, "physical_per_experiment_correlations", t.per_experiment)
     assert "## Beyond the Seed" in report.physical_section_from_tables(dirs)
-    for name, t in [("nnls_fit", nnls), ("lower_bound_check", lb), ("reconstruction_report", rec)]:
-        t.to_csv(dirs.tables / f"{name}.csv", index=False, na_rep="")
+    for name, table in [("lower_bound_check", t.lower_bound),
+                        ("reconstruction_report", t.reconstruction),
+                        ("component_attribution", t.attribution), ("fit_summary", t.fit_summary),
+                        ("within_experiment_verdict", t.within)]:
+        _write(dirs, name, table)
     md = report.physical_section_from_tables(dirs)
-    assert md == report.physical_section(pure, per, nnls, lb, rec)
+    assert md == report.physical_section(dataclasses.replace(t, moe_check=None))
+    assert "### The MoE GEMM" not in md                      # the MoE check is an argument
+    with_moe = report.physical_section_from_tables(dirs, moe_check=t.moe_check)
+    assert with_moe == report.physical_section(t)
+
+
+def test_physical_section_from_tables_reads_the_primary_target(tmp_path):
+    """Tables with a ``target`` column: the section reads step_forward_us's rows only."""
+    from stepdecomp.measure import PRIMARY_TARGET
+
+    dirs = RunDirs(data_root=tmp_path, out=tmp_path / "out", figures=tmp_path / "fig")
+    dirs.tables.mkdir(parents=True)
+    t = _report_tables()
+    other = _report_tables()
+    other.pure["pearson_r"] = 0.1
+    for name, a, b in [("physical_pure_phase_correlations", t.pure, other.pure),
+                       ("physical_per_experiment_correlations", t.per_experiment, t.per_experiment),
+                       ("within_experiment_verdict", t.within, t.within),
+                       ("component_attribution", t.attribution, t.attribution),
+                       ("fit_summary", t.fit_summary, t.fit_summary)]:
+        pd.concat([a.assign(target="step.duration_us"), b.assign(target=PRIMARY_TARGET)]) \
+            .to_csv(dirs.tables / f"{name}.csv", index=False, na_rep="")
+    md = report.physical_section_from_tables(dirs)
+    expected = report.PhysicalTables(pure=other.pure, per_experiment=t.per_experiment,
+                                     attribution=t.attribution, fit_summary=t.fit_summary,
+                                     within=t.within)
+    assert md == report.physical_section(expected, target=PRIMARY_TARGET)
+    assert f"`{PRIMARY_TARGET}` ≈ intercept" in md
 
 
 # --------------------------------------------------------------------------- what the traces measure

@@ -8,8 +8,9 @@ computes what they show, one module per part of the document:
 - :mod:`.render`: the template environment, :func:`render_section` and the thresholds the text
   states (:data:`TEMPLATE_CONSTANTS`; the templates never spell them out);
 - :mod:`.seed`: the seed's sections; :mod:`.measurement`: "What the Traces Measure";
-  :mod:`.physical`: "Beyond the Seed: Physical Mode"; :mod:`.published`: the generated data
-  beside the published study;
+  :mod:`.physical`: "Beyond the Seed: Physical Mode" (with :mod:`.attribution`: the
+  component attribution and the MoE check); :mod:`.verdicts`: the within-experiment verdict
+  and the Conclusion; :mod:`.published`: the generated data beside the published study;
 - this module: :func:`collect` (the run's tables → :class:`FindingsInput`) and
   :func:`findings_markdown` (the whole document).
 
@@ -29,13 +30,14 @@ import pandas as pd
 from ..paths import RAW_DIR, display_path
 from .format import (FORMATTERS, fmt_ci, fmt_delta, fmt_frac, fmt_int, fmt_num, fmt_pct, fmt_r,
                      fmt_r3, fmt_share, fmt_us, markdown_table)
-from .inputs import FindingsInput
+from .inputs import FindingsInput, data_kind, model_names
 from .measurement import MEASUREMENT_TABLES, measurement_context, measurement_tables
-from .physical import (PHYSICAL_TABLES, physical_context, physical_section,
-                       physical_section_from_tables)
+from .physical import (PHYSICAL_TABLES, PhysicalTables, physical_context, physical_section,
+                       physical_section_from_tables, read_physical_tables, table_target)
 from .published import (load_published, published_comparison, published_comparison_context,
                         published_comparison_section)
 from .render import TEMPLATE_CONSTANTS, TEMPLATE_DIR, environment, render_section
+from .verdicts import conclusion_input
 from .seed import (analysis_context, analysis_section, dataset_note, dataset_note_context,
                    header_context, per_experiment_context, per_experiment_section,
                    phase_section, phases_context, pure_phase_context, pure_phase_section,
@@ -51,7 +53,7 @@ SECTION_CONTEXTS: dict[str, Callable[[FindingsInput], dict[str, Any] | None]] = 
     "setup": setup_context,
     "phases": phases_context, "pure_phase": pure_phase_context,
     "per_experiment": per_experiment_context, "analysis": analysis_context,
-    "verdict": verdict_context}
+    "verdict": verdict_context, "conclusion": conclusion_input}
 
 
 def findings_context(fi: FindingsInput) -> dict[str, Any]:
@@ -70,12 +72,15 @@ def models_by_hf_id(steps: pd.DataFrame) -> dict[str, list[str]]:
     return {h: sorted(g["model"]) for h, g in pairs.groupby("hf_id")}
 
 
-def collect(dirs: "RunDirs", hardware: str = "h100-sxm") -> FindingsInput:
+def collect(dirs: "RunDirs", hardware: str = "h100-sxm",
+            moe_check: pd.DataFrame | None = None) -> FindingsInput:
     """Read the artefacts of notebooks 01–05 from a run directory into a FindingsInput.
 
     When the physical tables (``PHYSICAL_TABLES``; at least physical_pure_phase_correlations
     and physical_per_experiment_correlations) are in dirs.tables, their physical_section is
-    appended to ``extra_sections``; without them the result is the seed-only one."""
+    appended to ``extra_sections`` and the conclusion's tables are filled in; without them the
+    result is the seed-only one. ``moe_check`` (attribution.MOE_CHECK_COLUMNS) adds the MoE
+    subsection to the physical section."""
     from .. import outputs
     from ..specs import load_gpu_spec, load_model_specs
     from ..stats import hypothesis_verdict
@@ -84,17 +89,25 @@ def collect(dirs: "RunDirs", hardware: str = "h100-sxm") -> FindingsInput:
     meta = outputs.read_dataset_meta(dirs)
     pure = outputs.read_table(dirs, "pure_phase_correlations", "04_correlation")
     verdict = hypothesis_verdict(pure)
-    physical = physical_section_from_tables(dirs, seed_verdict=verdict, seed_pure=pure)
+    by_hf_id = models_by_hf_id(steps)
+    target = table_target(dirs)
+    tables = read_physical_tables(dirs, target)
+    extra = []
+    if tables is not None:
+        tables.moe_check = moe_check
+        extra.append(physical_section(tables, verdict, pure, target, model_names(by_hf_id),
+                                      data_kind(meta["data_root"])))
     fi = FindingsInput(
         data_root=meta["data_root"], experiments=meta["experiments"],
         skipped=[tuple(s) for s in meta["skipped"]], parse_report=outputs.read_parse_report(dirs),
         breakdown=outputs.read_table(dirs, "phase_breakdown", "03_phases"), pure=pure,
         per_experiment=outputs.read_table(dirs, "per_experiment_correlations", "04_correlation"),
         verdict=verdict, gpu=load_gpu_spec(hardware),
-        specs=load_model_specs(steps["hf_id"]), models_by_hf_id=models_by_hf_id(steps),
-        extra_sections=[physical] if physical is not None else [],
-        skipped_records=outputs.read_skipped_records(dirs),
-        measurement=measurement_tables(dirs))
+        specs=load_model_specs(steps["hf_id"]), models_by_hf_id=by_hf_id,
+        extra_sections=extra, skipped_records=outputs.read_skipped_records(dirs),
+        measurement=measurement_tables(dirs),
+        physical_pure=None if tables is None else tables.pure,
+        within=None if tables is None else tables.within, physical_target=target)
     if meta["data_root"] == display_path(RAW_DIR):
         from ..refdata.validate import client_comparison
 
@@ -108,4 +121,4 @@ __all__ = ["FindingsInput", "collect", "findings_markdown", "findings_context", 
            "render_section", "markdown_table", "FORMATTERS", "MEASUREMENT_TABLES",
            "PHYSICAL_TABLES", "physical_section", "physical_section_from_tables",
            "physical_context", "measurement_context", "published_comparison_section",
-           "models_by_hf_id"]
+           "models_by_hf_id", "PhysicalTables", "read_physical_tables", "model_names"]

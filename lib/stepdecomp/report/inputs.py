@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..paths import FIXTURE_ROOT, RAW_DIR, display_path
 from ..specs import GpuSpec, ModelSpec
 from ..stats import Verdict
 
@@ -30,6 +31,11 @@ class FindingsInput:
     skipped_records: pd.DataFrame | None = None
     #: the tables of "What the Traces Measure" (MEASUREMENT_TABLES), None for a seed-only run
     measurement: dict[str, pd.DataFrame] | None = None
+    #: the physical tables the conclusion reads, on ``physical_target``: the pooled
+    #: pure-phase correlations and the within-experiment verdict (None: no conclusion)
+    physical_pure: pd.DataFrame | None = None
+    within: pd.DataFrame | None = None
+    physical_target: str = "step.duration_us"
 
 
 def exp(row: pd.Series, **values: Any) -> dict[str, Any]:
@@ -40,6 +46,18 @@ def exp(row: pd.Series, **values: Any) -> dict[str, Any]:
 def rows(frame: pd.DataFrame, *columns: str) -> list[dict[str, Any]]:
     """An experiment listing: model, workload and ``columns`` of each row."""
     return [exp(r, **{c: r[c] for c in columns}) for _, r in frame.iterrows()]
+
+
+def data_kind(data_root: str) -> str:
+    """bundled (the generated reference set), fixture (the test fixture) or own traces."""
+    return ("bundled" if data_root == display_path(RAW_DIR) else
+            "fixture" if data_root == display_path(FIXTURE_ROOT) else "own")
+
+
+def model_names(models_by_hf_id: dict[str, list[str]]) -> dict[str, str]:
+    """Each model slug → the name of its HF model in per-model summaries: the slugs that load
+    one HF config are one model ("llama-2-70b / llama-2-70b-hf"), counted once."""
+    return {slug: " / ".join(slugs) for slugs in models_by_hf_id.values() for slug in slugs}
 
 
 def as_bool(s: pd.Series) -> pd.Series:

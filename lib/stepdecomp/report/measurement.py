@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 MEASUREMENT_TABLES = ["target_coverage", "target_medians", "lower_bound_check",
                       "what_explains_targets", "physical_pure_phase_correlations",
                       "client_summary", "client_plausibility", "period_vs_client"]
+#: The within-experiment verdict, read when present (its columns join the verdict table).
+WITHIN_TABLE = "within_experiment_verdict"
 #: The hardware and weight precision the study states (its H100 peak, BF16 weights).
 STATED_HARDWARE = ("h100-sxm", "bf16")
 #: Where the facts about step.duration_us were read (docs/measurement.md §1).
@@ -80,13 +82,30 @@ def measurement_context(fi: FindingsInput) -> dict[str, Any] | None:
             "median_period_us": float(med["step_period_us"].median()),
             "below": below, "below_median": below.drop(columns="experiment_id").median().to_dict(),
             "coverage": cov, "r2": r2_wide.reset_index(), "r2_median": measure.median_r2(r2),
-            "verdicts": measure.verdicts_by_target(t["physical_pure_phase_correlations"]),
-            "period_vs_client": pvc, "client": _client_context(t)}
+            "verdicts": _verdicts(t), "period_vs_client": pvc, "client": _client_context(t)}
+
+
+def _verdicts(t: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """The pooled physical verdict per target and prefill subset, with the within-experiment
+    one beside it when its table is there (within_passing, within_supported)."""
+    from .. import measure
+    from .verdicts import within_by_target
+
+    pooled = measure.verdicts_by_target(t["physical_pure_phase_correlations"])
+    within = t.get(WITHIN_TABLE)
+    if within is None or "target" not in within:
+        return pooled
+    return pooled.merge(within_by_target(within), on=["target", "prefill_subset"], how="left")
 
 def measurement_tables(dirs: "RunDirs") -> dict[str, pd.DataFrame] | None:
-    """The MEASUREMENT_TABLES from dirs.tables, or None when any is missing."""
+    """The MEASUREMENT_TABLES from dirs.tables, or None when any is missing; with the
+    within-experiment verdict (WITHIN_TABLE) when it is there."""
     paths = {name: dirs.tables / f"{name}.csv" for name in MEASUREMENT_TABLES}
     if not all(p.is_file() for p in paths.values()):
         return None
-    return {name: pd.read_csv(p) for name, p in paths.items()}
+    tables = {name: pd.read_csv(p) for name, p in paths.items()}
+    within = dirs.tables / f"{WITHIN_TABLE}.csv"
+    if within.is_file():
+        tables[WITHIN_TABLE] = pd.read_csv(within)
+    return tables
 

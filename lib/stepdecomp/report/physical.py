@@ -1,30 +1,70 @@
-"""FINDINGS' "Beyond the Seed: Physical Mode": journeys, the HBM lower bound, the physical
-verdict, seed vs physical per experiment, the component fit and what differs from the seed,
-each a ``<name>_context`` of the physical tables (stats.py, notebook 04) rendered by
-``templates/_physical*.md.j2``."""
+"""FINDINGS' "Beyond the Seed: Physical Mode": journeys, the HBM lower bound, the pooled and the
+within-experiment verdict, seed vs physical per experiment, the component attribution, the MoE
+GEMM check and what differs from the seed, each a ``<name>_context`` of the physical tables
+(stats.py, notebook 04) rendered by ``templates/_physical*.md.j2``.
+
+Intervals: pooled statistics carry a cluster bootstrap over experiments (``ci_method``), the
+per-experiment ones a stationary block bootstrap (block length by Politis–White,
+``block_length``), and seed vs physical a paired bootstrap of Δr on the same resamples
+(``delta_ci_low``, ``delta_ci_high``). The text states each method from the tables' columns,
+and compares seed and physical only through the paired Δr interval.
+"""
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Mapping
 
 import pandas as pd
 
 from ..stats import R_THRESHOLD, Verdict
+from .attribution import attribution_context, moe_check_context
 from .format import fmt_ci, isnan
 from .inputs import as_bool, exp, rows
 from .render import (DELTA_R_NEGLIGIBLE, DURATION_TARGET, LOWER_BOUND_MATERIAL, MODEL_SPREAD,
-                     NNLS_ODD_COEF, RANK_GAP, render_section)
+                     RANK_GAP, render_section)
+from .verdicts import verdict_dict, within_verdict_context
 
 if TYPE_CHECKING:
     from ..outputs import RunDirs
 
 
-#: The physical-mode tables collect() looks for in dirs.tables (CSV names without suffix).
+#: The physical-mode tables collect() looks for in dirs.tables (CSV names without suffix);
+#: the first two are required, the others optional (a missing one leaves its part out).
 PHYSICAL_TABLES = ["physical_pure_phase_correlations", "physical_per_experiment_correlations",
-                   "nnls_fit", "lower_bound_check", "reconstruction_report"]
-#: The NNLS fit's components (coef_<key>, share_<key> columns), in table order.
-NNLS_COMPONENTS = ["prefill_gemm", "prefill_attn", "decode_gemm", "decode_attn"]
+                   "lower_bound_check", "reconstruction_report", "component_attribution",
+                   "fit_summary", "within_experiment_verdict"]
+#: How the pooled intervals were computed, by the ``ci_method`` of the pure-phase table
+#: (the template names each; a table without the column was bootstrapped over steps).
+CI_METHODS = {"cluster_bootstrap": "cluster", "cluster bootstrap": "cluster",
+              "cluster": "cluster"}
+
+
+@dataclass
+class PhysicalTables:
+    """The physical mode's tables of one step-time target (no ``target`` column).
+
+    ``pure`` (stats.physical_pure_phase_correlations), ``per_experiment``
+    (stats.physical_per_experiment_correlations), ``lower_bound`` (stats.lower_bound_check),
+    ``reconstruction`` (reconstruct.attach_reconstruction's report), ``attribution`` and
+    ``fit_summary`` (the component fit: component_attribution, fit_summary), ``within``
+    (within_experiment_verdict) and ``moe_check`` (the MoE GEMM estimate old vs new,
+    attribution.MOE_CHECK_COLUMNS). None leaves that part out."""
+
+    pure: pd.DataFrame
+    per_experiment: pd.DataFrame
+    lower_bound: pd.DataFrame | None = None
+    reconstruction: pd.DataFrame | None = None
+    attribution: pd.DataFrame | None = None
+    fit_summary: pd.DataFrame | None = None
+    within: pd.DataFrame | None = None
+    moe_check: pd.DataFrame | None = None
+
+
+def _named(models: pd.Series, names: Mapping[str, str] | None) -> pd.Series:
+    """Model slugs as their HF model's name (HF-identical slugs are one model)."""
+    return models.map(lambda m: (names or {}).get(m, m))
 
 
 def _flagged(lb: pd.DataFrame) -> pd.DataFrame:
@@ -78,81 +118,77 @@ def _subset_n(pure: pd.DataFrame, subset: str) -> int:
     return int(n.max()) if len(n) and n.notna().any() else 0
 
 
-def _verdict_dict(v: Verdict) -> dict[str, Any]:
-    return {"passing": v.passing, "n_criteria": len(v.table), "required": v.required,
-            "label": v.label, "criteria": [r._asdict() for r in v.table.itertuples()]}
-
-
 def physical_verdict_context(pure: pd.DataFrame, v_pure: Verdict, v_dom: Verdict,
                              seed_verdict: Verdict | None) -> dict[str, Any]:
-    """The physical r table with its intervals, the verdict on pure phases and with
-    prefill-dominated steps, and the comparison with the seed's verdict (``change``)."""
+    """The pooled physical r table with its intervals and the rows behind each column, the
+    verdict on pure phases and with prefill-dominated steps, the comparison with the seed's
+    verdict (``change``) and how the intervals were computed (``ci_method``: cluster; steps
+    for a table without the column; else the column's values)."""
     table = pure.assign(component=pure["component"].map(str),
                         ci=[fmt_ci(a, b) for a, b in zip(pure["ci_low"], pure["ci_high"])])
     seed = None
     if seed_verdict is not None:
         change = ("same" if seed_verdict.passing == v_pure.passing else
                   "more" if v_pure.passing > seed_verdict.passing else "fewer")
-        seed = {**_verdict_dict(seed_verdict), "change": change}
-    return {"table": table[["subset", "component", "pearson_r", "ci", "spearman_r", "loglog_r",
-                            "n_steps"]],
-            "pure": _verdict_dict(v_pure), "dominated": _verdict_dict(v_dom),
+        seed = {**verdict_dict(seed_verdict), "change": change}
+    methods = sorted(set(pure["ci_method"].dropna().astype(str))) if "ci_method" in pure else []
+    ci_method = ("steps" if not methods else ", ".join(CI_METHODS.get(m, m) for m in methods))
+    cols = ["subset", "component", "pearson_r", "ci", "spearman_r", "n_steps", "loglog_r",
+            *(["n_loglog"] if "n_loglog" in table else [])]
+    return {"table": table[cols], "ci_method": ci_method,
+            "pure": verdict_dict(v_pure), "dominated": verdict_dict(v_dom),
             "n_pure_prefill": _subset_n(pure, "pure_prefill"),
             "n_dominated": _subset_n(pure, "prefill_dominated"), "seed": seed}
 
 
+def _count(mask: pd.Series) -> int:
+    return int(mask.fillna(False).astype(bool).sum())
+
+
 def physical_per_experiment_context(per: pd.DataFrame) -> dict[str, Any]:
-    """Seed vs physical r per experiment: the table and, where both are computable, the
-    counts of gains and of intervals clear of the seed's r, the extremes and the rank gap."""
+    """Seed vs physical r per experiment: the table (with the paired Δr interval, the block
+    length and the log-log rows where the table has them) and, where both are computable,
+    the counts of gains by Pearson and by Spearman, of paired Δr intervals above and below 0,
+    of experiments above R_THRESHOLD by either r, the extremes and the rank gap."""
     t = per.sort_values("seed_pearson_r", ascending=False, na_position="last")
     t = t.assign(ci=[fmt_ci(a, b) for a, b in zip(t["phys_ci_low"], t["phys_ci_high"])])
+    paired = {"delta_ci_low", "delta_ci_high"} <= set(per.columns)
+    if paired:
+        t = t.assign(delta_ci=[fmt_ci(a, b) for a, b in zip(t["delta_ci_low"], t["delta_ci_high"])])
+    cols = ["model", "workload", "seed_pearson_r", "phys_pearson_r", "ci", "delta_r",
+            *(["delta_ci"] if paired else []),
+            *(["seed_spearman_r"] if "seed_spearman_r" in t else []),
+            "phys_spearman_r", "phys_n_steps", "phys_loglog_r",
+            *[c for c in ("phys_n_loglog", "block_length") if c in t]]
     both = per.dropna(subset=["seed_pearson_r", "phys_pearson_r"])
     ctx: dict[str, Any] = {
-        "table": t[["model", "workload", "seed_pearson_r", "phys_pearson_r", "ci", "delta_r",
-                    "phys_spearman_r", "phys_loglog_r", "phys_n_steps"]],
-        "n_experiments": len(per), "both": None,
+        "table": t[cols], "n_experiments": len(per), "both": None, "paired": paired,
+        "has_block_length": "block_length" in per,
         "na_physical": rows(per[per["phys_pearson_r"].isna()], "phys_n_steps")}
     if len(both):
         best, worst = both.loc[both["delta_r"].idxmax()], both.loc[both["delta_r"].idxmin()]
         gap = (both["phys_spearman_r"] - both["phys_pearson_r"]).median()
+        rank = both.dropna(subset=["seed_spearman_r", "phys_spearman_r"]) \
+            if "seed_spearman_r" in both else both.iloc[:0]
         ctx["both"] = {
-            "n": len(both), "n_up": int((both["delta_r"] > 0).sum()),
-            "n_sig_up": int((both["phys_ci_low"] > both["seed_pearson_r"]).sum()),
-            "n_sig_down": int((both["phys_ci_high"] < both["seed_pearson_r"]).sum()),
+            "n": len(both), "n_up": _count(both["delta_r"] > 0),
+            "n_rank": len(rank),
+            "n_up_spearman": _count(rank["phys_spearman_r"] > rank["seed_spearman_r"])
+            if len(rank) else None,
+            "n_ci_up": _count(both["delta_ci_low"] > 0) if paired else None,
+            "n_ci_down": _count(both["delta_ci_high"] < 0) if paired else None,
             "median_seed": both["seed_pearson_r"].median(),
             "median_phys": both["phys_pearson_r"].median(),
             "gain": exp(best, seed=best["seed_pearson_r"], phys=best["phys_pearson_r"])
             if best["delta_r"] > 0 else None,
             "loss": exp(worst, seed=worst["seed_pearson_r"], phys=worst["phys_pearson_r"])
             if worst["delta_r"] < 0 else None,
-            "n_seed_above": int((per["seed_pearson_r"] > R_THRESHOLD).sum()),
-            "n_phys_above": int((per["phys_pearson_r"] > R_THRESHOLD).sum()),
+            "n_seed_above": _count(per["seed_pearson_r"] > R_THRESHOLD),
+            "n_phys_above": _count(per["phys_pearson_r"] > R_THRESHOLD),
+            "n_seed_above_spearman": _count(per["seed_spearman_r"] > R_THRESHOLD)
+            if "seed_spearman_r" in per else None,
+            "n_phys_above_spearman": _count(per["phys_spearman_r"] > R_THRESHOLD),
             "rank_gap": gap if not isnan(gap) and abs(gap) >= RANK_GAP else None}
-    return ctx
-
-
-def nnls_context(nnls: pd.DataFrame) -> dict[str, Any]:
-    """The NNLS table with the components it has (``components``), and over the fitted
-    experiments: R², intercept, median coefficients, the leading share and the odd fits."""
-    comps = [k for k in NNLS_COMPONENTS if f"coef_{k}" in nnls]
-    t = nnls.sort_values(["model", "workload"])
-    cols = ["model", "workload", "n_steps", "intercept_us", *[f"coef_{k}" for k in comps],
-            *[f"share_{k}" for k in comps], "r2"]
-    fitted = nnls.dropna(subset=["r2"])
-    ctx: dict[str, Any] = {"components": comps, "table": t[cols], "fitted": None,
-                           "not_fitted": rows(nnls[nnls["r2"].isna()])}
-    if len(fitted):
-        coefs = [(k, fitted[f"coef_{k}"].dropna()) for k in comps]
-        shares = fitted[[f"share_{k}" for k in comps]]
-        lead = shares.idxmax(axis=1, skipna=True).dropna().map(lambda s: s.removeprefix("share_"))
-        coef_cols = [f"coef_{k}" for k in comps]
-        odd = fitted[((fitted[coef_cols] == 0) | (fitted[coef_cols] > NNLS_ODD_COEF)).any(axis=1)]
-        ctx["fitted"] = {
-            "n": len(fitted), "r2_median": fitted["r2"].median(), "r2_min": fitted["r2"].min(),
-            "r2_max": fitted["r2"].max(), "intercept_median": fitted["intercept_us"].median(),
-            "coefs": [{"component": k, "median": c.median(), "zero": int((c == 0).sum()),
-                       "n": len(c)} for k, c in coefs if len(c)],
-            "leads": list(lead.value_counts().items()), "n_odd": len(odd)}
     return ctx
 
 
@@ -170,22 +206,25 @@ def _change(new: float, old: float) -> str:
     return "better" if new > old else "worse"
 
 
-def _per_model_change(both: pd.DataFrame, lb: pd.DataFrame | None) -> dict[str, Any] | None:
-    """Median Δr per model when it spreads by at least MODEL_SPREAD, and the models that lose
-    and are also flagged by the lower-bound check."""
-    by_model = both.groupby("model")["delta_r"].median().sort_values(ascending=False)
+def _per_model_change(both: pd.DataFrame, lb: pd.DataFrame | None,
+                      names: Mapping[str, str] | None = None) -> dict[str, Any] | None:
+    """Median Δr per model (HF-identical slugs merged: a model counts once, ``names``) when it
+    spreads by at least MODEL_SPREAD, and the models that lose and are also flagged by the
+    lower-bound check."""
+    by_model = both.groupby(_named(both["model"], names))["delta_r"].median() \
+        .sort_values(ascending=False)
     if not (len(by_model) > 1 and by_model.max() - by_model.min() >= MODEL_SPREAD):
         return None
     worse = by_model[by_model < -DELTA_R_NEGLIGIBLE]
     also: list[str] = []
     if len(worse) and lb is not None:
-        also = sorted(set(worse.index) & set(_flagged(lb)["model"]))
+        also = sorted(set(worse.index) & set(_named(_flagged(lb)["model"], names)))
     return {"deltas": list(by_model.items()), "flagged_losers": also}
 
 
 def differences_context(pure: pd.DataFrame, per: pd.DataFrame, lb: pd.DataFrame | None,
                         seed_pure: pd.DataFrame | None, v_pure: Verdict,
-                        v_dom: Verdict) -> dict[str, Any]:
+                        v_dom: Verdict, names: Mapping[str, str] | None = None) -> dict[str, Any]:
     """What the physical mode changes: decode attention, the decode GEMM floor, the wider
     prefill subset, the per-experiment Δr (and per model) and the plausibility check."""
     da = _r_of(pure, "pure_decode", "phys_decode_attn_us")
@@ -200,13 +239,13 @@ def differences_context(pure: pd.DataFrame, per: pd.DataFrame, lb: pd.DataFrame 
         {"phys": dg_phys, "seed": dg_seed, "change": _change(dg_phys, dg_seed)},
         "widen": None, "per_experiment": None, "lower_bound": None}
     if v_dom.passing != v_pure.passing or dom_n > pp_n:
-        ctx["widen"] = {"n_pure": pp_n, "n_dominated": dom_n, "pure": _verdict_dict(v_pure),
-                        "dominated": _verdict_dict(v_dom)}
+        ctx["widen"] = {"n_pure": pp_n, "n_dominated": dom_n, "pure": verdict_dict(v_pure),
+                        "dominated": verdict_dict(v_dom)}
     if len(both):
         med = both["delta_r"].median()
         change = ("better" if med > DELTA_R_NEGLIGIBLE else
                   "same" if med > -DELTA_R_NEGLIGIBLE else "worse")
-        ctx["per_experiment"] = {"median": med, "by_model": _per_model_change(both, lb),
+        ctx["per_experiment"] = {"median": med, "by_model": _per_model_change(both, lb, names),
                                  "change": change}
     if lb is not None:
         flagged = _flagged(lb)
@@ -217,64 +256,90 @@ def differences_context(pure: pd.DataFrame, per: pd.DataFrame, lb: pd.DataFrame 
     return ctx
 
 
-def physical_context(pure: pd.DataFrame, per_experiment: pd.DataFrame,
-                     nnls: pd.DataFrame | None = None, lower_bound: pd.DataFrame | None = None,
-                     reconstruction: pd.DataFrame | None = None,
-                     seed_verdict: Verdict | None = None,
-                     seed_pure: pd.DataFrame | None = None,
-                     target: str = DURATION_TARGET) -> dict[str, Any]:
+def physical_context(tables: PhysicalTables, seed_verdict: Verdict | None = None,
+                     seed_pure: pd.DataFrame | None = None, target: str = DURATION_TARGET,
+                     model_names: Mapping[str, str] | None = None,
+                     data_kind: str = "own") -> dict[str, Any]:
     """The physical section's subsections' contexts (None: the table is missing), all on
-    the step-time ``target`` the tables were computed on."""
+    the step-time ``target`` the tables were computed on. ``model_names`` maps each model slug
+    to its HF model's name (inputs.model_names); per-model summaries count a model once.
+    ``data_kind``: bundled (generated), fixture or own (seed.dataset_note_context)."""
     from ..stats import physical_verdict
 
+    t = tables
+    pure, per = t.pure, t.per_experiment
     v_pure, v_dom = physical_verdict(pure), physical_verdict(pure, "prefill_dominated")
+    attribution = None
+    if t.attribution is not None and t.fit_summary is not None:
+        attribution = {**attribution_context(t.attribution, t.fit_summary), "target": target}
     return {
         "target": target,
-        "journeys": journeys_context(per_experiment, reconstruction),
-        "lower_bound": None if lower_bound is None else {**lower_bound_context(lower_bound),
-                                                         "target": target},
+        "journeys": {**journeys_context(per, t.reconstruction), "data_kind": data_kind},
+        "lower_bound": None if t.lower_bound is None else {**lower_bound_context(t.lower_bound),
+                                                           "target": target},
         "verdict": physical_verdict_context(pure, v_pure, v_dom, seed_verdict),
-        "per_experiment": physical_per_experiment_context(per_experiment),
-        "nnls": None if nnls is None else {**nnls_context(nnls), "target": target},
-        "differences": differences_context(pure, per_experiment, lower_bound, seed_pure,
-                                           v_pure, v_dom)}
+        "within": None if t.within is None or t.within.empty else
+        {**within_verdict_context(t.within, pure, len(per)), "target": target},
+        "per_experiment": physical_per_experiment_context(per),
+        "attribution": attribution,
+        "moe": None if t.moe_check is None or t.moe_check.empty else
+        moe_check_context(t.moe_check, per, model_names),
+        "differences": differences_context(pure, per, t.lower_bound, seed_pure, v_pure, v_dom,
+                                           model_names)}
 
 
-def physical_section(pure: pd.DataFrame, per_experiment: pd.DataFrame,
-                     nnls: pd.DataFrame | None = None, lower_bound: pd.DataFrame | None = None,
-                     reconstruction: pd.DataFrame | None = None,
-                     seed_verdict: Verdict | None = None,
-                     seed_pure: pd.DataFrame | None = None,
-                     target: str = "step.duration_us") -> str:
-    """"## Beyond the Seed: Physical Mode" as markdown, from the physical tables:
-
-    ``pure`` (stats.physical_pure_phase_correlations), ``per_experiment``
-    (stats.physical_per_experiment_correlations), ``nnls`` (stats.nnls_fit), ``lower_bound``
-    (stats.lower_bound_check), ``reconstruction`` (the report of
-    reconstruct.attach_reconstruction), the seed's Verdict and pure-phase table for the
-    comparison. Optional tables that are None leave their subsection out. Every number comes
-    from these tables; the sentences branch on the data.
-    """
-    return render_section("physical", physical_context(
-        pure, per_experiment, nnls, lower_bound, reconstruction, seed_verdict, seed_pure, target))
+def physical_section(tables: PhysicalTables, seed_verdict: Verdict | None = None,
+                     seed_pure: pd.DataFrame | None = None, target: str = DURATION_TARGET,
+                     model_names: Mapping[str, str] | None = None,
+                     data_kind: str = "own") -> str:
+    """"## Beyond the Seed: Physical Mode" as markdown, from the physical tables of one target
+    (:class:`PhysicalTables`), the seed's Verdict and pure-phase table for the comparison.
+    Optional tables that are None leave their subsection out. Every number comes from these
+    tables; the sentences branch on the data."""
+    return render_section("physical", physical_context(tables, seed_verdict, seed_pure, target,
+                                                       model_names, data_kind))
 
 
-def physical_section_from_tables(dirs: "RunDirs", seed_verdict: Verdict | None = None,
-                                 seed_pure: pd.DataFrame | None = None) -> str | None:
-    """physical_section from the CSVs in dirs.tables, or None when the physical pure-phase
-    and per-experiment tables are not there (a seed-only run). The other tables are optional."""
+def read_physical_tables(dirs: "RunDirs", target: str) -> PhysicalTables | None:
+    """The PHYSICAL_TABLES of ``target`` from the CSVs in dirs.tables (tables without a
+    ``target`` column are taken whole), or None when the physical pure-phase and
+    per-experiment tables are not there (a seed-only run)."""
+    from ..measure import for_target
+
     paths = {name: dirs.tables / f"{name}.csv" for name in PHYSICAL_TABLES}
     if not (paths["physical_pure_phase_correlations"].is_file()
             and paths["physical_per_experiment_correlations"].is_file()):
         return None
-    from ..measure import PRIMARY_TARGET, for_target
+    read = {name: for_target(pd.read_csv(p), target) if p.is_file() else None
+            for name, p in paths.items()}
+    return PhysicalTables(
+        pure=read["physical_pure_phase_correlations"],
+        per_experiment=read["physical_per_experiment_correlations"],
+        lower_bound=read["lower_bound_check"], reconstruction=read["reconstruction_report"],
+        attribution=read["component_attribution"], fit_summary=read["fit_summary"],
+        within=read["within_experiment_verdict"])
 
-    raw = {name: pd.read_csv(p) if p.is_file() else None for name, p in paths.items()}
-    has_target = "target" in raw["physical_pure_phase_correlations"]
-    read = {name: None if t is None else for_target(t, PRIMARY_TARGET) for name, t in raw.items()}
-    return physical_section(read["physical_pure_phase_correlations"],
-                            read["physical_per_experiment_correlations"], nnls=read["nnls_fit"],
-                            lower_bound=read["lower_bound_check"],
-                            reconstruction=read["reconstruction_report"],
-                            seed_verdict=seed_verdict, seed_pure=seed_pure,
-                            target=PRIMARY_TARGET if has_target else DURATION_TARGET)
+
+def table_target(dirs: "RunDirs") -> str:
+    """The target the physical section reads: measure.PRIMARY_TARGET when the tables carry
+    a ``target`` column, else step.duration_us (tables written before the targets existed)."""
+    from ..measure import PRIMARY_TARGET
+
+    path = dirs.tables / "physical_pure_phase_correlations.csv"
+    has_target = path.is_file() and "target" in pd.read_csv(path, nrows=1)
+    return PRIMARY_TARGET if has_target else DURATION_TARGET
+
+
+def physical_section_from_tables(dirs: "RunDirs", seed_verdict: Verdict | None = None,
+                                 seed_pure: pd.DataFrame | None = None,
+                                 model_names: Mapping[str, str] | None = None,
+                                 moe_check: pd.DataFrame | None = None,
+                                 data_kind: str = "own") -> str | None:
+    """physical_section from the CSVs in dirs.tables on :func:`table_target`, or None for a
+    seed-only run; ``moe_check`` (attribution.MOE_CHECK_COLUMNS) adds the MoE subsection."""
+    target = table_target(dirs)
+    tables = read_physical_tables(dirs, target)
+    if tables is None:
+        return None
+    tables.moe_check = moe_check
+    return physical_section(tables, seed_verdict, seed_pure, target, model_names, data_kind)

@@ -34,8 +34,6 @@ PARSE_COLUMNS = ["experiment_id", "lines", "parsed_lines", "blank_lines", "malfo
 #: A lower-bound violation on at least this fraction of an experiment's steps is material:
 #: its durations as a whole cannot be read as GPU execution time.
 LOWER_BOUND_MATERIAL = 0.01
-#: An NNLS coefficient above this (or 0) means the fit could not separate that component.
-NNLS_ODD_COEF = 10
 #: Pure-prefill steps below this share (%) are "rare" in the phase breakdown.
 RARE_PREFILL_PCT = 5
 #: Pure-prefill steps below this share (%) count as "almost absent" beside the published study.
@@ -55,7 +53,7 @@ RANK_GAP = 0.1
 TEMPLATE_CONSTANTS: dict[str, float] = {
     "R_THRESHOLD": R_THRESHOLD, "HYPOTHESIS_MIN_PASSING": HYPOTHESIS_MIN_PASSING,
     "MIN_ROWS": MIN_ROWS, "PREFILL_DOMINATED_SHARE": PREFILL_DOMINATED_SHARE,
-    "LOWER_BOUND_MATERIAL": LOWER_BOUND_MATERIAL, "NNLS_ODD_COEF": NNLS_ODD_COEF}
+    "LOWER_BOUND_MATERIAL": LOWER_BOUND_MATERIAL}
 
 
 # --------------------------------------------------------------------------- templates

@@ -11,9 +11,8 @@ from typing import Any
 
 import pandas as pd
 
-from ..paths import FIXTURE_ROOT, RAW_DIR, display_path
 from .format import fmt_g
-from .inputs import FindingsInput, exp
+from .inputs import FindingsInput, data_kind, exp
 from .measurement import measurement_context
 from .render import MIN_ROWS, PARSE_COLUMNS, RARE_PREFILL_PCT, render_section
 
@@ -21,9 +20,7 @@ from .render import MIN_ROWS, PARSE_COLUMNS, RARE_PREFILL_PCT, render_section
 
 def dataset_note_context(data_root: str) -> dict[str, str]:
     """kind: the bundled generated set, the test fixture, or the user's own traces."""
-    kind = ("bundled" if data_root == display_path(RAW_DIR) else
-            "fixture" if data_root == display_path(FIXTURE_ROOT) else "own")
-    return {"kind": kind, "data_root": data_root}
+    return {"kind": data_kind(data_root), "data_root": data_root}
 
 
 def dataset_note(data_root: str) -> str:
@@ -47,7 +44,14 @@ def totals(per_experiment: pd.DataFrame) -> pd.DataFrame:
 
 
 def header_context(fi: FindingsInput) -> dict[str, Any]:
-    return {"supported": fi.verdict.supported, "data_root": fi.data_root}
+    """The seed's status, and the within-experiment one the conclusion rests on (None
+    without the within-experiment table)."""
+    from .verdicts import conclusion_input
+
+    conclusion = conclusion_input(fi)
+    within = None if conclusion is None else {"supported": conclusion["verdict"]["supported"],
+                                              "target": conclusion["target"]}
+    return {"supported": fi.verdict.supported, "data_root": fi.data_root, "within": within}
 
 
 def summary_context(fi: FindingsInput) -> dict[str, Any]:

@@ -1,0 +1,188 @@
+"""FINDINGS' component attribution (which physical component explains how much of a step time)
+and the MoE GEMM check.
+
+Attribution reads two tables of the statistics (notebook 04): ``component_attribution`` (long:
+one row per experiment and term, with the fit's coefficient, its interval, whether the fit
+identifies it, and the term's LMG/Shapley share of R² with its interval) and ``fit_summary``
+(one row per experiment: n_steps, R², the intercept, each with its interval, and the block
+length of the bootstrap). An LMG share is the term's R² gain averaged over every order in
+which the terms can enter the fit: shares are ≥ 0 and sum to R². A coefficient the fit does
+not identify (collinear terms, or a coefficient at its bound) is shown as "not identified"
+and left out of every median and count of the summary.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import pandas as pd
+
+from .format import fmt_frac, fmt_num, fmt_us, isnan
+from .inputs import as_bool, exp
+
+#: The terms of the component fit, in the order the tables show them (others follow).
+ATTRIBUTION_TERMS = ["phys_gemm_us", "phys_prefill_attn_us", "phys_decode_attn_us",
+                     "phys_allreduce_us", "phys_lm_head_us"]
+ATTRIBUTION_COLUMNS = ["experiment_id", "model", "workload", "term", "coef", "coef_ci_low",
+                       "coef_ci_high", "identified", "lmg_share_r2", "lmg_ci_low",
+                       "lmg_ci_high"]
+FIT_COLUMNS = ["experiment_id", "model", "workload", "n_steps", "r2", "r2_ci_low", "r2_ci_high",
+               "intercept_us", "intercept_ci_low", "intercept_ci_high"]
+#: Slack for rounding when checking that a share lies in [0, 1] and that shares sum to R²
+#: (outputs.write_table keeps FLOAT_SIG_DIGITS significant digits).
+SHARE_TOLERANCE = 1e-6
+SUM_TOLERANCE = 1e-3
+NOT_IDENTIFIED = "not identified"
+
+
+def _require(frame: pd.DataFrame, columns: list[str], name: str) -> None:
+    missing = [c for c in columns if c not in frame]
+    if missing:
+        raise KeyError(f"{name} lacks column(s) {missing}")
+
+
+def _ci(value: str, low: float, high: float, fmt: Any) -> str:
+    """``value [low, high]`` (just ``value`` when the interval is missing)."""
+    return value if isnan(low) or isnan(high) else f"{value} [{fmt(low)}, {fmt(high)}]"
+
+
+def _valid_share(x: float) -> bool:
+    return not isnan(x) and -SHARE_TOLERANCE <= float(x) <= 1 + SHARE_TOLERANCE
+
+
+def _share(x: float) -> float:
+    """A valid share with rounding noise below 0 shown as 0 (SHARE_TOLERANCE)."""
+    return max(float(x), 0.0)
+
+
+def share_cell(row: pd.Series) -> str:
+    """A term's LMG share of the target's variance with its interval: 57.5% [52.1%, 60.3%]."""
+    lo, hi = row["lmg_ci_low"], row["lmg_ci_high"]
+    if not (_valid_share(lo) and _valid_share(hi)):
+        lo = hi = math.nan
+    return _ci(fmt_frac(_share(row["lmg_share_r2"])), lo, hi, lambda v: fmt_frac(_share(v)))
+
+
+def coef_cell(row: pd.Series) -> str:
+    """A coefficient with its interval, or "not identified"."""
+    if not row["identified"] or isnan(row["coef"]):
+        return NOT_IDENTIFIED
+    return _ci(fmt_num(row["coef"]), row["coef_ci_low"], row["coef_ci_high"], fmt_num)
+
+
+def _terms(attr: pd.DataFrame) -> list[str]:
+    present = list(dict.fromkeys(attr["term"]))
+    return [t for t in ATTRIBUTION_TERMS if t in present] + \
+        [t for t in present if t not in ATTRIBUTION_TERMS]
+
+
+def _wide(attr: pd.DataFrame, cell: Any, terms: list[str]) -> pd.DataFrame:
+    cells = attr.assign(cell=[cell(r) for _, r in attr.iterrows()])
+    wide = cells.pivot(index="experiment_id", columns="term", values="cell")
+    return wide.reindex(columns=terms).astype(object).fillna("N/A")
+
+
+def attribution_context(attr: pd.DataFrame, fit: pd.DataFrame) -> dict[str, Any]:
+    """The attribution of one target: ``shares`` (per experiment: n_steps, R², intercept and
+    each term's LMG share, with intervals), ``coefs`` (each term's coefficient with its
+    interval, or "not identified"), and the summary over experiments with a fit (``fitted``):
+    R² median and range, median intercept, the term with the largest share (counts), each
+    term's median share, each term's median coefficient over the experiments that identify it.
+    Shares outside [0, 1] are not shown and are listed in ``invalid``; experiments whose
+    shares do not sum to R² are listed in ``sum_mismatch``."""
+    _require(attr, ATTRIBUTION_COLUMNS, "component_attribution")
+    _require(fit, FIT_COLUMNS, "fit_summary")
+    attr = attr.assign(identified=as_bool(attr["identified"]))
+    valid = attr["lmg_share_r2"].map(_valid_share)
+    invalid = attr[~valid & attr["lmg_share_r2"].notna()]
+    shown = attr[valid]
+    terms = _terms(attr)
+    fit = fit.sort_values(["model", "workload"]).reset_index(drop=True)
+    fitted = fit.dropna(subset=["r2"])
+
+    base = fit[["experiment_id", "model", "workload", "n_steps"]].assign(
+        r2=[_ci(fmt_num(r), lo, hi, fmt_num) for r, lo, hi in
+            zip(fit["r2"], fit["r2_ci_low"], fit["r2_ci_high"])],
+        intercept=[_ci(fmt_us(v), lo, hi, fmt_us) for v, lo, hi in
+                   zip(fit["intercept_us"], fit["intercept_ci_low"], fit["intercept_ci_high"])])
+    shares = base.join(_wide(shown, share_cell, terms), on="experiment_id")
+    coefs = fit[["experiment_id", "model", "workload"]].join(
+        _wide(attr, coef_cell, terms), on="experiment_id")
+
+    ctx: dict[str, Any] = {
+        "terms": terms, "shares": shares.drop(columns="experiment_id"),
+        "coefs": coefs.drop(columns="experiment_id"), "fitted": None,
+        "invalid": [exp(r, term=r["term"], share=r["lmg_share_r2"]) for _, r in invalid.iterrows()],
+        "not_fitted": [exp(r) for _, r in fit[fit["r2"].isna()].iterrows()],
+        "sum_mismatch": _sum_mismatch(shown, fitted)}
+    if len(fitted):
+        ok = shown[shown["experiment_id"].isin(fitted["experiment_id"])]
+        lead = ok.loc[ok.groupby("experiment_id")["lmg_share_r2"].idxmax()]
+        ident = attr[attr["identified"] & attr["coef"].notna()
+                     & attr["experiment_id"].isin(fitted["experiment_id"])]
+        n_unident = attr[~attr["identified"] & attr["experiment_id"].isin(fitted["experiment_id"])]
+        ctx["fitted"] = {
+            "n": len(fitted), "r2_median": fitted["r2"].median(), "r2_min": fitted["r2"].min(),
+            "r2_max": fitted["r2"].max(),
+            "leads": [(t, int(n)) for t, n in lead["term"].value_counts().items()],
+            "median_shares": [(t, float(ok.loc[ok["term"] == t, "lmg_share_r2"].median()))
+                              for t in terms if (ok["term"] == t).any()],
+            "coefs": [{"term": t, "median": float(ident.loc[ident["term"] == t, "coef"].median()),
+                       "n_identified": int((ident["term"] == t).sum()), "n": len(fitted)}
+                      for t in terms if (ident["term"] == t).any()],
+            "never_identified": [t for t in terms if not (ident["term"] == t).any()],
+            "n_unidentified": len(n_unident),
+            "experiments_unidentified": int(n_unident["experiment_id"].nunique())}
+    return ctx
+
+
+def _sum_mismatch(shown: pd.DataFrame, fitted: pd.DataFrame) -> list[dict[str, Any]]:
+    """Experiments whose shown shares do not sum to their R² (beyond SUM_TOLERANCE)."""
+    sums = shown.groupby("experiment_id")["lmg_share_r2"].apply(
+        lambda s: math.fsum(_share(x) for x in s))
+    f = fitted.set_index("experiment_id")
+    out = []
+    for e, total in sums.items():
+        if e in f.index and abs(total - float(f.loc[e, "r2"])) > SUM_TOLERANCE:
+            out.append(exp(f.loc[e], total=total, r2=float(f.loc[e, "r2"])))
+    return out
+
+
+# --------------------------------------------------------------------------- MoE GEMM check
+
+#: The MoE check's table (roofline's producer): the GEMM estimate of each MoE model at a few
+#: token counts, before (every token's k experts over a flat expected-distinct-experts read)
+#: and after (per-expert token counts tokens·k/E priced from the kernel tables).
+MOE_CHECK_COLUMNS = ["model", "tokens", "gemm_us_old", "gemm_us_new"]
+#: An estimate whose largest / smallest value over the token counts stays below this is flat.
+MOE_FLAT_GROWTH = 1.1
+
+
+def moe_check_context(check: pd.DataFrame, per: pd.DataFrame | None = None,
+                      model_names: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Per MoE model: the old and new GEMM estimate at each token count of ``check``
+    (MOE_CHECK_COLUMNS), how much each grows from the smallest to the largest count
+    (``flat`` below MOE_FLAT_GROWTH), and from ``per`` (seed vs physical per experiment) the
+    Δr of the model's experiments with its paired interval where the table has it."""
+    _require(check, MOE_CHECK_COLUMNS, "the MoE GEMM check")
+    names = model_names or {}
+    models = []
+    for model, g in check.sort_values("tokens").groupby("model", sort=True):
+        old, new = g["gemm_us_old"].to_numpy(float), g["gemm_us_new"].to_numpy(float)
+        growth_old, growth_new = old.max() / old.min(), new.max() / new.min()
+        rows = []
+        if per is not None:
+            mine = per[per["model"].map(lambda m: names.get(m, m)) == names.get(model, model)]
+            for _, r in mine.sort_values("workload").iterrows():
+                rows.append(exp(r, delta_r=r["delta_r"], seed=r["seed_pearson_r"],
+                                phys=r["phys_pearson_r"],
+                                ci_low=r.get("delta_ci_low", math.nan),
+                                ci_high=r.get("delta_ci_high", math.nan)))
+        models.append({"model": names.get(model, model),
+                       "table": g[["tokens", "gemm_us_old", "gemm_us_new"]].reset_index(drop=True),
+                       "tokens_min": int(g["tokens"].min()), "tokens_max": int(g["tokens"].max()),
+                       "growth_old": float(growth_old), "growth_new": float(growth_new),
+                       "flat_old": bool(growth_old < MOE_FLAT_GROWTH),
+                       "flat_new": bool(growth_new < MOE_FLAT_GROWTH), "experiments": rows})
+    return {"models": models}

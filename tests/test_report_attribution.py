@@ -1,0 +1,151 @@
+"""report.attribution: the LMG attribution of the component fit and the MoE GEMM check,
+on hand-made tables (tests/test_report.py holds the inputs and the section snapshots)."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from stepdecomp import report
+from stepdecomp.report import attribution
+from test_report import _attribution, _fit_summary, _moe_check, _report_tables
+
+#: The coefficients _attribution() marks as not identified.
+UNIDENTIFIED = [0.0, 69.8, 100.0, 106.0]
+
+
+def _section(attr: pd.DataFrame | None = None, fit: pd.DataFrame | None = None) -> str:
+    t = _report_tables()
+    if attr is not None:
+        t.attribution = attr
+    if fit is not None:
+        t.fit_summary = fit
+    md = report.physical_section(t)
+    return md[md.index("### Component Attribution"):md.index("### The MoE GEMM")].strip()
+
+
+def test_summary_over_experiments():
+    ctx = attribution.attribution_context(_attribution(), _fit_summary())
+    f = ctx["fitted"]
+    assert ctx["terms"] == attribution.ATTRIBUTION_TERMS
+    assert (f["n"], f["r2_median"], f["r2_min"], f["r2_max"]) == (2, 0.75, 0.6, 0.9)
+    # largest share: GEMM in e1 (0.5), decode attention in e2 (0.4)
+    assert sorted(f["leads"]) == [("phys_decode_attn_us", 1), ("phys_gemm_us", 1)]
+    assert dict(f["median_shares"]) == pytest.approx({
+        "phys_gemm_us": 0.3, "phys_prefill_attn_us": 0.035, "phys_decode_attn_us": 0.35,
+        "phys_allreduce_us": 0.04, "phys_lm_head_us": 0.025})
+    # medians over the identified coefficients only: (1.2 + 0.9) / 2, 2.0 alone, (1.44 + 1.8) / 2
+    coefs = {c["term"]: (c["median"], c["n_identified"]) for c in f["coefs"]}
+    assert coefs == {"phys_gemm_us": (pytest.approx(1.05), 2), "phys_prefill_attn_us": (2.0, 1),
+                     "phys_decode_attn_us": (pytest.approx(1.62), 2), "phys_lm_head_us": (1.0, 1)}
+    assert f["never_identified"] == ["phys_allreduce_us"]
+    assert (f["n_unidentified"], f["experiments_unidentified"]) == (4, 2)
+    assert ctx["invalid"] == [] and ctx["sum_mismatch"] == [] and ctx["not_fitted"] == []
+
+
+def test_unidentified_coefficients_stay_out_of_the_summary():
+    md = _section()
+    tables, summary = md.rsplit("\n\n", 1)[0], md.rsplit("\n\n", 1)[1]
+    assert summary.startswith("Over 2 experiments the fit reaches a median R² of 0.75")
+    assert tables.count("| not identified") == 4                 # the four cells of the table
+    numbers = {float(x) for x in re.findall(r"\d+(?:\.\d+)?", summary)}
+    assert numbers.isdisjoint(UNIDENTIFIED), numbers & set(UNIDENTIFIED)
+    assert ("Median coefficients over the experiments that identify them: GEMM 1.05 (identified "
+            "in 2 of 2), prefill attention 2 (identified in 1 of 2), decode attention 1.62 "
+            "(identified in 2 of 2), LM head 1 (identified in 1 of 2). Never identified: "
+            "all-reduce. 4 coefficient(s) in 2 experiment(s) are not identified.") in summary
+
+
+def _percentages(text: str) -> list[float]:
+    return [float(x) for x in re.findall(r"(-?\d+(?:\.\d+)?(?:e-?\d+)?)%", text)]
+
+
+def test_no_printed_share_is_negative_or_above_one():
+    attr = _attribution()
+    # a share below zero, one above one, and one a rounding error below zero
+    attr.loc[1, "lmg_share_r2"] = -0.05
+    attr.loc[6, ["lmg_share_r2", "lmg_ci_high"]] = [1.2, 1.3]
+    attr.loc[3, ["lmg_share_r2", "lmg_ci_low"]] = [-1e-9, -1e-9]
+    md = _section(attr)
+    shares = _percentages(md)
+    assert shares and min(shares) >= 0 and max(shares) <= 100
+    assert "share(s) lie outside the range" in md
+    ctx = attribution.attribution_context(attr, _fit_summary())
+    assert [(r["model"], r["term"], r["share"]) for r in ctx["invalid"]] == [
+        ("alpha-7b", "phys_prefill_attn_us", -0.05), ("beta-moe", "phys_prefill_attn_us", 1.2)]
+    assert ("2 share(s) lie outside the range a share can take and are not shown (the statistics "
+            "table is wrong there): alpha-7b, general (prefill attention); beta-moe, roleplay "
+            "(prefill attention).") in md
+    row = ctx["shares"].set_index("model").loc["alpha-7b"]
+    assert row["phys_allreduce_us"] == "0% [0%, 6%]"            # -1e-9: rounding, shown as 0
+    assert row["phys_prefill_attn_us"] == "N/A"
+    # the shares left no longer sum to R² in either experiment: both are named
+    assert [r["model"] for r in ctx["sum_mismatch"]] == ["alpha-7b", "beta-moe"]
+
+
+def test_share_and_coefficient_cells():
+    row = pd.Series({"lmg_share_r2": 0.575, "lmg_ci_low": 0.521, "lmg_ci_high": 0.603,
+                     "coef": 1.234, "coef_ci_low": 1.1, "coef_ci_high": np.nan, "identified": True})
+    assert attribution.share_cell(row) == "57.5% [52.1%, 60.3%]"
+    assert attribution.coef_cell(row) == "1.23"                 # no interval without both ends
+    assert attribution.coef_cell(row.replace({True: False})) == "not identified"
+
+
+def test_experiment_without_fit_is_named():
+    fit = _fit_summary()
+    fit.loc[1, ["r2", "r2_ci_low", "r2_ci_high"]] = np.nan
+    attr = _attribution()
+    attr.loc[attr["experiment_id"] == "e2", ["lmg_share_r2", "lmg_ci_low", "lmg_ci_high"]] = np.nan
+    ctx = attribution.attribution_context(attr, fit)
+    assert ctx["fitted"]["n"] == 1 and ctx["fitted"]["r2_median"] == 0.9
+    assert [c["term"] for c in ctx["fitted"]["coefs"]] == ["phys_gemm_us", "phys_decode_attn_us",
+                                                           "phys_lm_head_us"]
+    assert "No fit for 1 experiment(s): beta-moe, roleplay." in _section(attr, fit)
+
+
+def test_missing_columns_name_the_table():
+    with pytest.raises(KeyError, match=r"component_attribution lacks column\(s\) \['identified'\]"):
+        attribution.attribution_context(_attribution().drop(columns="identified"), _fit_summary())
+    with pytest.raises(KeyError, match=r"fit_summary lacks column\(s\) \['intercept_us'\]"):
+        attribution.attribution_context(_attribution(), _fit_summary().drop(columns="intercept_us"))
+
+
+# --------------------------------------------------------------------------- MoE check
+
+def _moe_per() -> pd.DataFrame:
+    """Per-experiment correlations: two experiments of the MoE model, one dense."""
+    e1 = _report_tables().per_experiment.iloc[[0, 0, 0]].reset_index(drop=True)
+    return e1.assign(experiment_id=["m1", "m2", "d1"], model=["beta-moe", "beta-moe", "alpha-7b"],
+                     workload=["roleplay", "codegen", "general"],
+                     seed_pearson_r=[0.726, 0.601, 0.7], phys_pearson_r=[0.9, 0.7, 0.95],
+                     delta_r=[0.174, 0.099, 0.25], delta_ci_low=[0.15, -0.01, 0.2],
+                     delta_ci_high=[0.2, 0.2, 0.3])
+
+
+def test_moe_check_growth_and_delta_r():
+    ctx = attribution.moe_check_context(_moe_check(), _moe_per())
+    (m,) = ctx["models"]
+    # old 1417.8 / 1390 = 1.02 (flat), new 2600 / 600 = 4.33
+    assert m["growth_old"] == pytest.approx(1.02) and m["growth_new"] == pytest.approx(4.3333, abs=1e-4)
+    assert (m["flat_old"], m["flat_new"], m["tokens_min"], m["tokens_max"]) == (True, False, 16, 1024)
+    assert [(r["workload"], r["delta_r"]) for r in m["experiments"]] == [("codegen", 0.099),
+                                                                          ("roleplay", 0.174)]
+    t = _report_tables()
+    t.per_experiment = _moe_per()
+    md = report.physical_section(t)
+    assert ("**beta-moe:** from 16 to 1,024 tokens the old estimate grows ×1.02 (flat), the new "
+            "one ×4.33. Physical r − seed r on its experiments now: beta-moe, codegen (Δr +0.099, "
+            "paired 95% CI [-0.010, 0.200]); beta-moe, roleplay (Δr +0.174, paired 95% CI "
+            "[0.150, 0.200]). *Inference:*") in md
+
+
+def test_moe_check_merges_hf_identical_slugs_and_needs_its_columns():
+    check = _moe_check().assign(model="beta-moe-hf")
+    names = {"beta-moe": "beta-moe / beta-moe-hf", "beta-moe-hf": "beta-moe / beta-moe-hf"}
+    (m,) = attribution.moe_check_context(check, _moe_per(), names)["models"]
+    assert m["model"] == "beta-moe / beta-moe-hf" and len(m["experiments"]) == 2
+    with pytest.raises(KeyError, match=r"the MoE GEMM check lacks column\(s\) \['gemm_us_new'\]"):
+        attribution.moe_check_context(check.drop(columns="gemm_us_new"))
