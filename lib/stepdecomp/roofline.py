@@ -28,15 +28,9 @@ import numpy as np
 import pandas as pd
 
 from .refdata import kernels
-from .specs import WEIGHT_BYTES_PER_PARAM, GpuSpec, ModelSpec
+from .specs import WEIGHT_BYTES_PER_PARAM, GpuSpec, ModelSpec, model_table
 
 ArrayLike = Union[np.ndarray, float, int]
-
-#: The per-model parameters every formula reads (ModelSpec attributes of the same names).
-PARAM_FIELDS = ("num_layers", "hidden_size", "num_heads", "num_kv_heads", "head_dim", "q_dim",
-                "vocab_size", "num_experts", "experts_per_token", "bytes_per_param",
-                "attn_params_per_layer", "expert_params", "router_params_per_layer",
-                "lm_head_params", "non_embedding_params")
 
 PHYS_COLUMNS = [
     "phys_prefill_gemm_flops", "phys_decode_gemm_flops", "phys_prefill_attn_flops",
@@ -105,11 +99,14 @@ class ModelArrays:
 
 Arch = Union[ModelSpec, ModelArrays]
 
+#: The per-model parameters every formula reads: ModelArrays' fields, columns of specs.model_table.
+PARAM_FIELDS = tuple(f.name for f in fields(ModelArrays))
+
 
 def model_param_table(specs: Mapping[str, ModelSpec]) -> pd.DataFrame:
-    """One row per hf_id with the ``PARAM_FIELDS`` (merged onto the steps by hf_id)."""
-    return pd.DataFrame([{"hf_id": hf_id, **{f: float(getattr(s, f)) for f in PARAM_FIELDS}}
-                         for hf_id, s in specs.items()], columns=["hf_id", *PARAM_FIELDS])
+    """The hf_id and ``PARAM_FIELDS`` columns of :func:`specs.model_table` (merged onto the
+    steps by hf_id)."""
+    return model_table(specs)[["hf_id", *PARAM_FIELDS]]
 
 
 def _f(x: ArrayLike) -> np.ndarray:
@@ -195,15 +192,16 @@ def weight_bytes(tokens: ArrayLike, spec: Arch, tp: ArrayLike,
     return layer_weight_bytes(tokens, spec, tp) + lm_head_weight_bytes(sampled, spec, tp)
 
 
-def _kv_heads_per_gpu(spec: Arch, tp: ArrayLike) -> np.ndarray:
-    # KV heads are split over tp; with fewer KV heads than GPUs each GPU holds a replica of one
+def kv_heads_per_gpu(spec: Arch, tp: ArrayLike) -> np.ndarray:
+    """KV heads one GPU holds: H_kv / tp, at least 1 (with fewer KV heads than GPUs each GPU
+    holds a replica of one)."""
     return np.maximum(_f(spec.num_kv_heads) / _f(tp), 1.0)
 
 
 def kv_read_bytes(kv_tokens: ArrayLike, spec: Arch, tp: ArrayLike) -> np.ndarray:
     """KV cache read: K and V of H_kv·d_head values per token and layer,
     2·L·H_kv·d_head·b·kv_tokens / tp (H_kv / tp floored at one replicated head)."""
-    return 2.0 * spec.num_layers * _kv_heads_per_gpu(spec, tp) * spec.head_dim \
+    return 2.0 * spec.num_layers * kv_heads_per_gpu(spec, tp) * spec.head_dim \
         * spec.bytes_per_param * _f(kv_tokens)
 
 

@@ -101,7 +101,7 @@ def build_step_cost(spec: ModelSpec, tp: int, budget_tokens: int, max_num_seqs: 
     t = kernels.load_tables(system, precision)
     L, d = spec.num_layers, spec.hidden_size
     tok = np.arange(budget_tokens + 1)
-    heads, kv_heads = spec.num_heads // tp, max(spec.num_kv_heads // tp, 1)
+    heads, kv_heads = spec.num_heads // tp, int(roofline.kv_heads_per_gpu(spec, tp))
     comm = (2 * L + 1) * kernels.allreduce_tokens_us(tok, d, tp, t)
     m = np.arange(max_num_seqs + 1)
     lm = kernels.gemm_latency_us(m, spec.vocab_size // tp, d, t)
