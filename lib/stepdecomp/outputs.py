@@ -1,10 +1,12 @@
 """Where a report run writes, and the artefacts the notebooks hand to each other.
 
-Layout under OUT (``reports/`` by default; see DESIGN's output contract)::
+Layout under OUT (``reports/`` by default; docs/design.md, "Data flow, notebook by notebook",
+names every table and the notebook that writes it)::
 
     OUT/FINDINGS.md
-    OUT/tables/{phase_breakdown,pure_phase_correlations,per_experiment_correlations}.csv
+    OUT/tables/*.csv                    (one per table, floats to FLOAT_SIG_DIGITS digits)
     OUT/tables/step_components.parquet
+    OUT/site/                           (make site: the offline site of FINDINGS and notebooks)
     OUT/notebooks/*.ipynb, *.html       (written by the runner)
     OUT/interim/                        (hand-over between notebooks; not part of the contract)
     FIGURES/*.png                       (figures/ for the default report, else OUT/figures)
