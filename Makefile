@@ -12,6 +12,11 @@ OUT    ?=
 # make report HARDWARE=h200-sxm analyses on it (rooflines, bounds, floors), data unchanged.
 HARDWARE  ?=
 PRECISION ?=
+# make data SCALE=10: a synthetic 10x set (each experiment and 9 copies) in data/raw-x10, not data/raw
+SCALE  ?= 1
+# make report DASK=local (a LocalCluster of 2 processes) or DASK=tcp://host:8786 (a running
+# scheduler) runs the per-experiment stages on Dask; default: in process (or env STEPDECOMP_DASK)
+DASK   ?=
 # make report SITE=0 skips the offline site (OUT/site/) it builds as its last step.
 SITE   ?= 1
 SITE_DIR = $(if $(OUT),$(OUT),reports)/site
@@ -56,7 +61,13 @@ $(BUNDLED_STAMP): $(REFDATA_SOURCES) $(if $(filter data,$(MAKECMDGOALS)),$(if $(
 		$(if $(PRECISION),--precision $(PRECISION))
 	@touch $@
 
-data: $(BUNDLED_STAMP) ## Generate the bundled reference dataset in data/raw (HARDWARE=, PRECISION=)
+data/raw-x%/.complete: $(REFDATA_SOURCES) | $(VENV)/.installed
+	rm -f $@
+	$(PY) -m stepdecomp.refdata --out $(@D) --scale $* $(if $(HARDWARE),--hardware $(HARDWARE)) \
+		$(if $(PRECISION),--precision $(PRECISION))
+	@touch $@
+
+data: $(if $(filter-out 1,$(SCALE)),data/raw-x$(SCALE)/.complete,$(BUNDLED_STAMP)) ## Generate the bundled reference dataset in data/raw (HARDWARE=, PRECISION=, SCALE=)
 
 calibrate: setup ## Fit hardware, weight precision and host overhead to the 12 published runs
 	$(PY) -m stepdecomp.refdata.calibrate
@@ -67,7 +78,7 @@ validate: $(BUNDLED_STAMP) ## Published vs replayed client metrics of data/raw -
 report: setup $(if $(DATA),,$(BUNDLED_STAMP)) ## Run notebooks 01-06 -> reports/ + figures/ (or DATA=... OUT=... HARDWARE=...)
 	@echo "running $(words $(NOTEBOOKS)) notebooks on $(if $(DATA),$(DATA),the bundled dataset)"
 	$(PY) -m stepdecomp.runner $(NOTEBOOK_FILES) $(if $(DATA),--data "$(DATA)") $(if $(OUT),--out "$(OUT)") \
-		$(if $(HARDWARE),--hardware "$(HARDWARE)")
+		$(if $(HARDWARE),--hardware "$(HARDWARE)") $(if $(DASK),--dask "$(DASK)")
 	@echo "findings: $(if $(OUT),$(OUT),reports)/FINDINGS.md"
 	$(if $(filter 1,$(SITE)),$(PY) -m stepdecomp.site $(SITE_ARGS))
 
@@ -99,8 +110,9 @@ test: unit nbval ## Everything CI runs: unit tests, nbval on the notebooks, the 
 lab: setup ## Open JupyterLab on notebooks/ with the library importable
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
 
-bench: setup ## Loader speed: orjson loader vs json.loads loop, and cached reload (ratios)
+bench: setup ## Loader speed: orjson loader vs json.loads loop, and cached reload (ratios); pipeline speed
 	$(PY) tests/bench_loader.py
+	$(PY) tests/bench_pipeline.py
 
 clean: ## Prune trace caches of vanished files; remove scratch output (keeps data/raw, live caches)
 	@$(PY) -m stepdecomp.load --prune-cache 2>/dev/null || rm -rf data/interim/traces

@@ -146,3 +146,22 @@ def test_in_process_path_does_not_import_dask(tmp_path):
                                pipeline.ENV_DASK: ""}, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_scale_copies_experiments_as_variants(fixture_copy):
+    """make data SCALE=3: two byte copies <name>-1, <name>-2 of every experiment, read as
+    variants of the same model and workload."""
+    from stepdecomp.experiments import discover
+    from stepdecomp.refdata.cli import replicate
+
+    name = FIXTURE_EXPERIMENTS[0]
+    copies = replicate(fixture_copy, [name], 3)
+    assert [c.name for c in copies] == [f"{name}-1", f"{name}-2"]
+    src = fixture_copy / name
+    for c in copies:
+        assert sorted(p.relative_to(c) for p in c.rglob("*")) == sorted(p.relative_to(src) for p in src.rglob("*"))
+        assert (c / "traces.json").read_bytes() == (src / "traces.json").read_bytes()
+    found = {e.experiment_id: e for e in discover(fixture_copy).experiments}
+    assert len(found) == len(FIXTURE_EXPERIMENTS) + 2
+    assert {(found[c.name].model, found[c.name].workload, found[c.name].tp) for c in copies} == \
+        {(found[name].model, found[name].workload, found[name].tp)}

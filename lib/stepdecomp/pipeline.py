@@ -181,7 +181,7 @@ def dask_client(dask: str | None = None) -> Iterator["Client | None"]:
             yield client
 
 
-def export_backend(dask: str) -> str:
+def export_backend(dask: str | None = None) -> str:
     """For a run of several notebooks: start the LocalCluster once if ``dask`` is "local"
     (stopped at exit), and put the scheduler address in $STEPDECOMP_DASK, which the
     notebook kernels inherit. Returns the address ("" = in process)."""

@@ -111,6 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--figures", default="", help="figures directory (default: figures/ or OUT/figures)")
     ap.add_argument("--hardware", default="",
                     help=f"GPU spec data/hardware/<name>.json (default {DEFAULT_HARDWARE})")
+    ap.add_argument("--dask", default="",
+                    help="run the per-experiment stages on Dask: 'local' (a LocalCluster of 2 "
+                         "processes, started once for all notebooks) or a scheduler address "
+                         "(default: $STEPDECOMP_DASK, else in process)")
     ap.add_argument("--refresh-committed", action="store_true",
                     help="copy reports/notebooks/<name> over notebooks/<name> (after a default report)")
     args = ap.parse_args(argv)
@@ -126,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
               f"(known: {known})", file=sys.stderr)
         return 2
     out = resolve_out_dir(params.get("out_dir"))
+    if args.dask or os.environ.get("STEPDECOMP_DASK"):
+        from .pipeline import export_backend     # sets $STEPDECOMP_DASK for the kernels
+        print(f"  per-experiment stages on Dask at {export_backend(args.dask or None)}")
     for nb in args.notebooks:
         dst = out / "notebooks" / nb.name
         t0 = time.perf_counter()

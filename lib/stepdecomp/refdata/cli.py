@@ -2,17 +2,26 @@
 
 Every experiment directory of data/workloads/ (or those named) is replayed in its own
 process (``--jobs``), seeded from (seed, CRC-32 of its name), so the job count and the order
-do not change a byte of the output. One line per finished experiment shows progress.
+do not change a byte of the output. One line per finished experiment shows progress (and a
+progress bar in an interactive terminal unless $TQDM_DISABLE is set).
+
+``--scale N`` writes a synthetic N× dataset for scale measurements: every replayed
+experiment, then N − 1 byte copies of it as new experiments ``<name>-<k>`` (k = 1..N−1; the
+loader reads ``-<k>`` as a variant of the same workload). Copies, not longer runs: the
+scale-out unit is the experiment (users hold sweeps of hundreds), and each copy keeps the
+size of a real run, so per-experiment memory stays what one run needs.
 """
 
 from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
+import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Iterable, Sequence
 
 from ..paths import WORKLOADS_DIR, display_path
 from ..specs import load_gpu_spec
@@ -48,6 +57,29 @@ def _run_one(job: tuple[str, str, int, float, str, str]) -> str:
             f"{int(r['num_preemptions'].sum())} preemptions), {time.perf_counter() - t0:.1f} s")
 
 
+def _progress(items: Iterable[Any], total: int, unit: str) -> Iterable[Any]:
+    """``items`` with a tqdm bar on an interactive stderr, unless $TQDM_DISABLE is set."""
+    if os.environ.get("TQDM_DISABLE") or not sys.stderr.isatty():
+        return items
+    from tqdm.auto import tqdm
+    return tqdm(items, total=total, unit=unit, leave=False)
+
+
+def _say(line: str) -> None:
+    from tqdm.auto import tqdm
+    tqdm.write(line, file=sys.stdout)
+
+
+def replicate(out: Path, names: Sequence[str], scale: int) -> list[Path]:
+    """Copies ``<out>/<name>-<k>`` (k = 1..scale−1) of every experiment directory named, in
+    order; an existing copy is replaced. Returns the copies."""
+    jobs = [(out / name, out / f"{name}-{k}") for name in names for k in range(1, scale)]
+    for src, dst in _progress(jobs, len(jobs), "copy"):
+        shutil.rmtree(dst, ignore_errors=True)
+        shutil.copytree(src, dst)
+    return [dst for _, dst in jobs]
+
+
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m stepdecomp.refdata",
                                  description="Replay the study's experiments into GENERATED traces.")
@@ -63,6 +95,8 @@ def _parser() -> argparse.ArgumentParser:
                     help=f"data/hardware/<name>.json (default {DEFAULT_HARDWARE}, the best fit)")
     ap.add_argument("--precision", default=DEFAULT_PRECISION,
                     help=f"weight precision, bf16 or fp8 (default {DEFAULT_PRECISION})")
+    ap.add_argument("--scale", type=int, default=1,
+                    help="also write N-1 copies <name>-<k> of every experiment (a synthetic N× set)")
     return ap
 
 
@@ -71,6 +105,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.time_scale <= 0:
         ap.error("--time-scale must be positive")
+    if args.scale < 1:
+        ap.error("--scale must be a positive integer")
     gpu = load_gpu_spec(args.hardware)
     if args.precision not in gpu.weight_precisions:
         ap.error(f"{args.hardware} has measured kernel tables for {list(gpu.weight_precisions)}, "
@@ -85,11 +121,16 @@ def main(argv: Sequence[str] | None = None) -> int:
           flush=True)
     if args.jobs > 1 and len(jobs) > 1:
         with mp.get_context().Pool(min(args.jobs, len(jobs))) as pool:
-            for k, line in enumerate(pool.imap_unordered(_run_one, jobs), 1):
-                print(f"[{k}/{len(jobs)}] {line}", flush=True)
+            lines = _progress(pool.imap_unordered(_run_one, jobs), len(jobs), "exp")
+            for k, line in enumerate(lines, 1):
+                _say(f"[{k}/{len(jobs)}] {line}")
     else:
-        for k, job in enumerate(jobs, 1):
-            print(f"[{k}/{len(jobs)}] {_run_one(job)}", flush=True)
+        for k, job in enumerate(_progress(jobs, len(jobs), "exp"), 1):
+            _say(f"[{k}/{len(jobs)}] {_run_one(job)}")
+    if args.scale > 1:
+        copies = replicate(args.out, [p.name for p in dirs], args.scale)
+        print(f"{len(copies)} copies: {len(dirs) * args.scale} experiments in "
+              f"{display_path(args.out)}", flush=True)
     print(f"done in {time.perf_counter() - t0:.1f} s", flush=True)
     return 0
 
