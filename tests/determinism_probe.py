@@ -16,7 +16,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 
-from stepdecomp import outputs, stats  # noqa: E402
+from stepdecomp import attribution, outputs, stats  # noqa: E402
 
 ROWS_PER_EXPERIMENT = 12_000
 
@@ -43,6 +43,9 @@ def components(seed: int = 7) -> pd.DataFrame:
         f["phys_prefill_attn_us"] = pre * pre * 7.7e-5
         f["phys_decode_gemm_us"] = np.where(dec > 0, 4019.0 + dec * 0.37, 0.0)
         f["phys_decode_attn_us"] = ctx * 1.3e-3 * (dec > 0)
+        f["phys_allreduce_us"] = (pre + dec) * 0.05 * k
+        f["phys_lm_head_us"] = np.where(dec > 0, 17.0, 0.0)
+        f["step.id"] = np.arange(n)
         f["phys_total_us"] = f[stats.PHYS_COMPONENTS].sum(axis=1)
         f["phys_lower_bound_us"] = np.where(pre + dec > 0, 4019.0, 0.0)
         f["phys_attn_from_journeys"] = True
@@ -54,13 +57,19 @@ def components(seed: int = 7) -> pd.DataFrame:
 def write_tables(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     c = components()
-    boot = {"n_resamples": 60, "max_rows": 5_000}     # exercises the m-out-of-n (tanh) path
+    boot = {"n_resamples": 60}
+    fit = attribution.attribute(c, n_resamples=60)
+    x, y = c["phys_total_us"].to_numpy(), c["step.duration_us"].to_numpy()
+    iid = stats.bootstrap_pearson_ci(x, y, 60, 0, max_rows=5_000)   # the m-out-of-n (tanh) path
     tables = {
         "pure_phase_correlations": stats.pure_phase_correlations(c),
         "per_experiment_correlations": stats.per_experiment_correlations(c),
         "physical_pure_phase_correlations": stats.physical_pure_phase_correlations(c, **boot),
         "physical_per_experiment_correlations": stats.physical_per_experiment_correlations(c, **boot),
-        "nnls_fit": stats.nnls_fit(c),
+        "component_attribution": fit.component_attribution,
+        "fit_summary": fit.fit_summary,
+        "within_experiment_verdict": stats.within_experiment_table(c, **boot),
+        "iid_reference": pd.DataFrame({"ci_low": [iid[0]], "ci_high": [iid[1]]}),
         "lower_bound_check": stats.lower_bound_check(c),
     }
     for name, frame in tables.items():

@@ -171,7 +171,7 @@ def test_tables_are_byte_identical_under_other_blas_kernels(tmp_path):
     for core, p in procs.items():
         assert p.wait(timeout=120) == 0, p.stderr.read().decode()
     here = {f.name: f.read_bytes() for f in (tmp_path / "here").glob("*.csv")}
-    assert len(here) == 6
+    assert len(here) == 9
     dots = {"here": (tmp_path / "here" / "blas_dot.txt").read_text()}
     for core in procs:
         dots[core] = (tmp_path / core / "blas_dot.txt").read_text()

@@ -11,7 +11,7 @@ from scipy import stats as sstats
 
 matplotlib.use("Agg")
 
-from stepdecomp import plots, report, stats  # noqa: E402
+from stepdecomp import attribution, plots, report, resample, stats  # noqa: E402
 from stepdecomp.specs import load_gpu_spec  # noqa: E402
 
 PHYS = stats.PHYS_COMPONENTS
@@ -152,7 +152,8 @@ def test_physical_pure_phase_table():
     c = _frame()
     t = stats.physical_pure_phase_correlations(c, n_resamples=100)
     assert list(t.columns) == ["subset", "component", "pearson_r", "ci_low", "ci_high",
-                               "spearman_r", "loglog_r", "n_steps", "n_loglog"]
+                               "ci_method", "spearman_r", "loglog_r", "n_steps", "n_loglog"]
+    assert (t.ci_method == resample.METHOD_CLUSTER).all()
     assert list(zip(t.subset, t.component))[:5] == [("pure_prefill", col) for col in
                                                     [*PHYS, "phys_total_us"]]
     assert t.subset.unique().tolist() == ["pure_prefill", "prefill_dominated", "pure_decode", "all"]
@@ -164,6 +165,9 @@ def test_physical_pure_phase_table():
     assert row.spearman_r == pytest.approx(sstats.spearmanr(pd_["phys_decode_attn_us"],
                                                             pd_["step.duration_us"])[0], abs=1e-12)
     assert row.ci_low < row.pearson_r < row.ci_high
+    # the interval resamples the three experiments whole: the cluster bootstrap's, seeded
+    assert (row.ci_low, row.ci_high) == resample.cluster_bootstrap_pearson(
+        pd_["phys_decode_attn_us"], pd_["step.duration_us"], pd_["experiment_id"], 100, 0)
     # decode times are 0 on pure prefill: zero variance, N/A; log-log has no rows
     na = t[(t.subset == "pure_prefill") & (t.component == "phys_decode_gemm_us")].iloc[0]
     assert np.isnan(na.pearson_r) and np.isnan(na.ci_low) and na.n_loglog == 0
@@ -197,6 +201,15 @@ def test_physical_per_experiment():
     assert row.delta_r == pytest.approx(row.phys_pearson_r - row.seed_pearson_r)
     assert row.seed_n_steps == row.phys_n_steps == 40
     assert row.phys_ci_low < row.phys_pearson_r < row.phys_ci_high
+    assert list(t.columns[-6:]) == ["delta_r", "delta_ci_low", "delta_ci_high", "delta_spearman",
+                                    "block_length", "ci_method"]
+    # Δr's interval is paired: the same block resamples as the two r intervals
+    y = np.where(g["step.duration_us"] > 0, g["step.duration_us"], np.nan)
+    paired = resample.block_bootstrap_paired(g.total_analytical_us.to_numpy(),
+                                             g.phys_total_us.to_numpy(), y, 100, 0)
+    assert (row.delta_ci_low, row.delta_ci_high) == paired.delta
+    assert (row.phys_ci_low, row.phys_ci_high) == paired.b and row.block_length == paired.block_length
+    assert row.delta_spearman == pytest.approx(row.phys_spearman_r - row.seed_spearman_r)
     # no journeys: the physical total is NaN on decode steps, only the 10 prefill steps remain
     c2 = c.copy()
     nj = (c2.model == "m-a") & (c2["batch.decode_tokens"] > 0)
@@ -205,55 +218,70 @@ def test_physical_per_experiment():
     t2 = stats.physical_per_experiment_correlations(c2, n_resamples=50)
     r2 = t2[t2.model == "m-a"].iloc[0]
     assert r2.phys_n_steps == 10 and r2.seed_n_steps == 40 and r2.journey_coverage == 0.0
+    # an N/A r has no interval, and Δr none either
+    c3 = c2.copy()
+    c3.loc[c3.model == "m-a", "phys_total_us"] = 5.0
+    r3 = stats.physical_per_experiment_correlations(c3, n_resamples=50)
+    r3 = r3[r3.model == "m-a"].iloc[0]
+    assert np.isnan(r3.phys_pearson_r) and np.isnan(r3.phys_ci_low) and np.isnan(r3.delta_ci_high)
+    assert not np.isnan(r3.seed_ci_low)
 
 
-def test_nnls_recovers_exact_coefficients():
-    rng = np.random.default_rng(2)
-    n = 60
-    a, b = rng.uniform(10, 100, n), rng.uniform(0, 500, n)
-    c, d = rng.uniform(1, 50, n), rng.uniform(0, 20, n)
-    f = pd.DataFrame({"experiment_id": "e", "model": "m", "workload": "w",
-                      "phys_prefill_gemm_us": a, "phys_prefill_attn_us": b,
-                      "phys_decode_gemm_us": c, "phys_decode_attn_us": d,
-                      "step.duration_us": 5 + 2 * a + 0.5 * b})
-    t = stats.nnls_fit(f)
-    row = t.iloc[0]
-    assert list(t.columns[:6]) == ["experiment_id", "model", "workload", "n_steps", "intercept_us", "r2"]
-    assert row.n_steps == n
-    assert row.intercept_us == pytest.approx(5, abs=1e-6)
-    assert row.coef_prefill_gemm == pytest.approx(2, abs=1e-9)
-    assert row.coef_prefill_attn == pytest.approx(0.5, abs=1e-9)
-    assert row.coef_decode_gemm == pytest.approx(0, abs=1e-9)
-    assert row.coef_decode_attn == pytest.approx(0, abs=1e-9)
-    assert row.r2 == pytest.approx(1.0)
-    # shares: coef · cov(component, fit) / var(fit), summing to 1
-    fit = 5 + 2 * a + 0.5 * b
-    var = fit.var()                                      # population (ddof 0) moments
-    assert row.share_prefill_gemm == pytest.approx(2 * np.cov(a, fit, bias=True)[0, 1] / var, abs=1e-9)
-    assert row.share_prefill_attn == pytest.approx(0.5 * np.cov(b, fit, bias=True)[0, 1] / var, abs=1e-9)
-    shares = row[[f"share_{s}" for s in ("prefill_gemm", "prefill_attn", "decode_gemm", "decode_attn")]]
-    assert shares.sum() == pytest.approx(1.0)
+def test_within_experiment_correlations_and_table():
+    c = _frame()
+    per = stats.within_experiment_correlations(c)
+    assert len(per) == 3 * len(stats.WITHIN_ROWS)
+    g = c[(c.model == "m-b") & (c["batch.prefill_tokens"] == 0)]
+    row = per[(per.model == "m-b") & (per.subset == "pure_decode")
+              & (per.component == "phys_decode_attn_us")].iloc[0]
+    assert row.n_steps == len(g) == 20
+    assert row.pearson_r == pytest.approx(np.corrcoef(g.phys_decode_attn_us, g["step.duration_us"])[0, 1])
+    t = stats.within_experiment_table(c, n_resamples=200)
+    assert list(t.columns) == ["subset", "component", "median_r", "ci_low", "ci_high",
+                               "ci_method", "n_experiments", "passed"]
+    assert list(zip(t.subset, t.component)) == stats.WITHIN_ROWS
+    da = t[(t.subset == "pure_decode") & (t.component == "phys_decode_attn_us")].iloc[0]
+    rs = per[(per.subset == "pure_decode") & (per.component == "phys_decode_attn_us")].pearson_r
+    assert da.n_experiments == 3 and da.median_r == pytest.approx(float(np.median(rs)))
+    assert da.ci_low <= da.median_r <= da.ci_high
+    assert (da.ci_low, da.ci_high) == resample.cluster_bootstrap_median(rs.to_numpy(), 200, 0)
+    # 10 pure-prefill steps per experiment: r exists in all three
+    pp = t[(t.subset == "pure_prefill") & (t.component == "phys_prefill_gemm_us")].iloc[0]
+    assert pp.n_experiments == 3
+    # fewer experiments than WITHIN_MIN_EXPERIMENTS with an r: N/A, not passed
+    two = stats.within_experiment_table(c[c.model != "m-c"], n_resamples=50)
+    assert stats.WITHIN_MIN_EXPERIMENTS == 3
+    assert two.n_experiments.max() == 2 and two.median_r.isna().all() and not two.passed.any()
 
 
-def test_nnls_constraints_and_na():
-    rng = np.random.default_rng(4)
-    n = 50
-    a, b = rng.uniform(10, 100, n), rng.uniform(0, 50, n)
-    base = {"experiment_id": "e", "model": "m", "workload": "w", "phys_prefill_gemm_us": a,
-            "phys_prefill_attn_us": b, "phys_decode_gemm_us": rng.uniform(1, 5, n),
-            "phys_decode_attn_us": 0.0}
-    # a negative true effect of b is clipped to 0; decode attention is constant: left out
-    f = pd.DataFrame({**base, "step.duration_us": 300 + 2 * a - 1.0 * b})
-    row = stats.nnls_fit(f).iloc[0]
-    assert row.coef_prefill_attn == 0 and row.coef_prefill_gemm > 0 and row.intercept_us >= 0
-    assert np.isnan(row.coef_decode_attn) and np.isnan(row.share_decode_attn)
-    assert 0 < row.r2 < 1
-    # NaN components and durations <= 0 drop rows; fewer than 10 left: N/A
-    f2 = pd.DataFrame({**base, "step.duration_us": 5 + a})
-    f2.loc[5:, "phys_prefill_attn_us"] = np.nan
-    f2.loc[0, "step.duration_us"] = 0
-    row2 = stats.nnls_fit(f2).iloc[0]
-    assert row2.n_steps == 4 and np.isnan(row2.r2) and np.isnan(row2.coef_prefill_gemm)
+def test_within_experiment_verdict_counts():
+    rows = [("pure_prefill", "phys_prefill_gemm_us", 0.95, 3), ("pure_prefill", "phys_prefill_attn_us", np.nan, 1),
+            ("prefill_dominated", "phys_prefill_gemm_us", 0.85, 4),
+            ("prefill_dominated", "phys_prefill_attn_us", 0.81, 4),
+            ("pure_decode", "phys_decode_attn_us", 0.80, 16)]         # decode GEMM row absent
+    t = pd.DataFrame(rows, columns=["subset", "component", "median_r", "n_experiments"]).assign(
+        ci_low=0.0, ci_high=1.0)
+    v = stats.within_experiment_verdict(t)
+    assert v.passing == 1 and not v.supported                 # N/A and 0.80 fail; absent fails
+    assert v.table.n_experiments.tolist() == [3, 1, 0, 16]
+    assert "1/4 components have a median within-experiment r > 0.8" in v.sentence()
+    v2 = stats.within_experiment_verdict(t, "prefill_dominated")
+    assert v2.passing == 2 and v2.supported and v2.label == "SUPPORTED"
+    assert list(v2.table.columns) == ["subset", "component", "median_r", "ci_low", "ci_high",
+                                      "n_experiments", "passed"]
+
+
+def test_iid_reference_interval_is_narrower_than_the_block_one():
+    """On an autocorrelated series the iid interval understates the uncertainty of r."""
+    from scipy.signal import lfilter
+
+    rng = np.random.default_rng(6)
+    n = 2000
+    x = lfilter([1.0], [1.0, -0.95], rng.standard_normal(n))
+    y = x + lfilter([1.0], [1.0, -0.95], rng.standard_normal(n)) + 100
+    lo, hi = stats.bootstrap_pearson_ci(x, y, 400, 0)
+    blk = resample.block_bootstrap_paired(x, x, y, 400, 0).a
+    assert (blk[1] - blk[0]) > 2 * (hi - lo)
 
 
 def test_lower_bound_check():
@@ -331,8 +359,17 @@ def test_fixture_end_to_end(fixture_components):
               & (c["step.duration_us"] < c["phys_lower_bound_us"])).groupby(c["experiment_id"]).sum()
     assert lb.set_index("experiment_id")["n_below"].to_dict() == direct.to_dict()
     per = stats.physical_per_experiment_correlations(c, n_resamples=100)
-    nnls = stats.nnls_fit(c)
-    assert len(per) == len(nnls) == 3 and (nnls["r2"].dropna() >= 0).all()
-    md = report.physical_section(pure, per, nnls, lb, rec)
+    fit = attribution.attribute(c, n_resamples=100)
+    assert len(per) == len(fit.fit_summary) == 3
+    assert (fit.fit_summary["r2"].dropna() >= 0).all()
+    shares = fit.component_attribution.dropna(subset=["lmg_share_r2"])
+    assert (shares["lmg_share_r2"] >= 0).all()
+    total = shares.groupby("experiment_id")["lmg_share_r2"].sum()
+    r2 = fit.fit_summary.set_index("experiment_id")["r2"]
+    assert total.to_numpy() == pytest.approx(r2[total.index].to_numpy(), abs=1e-9)
+    within = stats.within_experiment_table(c, n_resamples=100)
+    md = report.physical_section(report.PhysicalTables(
+        pure, per, lower_bound=lb, reconstruction=rec, attribution=fit.component_attribution,
+        fit_summary=fit.fit_summary, within=within))
     for name in per["model"]:
         assert name in md

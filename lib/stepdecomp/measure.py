@@ -15,7 +15,7 @@ from typing import Callable
 
 import pandas as pd
 
-from . import stats
+from . import attribution, stats
 from .targets import TARGETS
 
 #: The target the physical section of FINDINGS (its verdict, fits and differences) reads:
@@ -98,5 +98,37 @@ def median_r2(explain: pd.DataFrame) -> pd.DataFrame:
     return g.agg(median_r2="median", experiments="size").reset_index().round(12)
 
 
+def attribution_on_targets(components: pd.DataFrame, targets: tuple[str, ...] = TARGETS,
+                           **kwargs: object) -> attribution.Attribution:
+    """attribution.attribute once per target present (one fit serves both tables), each
+    table stacked with a leading ``target`` column as on_targets does."""
+    parts = [(t, attribution.attribute(components, t, **kwargs)) for t in targets
+             if t in components]
+    if not parts:
+        raise KeyError(f"components carry none of the targets {list(targets)}")
+
+    def stack(frames: list[tuple[str, pd.DataFrame]]) -> pd.DataFrame:
+        out = pd.concat([f.assign(target=t) for t, f in frames], ignore_index=True)
+        return out[["target", *[c for c in out.columns if c != "target"]]]
+
+    return attribution.Attribution(
+        stack([(t, a.component_attribution) for t, a in parts]),
+        stack([(t, a.fit_summary) for t, a in parts]))
+
+
+def within_verdicts_by_target(within: pd.DataFrame, subsets: tuple[str, ...] = (
+        "pure_prefill", "prefill_dominated")) -> pd.DataFrame:
+    """The within-experiment verdict (stats.within_experiment_verdict) per target and prefill
+    subset of a stacked within_experiment_verdict table: passing, required, supported."""
+    rows = []
+    for target, table in within.groupby("target", sort=False):
+        for subset in subsets:
+            v = stats.within_experiment_verdict(table.drop(columns="target"), subset)
+            rows.append({"target": target, "prefill_subset": subset, "passing": v.passing,
+                         "required": v.required, "supported": v.supported})
+    return pd.DataFrame(rows)
+
+
 __all__ = ["PRIMARY_TARGET", "TARGETS", "on_targets", "for_target", "verdicts_by_target",
-           "below_bound_by_target", "period_vs_client", "target_medians", "median_r2"]
+           "below_bound_by_target", "period_vs_client", "target_medians", "median_r2",
+           "attribution_on_targets", "within_verdicts_by_target"]

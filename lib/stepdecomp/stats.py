@@ -10,6 +10,9 @@ BLAS ``dot`` / ``@`` (OpenBLAS picks its dot kernel per CPU, and the kernels rou
 differently). Logs and the Fisher transform go through numpy's SIMD transcendentals, which
 may differ in the last ulp between CPUs: outputs.write_table rounds every float to
 outputs.FLOAT_SIG_DIGITS significant digits before writing.
+
+The physical mode's intervals come from resample.py (cluster bootstrap for pooled tables,
+stationary block bootstrap per experiment); its component fit is attribution.py.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from . import resample
 from .phases import phase_masks
 
 DURATION = "step.duration_us"
@@ -177,16 +181,11 @@ PHYSICAL_HYPOTHESIS_ROWS: list[tuple[str, str]] = [
     ("pure_decode", "phys_decode_attn_us"),
 ]
 
-#: Bootstrap defaults. 400 resamples put the 2.5 % / 97.5 % percentiles on 10 resamples
-#: each. Subsets of more than BOOTSTRAP_MAX_ROWS usable rows are bootstrapped with
-#: m-out-of-n resampling (m = BOOTSTRAP_MAX_ROWS), the interval rescaled to n in Fisher-z
-#: space (see bootstrap_pearson_ci). Per-experiment subsets of the reference dataset
-#: (~7,500 steps) are below the cap and get the plain percentile bootstrap; only pooled
-#: subsets are capped. Cost: ~0.4 s per (subset, component) at the cap.
+#: The iid reference bootstrap (bootstrap_pearson_ci): 400 resamples, m-out-of-n above
+#: BOOTSTRAP_MAX_ROWS rows. The tables use resample.N_RESAMPLES block or cluster resamples.
 BOOTSTRAP_RESAMPLES = 400
 BOOTSTRAP_MAX_ROWS = 20_000
 BOOTSTRAP_SEED = 0
-_BOOTSTRAP_CHUNK_ELEMENTS = 4_000_000      # resampled values held in memory per chunk
 
 
 def prefill_dominated(components: pd.DataFrame,
@@ -258,198 +257,118 @@ def bootstrap_pearson_ci(x: Sequence[float] | np.ndarray, y: Sequence[float] | n
                          n_resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED, *,
                          confidence: float = 0.95,
                          max_rows: int | None = BOOTSTRAP_MAX_ROWS) -> tuple[float, float]:
-    """Percentile bootstrap confidence interval (low, high) of pearson_r(x, y).
-
-    Uses the rows pearson_r uses; (NaN, NaN) wherever pearson_r is N/A. Resampling is
-    vectorised: ``n_resamples`` × m row indices are drawn from ``np.random.default_rng(seed)``
-    in chunks and the five moment sums of every resample are gathered at once, so a given
-    (x, y, n_resamples, seed, max_rows) always gives the same interval. Resamples with zero
-    variance are ignored.
-
-    Work cap: with n usable rows and n <= ``max_rows`` (or ``max_rows`` None) each resample
-    draws n rows with replacement — the plain percentile bootstrap. Above the cap each
-    resample draws m = ``max_rows`` rows (m-out-of-n bootstrap), and the interval is mapped
-    back to n in Fisher-z space, where sampling spread scales as 1/sqrt(size):
-    tanh(z + sqrt(m/n)·(q − z)) for z = atanh(r) and q the z-quantiles of the resamples.
-    Cost is then independent of n (~0.4 s for 400 × 20,000).
-
-    Caveat: rows are resampled independently. Consecutive scheduler steps are correlated
-    (a batch changes by a few requests per step), so the interval is a lower bound on the
-    uncertainty of r over time, not a block-bootstrap estimate.
-    """
+    """Percentile bootstrap interval (low, high) of pearson_r(x, y) with rows resampled
+    independently (resample.iid_pearson_ci), on the rows pearson_r uses; (NaN, NaN) wherever
+    pearson_r is N/A. Kept as the reference the tables' block and cluster intervals are
+    compared with: steps are neither independent nor one population, so this interval is
+    too narrow for them."""
     x, y = _valid_pair(x, y)
-    n = len(x)
-    r = _pearson_na(x, y)
-    if math.isnan(r) or n_resamples < 1:
+    if math.isnan(_pearson_na(x, y)) or n_resamples < 1:
         return float("nan"), float("nan")
-    m = n if max_rows is None else min(n, int(max_rows))
-    xs = (x - x.mean()) / x.std()
-    ys = (y - y.mean()) / y.std()
-    feats = (xs, ys, xs * xs, ys * ys, xs * ys)
-    rng = np.random.default_rng(seed)
-    chunk = max(1, _BOOTSTRAP_CHUNK_ELEMENTS // m)
-    rs = np.empty(n_resamples)
-    for start in range(0, n_resamples, chunk):
-        b = min(chunk, n_resamples - start)
-        idx = rng.integers(0, n, size=(b, m), dtype=np.int64 if n > 2**31 - 1 else np.int32)
-        sx, sy, sxx, syy, sxy = (f[idx].sum(axis=1) / m for f in feats)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            vx, vy = sxx - sx * sx, syy - sy * sy
-            ok = (vx > 1e-12) & (vy > 1e-12)
-            rs[start:start + b] = np.where(ok, (sxy - sx * sy) / np.sqrt(np.where(ok, vx * vy, 1.0)),
-                                           np.nan)
-    rs = rs[np.isfinite(rs)]
-    if len(rs) == 0:
-        return float("nan"), float("nan")
-    alpha = (1.0 - confidence) / 2.0
-    probs = [alpha, 1.0 - alpha]
-    if m == n:
-        lo, hi = np.quantile(np.clip(rs, -1.0, 1.0), probs)
-        return float(lo), float(hi)
-    eps = 1e-12
-    z_hat = np.arctanh(np.clip(r, -1 + eps, 1 - eps))
-    q = np.quantile(np.arctanh(np.clip(rs, -1 + eps, 1 - eps)), probs)
-    lo, hi = np.tanh(z_hat + math.sqrt(m / n) * (q - z_hat))
-    return float(lo), float(hi)
+    return resample.iid_pearson_ci(x, y, n_resamples, seed, confidence=confidence,
+                                   max_rows=max_rows)
 
 
-def correlation_summary(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray,
-                        n_resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED,
-                        max_rows: int | None = BOOTSTRAP_MAX_ROWS) -> dict[str, float]:
-    """pearson_r, ci_low, ci_high, spearman_r, loglog_r, n_steps (Pearson rows), n_loglog."""
+def _r_variants(x: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """pearson_r, spearman_r, loglog_r, n_steps (Pearson's rows), n_loglog."""
     r, n = pearson_r(x, y)
-    lo, hi = bootstrap_pearson_ci(x, y, n_resamples, seed, max_rows=max_rows)
-    rho, _ = spearman_r(x, y)
     rl, nl = loglog_r(x, y)
-    return {"pearson_r": r, "ci_low": lo, "ci_high": hi, "spearman_r": rho, "loglog_r": rl,
-            "n_steps": n, "n_loglog": nl}
+    return {"pearson_r": r, "spearman_r": spearman_r(x, y)[0], "loglog_r": rl, "n_steps": n,
+            "n_loglog": nl}
 
 
 def physical_pure_phase_correlations(components: pd.DataFrame,
                                      columns: Sequence[str] = (*PHYS_COMPONENTS, PHYS_TOTAL),
-                                     n_resamples: int = BOOTSTRAP_RESAMPLES,
-                                     seed: int = BOOTSTRAP_SEED,
-                                     max_rows: int | None = BOOTSTRAP_MAX_ROWS) -> pd.DataFrame:
-    """subset, component, pearson_r, ci_low, ci_high, spearman_r, loglog_r, n_steps, n_loglog.
+                                     n_resamples: int = resample.N_RESAMPLES,
+                                     seed: int = resample.RESAMPLE_SEED) -> pd.DataFrame:
+    """subset, component, pearson_r, ci_low, ci_high, ci_method, spearman_r, loglog_r,
+    n_steps, n_loglog.
 
     Every subset of :func:`physical_subsets` (pure_prefill, prefill_dominated, pure_decode,
     all) × every column (the four physical component times and phys_total_us), pooled over
-    experiments. n_steps counts the rows of Pearson r (and Spearman and the CI); n_loglog the
-    rows log-log r used (component > 0 as well). A component that is identically 0 on a
-    subset (decode times on pure prefill) is N/A by the zero-variance rule.
+    experiments. The interval is the cluster bootstrap's (resample.cluster_bootstrap_pearson:
+    experiments resampled whole, BCa; ``ci_method`` says so): a pooled r mixes differences
+    between experiments with variation inside them, and its uncertainty is that of 16
+    experiments, not of 10⁵ independent steps. n_steps counts the rows of Pearson r (and
+    Spearman and the interval); n_loglog the rows log-log r used (component > 0 as well).
+    A component that is identically 0 on a subset (decode times on pure prefill) is N/A by
+    the zero-variance rule.
     """
     masks = physical_subsets(components)
-    y_all = components[DURATION].to_numpy(np.float64)
+    y_all = components[DURATION].to_numpy(np.float64, na_value=np.nan)
+    exp_all = components["experiment_id"].to_numpy()
     out = []
     for subset in PHYSICAL_SUBSETS:
         mask = masks[subset].to_numpy(bool)
+        y = y_all[mask]
         for c in columns:
             x = components[c].to_numpy(np.float64, na_value=np.nan)[mask]
-            out.append({"subset": subset, "component": c,
-                        **correlation_summary(x, y_all[mask], n_resamples, seed, max_rows)})
+            row = _r_variants(x, y)
+            lo = hi = float("nan")
+            if not math.isnan(row["pearson_r"]):
+                keep = _valid(x, y)
+                lo, hi = resample.cluster_bootstrap_pearson(x[keep], y[keep], exp_all[mask][keep],
+                                                            n_resamples, seed)
+            out.append({"subset": subset, "component": c, "ci_low": lo, "ci_high": hi,
+                        "ci_method": resample.METHOD_CLUSTER, **row})
     return pd.DataFrame(out, columns=["subset", "component", "pearson_r", "ci_low", "ci_high",
-                                      "spearman_r", "loglog_r", "n_steps", "n_loglog"])
+                                      "ci_method", "spearman_r", "loglog_r", "n_steps",
+                                      "n_loglog"])
+
+
+def _in_step_order(g: pd.DataFrame) -> pd.DataFrame:
+    """An experiment's steps in step.id order: the block bootstrap's time axis."""
+    return g.sort_values("step.id", kind="stable") if "step.id" in g else g
 
 
 def physical_per_experiment_correlations(components: pd.DataFrame,
-                                         n_resamples: int = BOOTSTRAP_RESAMPLES,
-                                         seed: int = BOOTSTRAP_SEED,
-                                         max_rows: int | None = BOOTSTRAP_MAX_ROWS) -> pd.DataFrame:
+                                         n_resamples: int = resample.N_RESAMPLES,
+                                         seed: int = resample.RESAMPLE_SEED) -> pd.DataFrame:
     """One row per experiment: the seed total (total_analytical_us) and the physical total
     (phys_total_us) against step.duration_us over all of the experiment's steps, side by side.
 
     Columns: experiment_id, model, workload, journey_coverage (fraction of the experiment's
     steps whose attention came from journeys, phys_attn_from_journeys; NaN if the column is
     absent), then for prefix ``seed_`` and ``phys_``: pearson_r, ci_low, ci_high, spearman_r,
-    loglog_r, n_steps; and delta_r = phys_pearson_r − seed_pearson_r. The physical total is
-    NaN on decode steps of experiments without journeys, so its n_steps can be far below the
-    seed's there (and its r N/A).
+    loglog_r, n_steps; delta_r = phys_pearson_r − seed_pearson_r with its interval
+    delta_ci_low, delta_ci_high; delta_spearman = phys_spearman_r − seed_spearman_r (a
+    "better" that holds for Pearson only shows here); block_length and ci_method.
+
+    Intervals: stationary block bootstrap over the experiment's steps in step.id order
+    (resample.block_bootstrap_paired), mean block length by Politis–White, BCa; both r and
+    Δr are recomputed on the same resamples (a paired interval of the difference, not two
+    intervals compared with each other). The physical total is NaN on decode steps of
+    experiments without journeys, so its n_steps can be far below the seed's there (and its
+    r N/A).
     """
     keys = ["pearson_r", "ci_low", "ci_high", "spearman_r", "loglog_r", "n_steps"]
     out = []
     for (exp, model, workload), g in components.groupby(["experiment_id", "model", "workload"],
                                                         sort=True, observed=True):
-        y = g[DURATION].to_numpy(np.float64)
+        g = _in_step_order(g)
+        y = g[DURATION].to_numpy(np.float64, na_value=np.nan)
         row: dict[str, object] = {"experiment_id": exp, "model": model, "workload": workload}
         row["journey_coverage"] = (float(g["phys_attn_from_journeys"].astype(float).mean())
                                    if "phys_attn_from_journeys" in g else float("nan"))
-        for prefix, col in (("seed_", "total_analytical_us"), ("phys_", PHYS_TOTAL)):
-            s = correlation_summary(g[col].to_numpy(np.float64, na_value=np.nan), y,
-                                    n_resamples, seed, max_rows)
-            row.update({prefix + k: s[k] for k in keys})
+        xs = {p: g[col].to_numpy(np.float64, na_value=np.nan)
+              for p, col in (("seed_", "total_analytical_us"), ("phys_", PHYS_TOTAL))}
+        rs = {p: _r_variants(x, y) for p, x in xs.items()}
+        y_usable = np.where(_valid(np.zeros(len(y)), y), y, np.nan)
+        paired = resample.block_bootstrap_paired(xs["seed_"], xs["phys_"], y_usable,
+                                                 n_resamples, seed)
+        nan2 = (float("nan"), float("nan"))
+        for p, ci in (("seed_", paired.a), ("phys_", paired.b)):
+            lo, hi = ci if not math.isnan(rs[p]["pearson_r"]) else nan2
+            row.update({p + k: {**rs[p], "ci_low": lo, "ci_high": hi}[k] for k in keys})
         row["delta_r"] = row["phys_pearson_r"] - row["seed_pearson_r"]
+        dlo, dhi = paired.delta if not math.isnan(row["delta_r"]) else nan2
+        row.update({"delta_ci_low": dlo, "delta_ci_high": dhi,
+                    "delta_spearman": row["phys_spearman_r"] - row["seed_spearman_r"],
+                    "block_length": paired.block_length, "ci_method": resample.METHOD_BLOCK})
         out.append(row)
     cols = ["experiment_id", "model", "workload", "journey_coverage",
-            *[p + k for p in ("seed_", "phys_") for k in keys], "delta_r"]
-    return pd.DataFrame(out, columns=cols)
-
-
-def _nnls_one(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
-    """NNLS of y on [1, X] with every column scaled to unit RMS (positive scaling keeps the
-    sign constraint). Returns (coefficients of X, intercept, fitted values)."""
-    from scipy.optimize import nnls
-
-    A = np.column_stack([np.ones(len(y)), X])
-    scale = np.sqrt((A * A).mean(axis=0))
-    ys = np.sqrt((y * y).mean())
-    beta, _ = nnls(A / scale, y / ys)
-    coef = beta / scale * ys
-    return coef[1:], float(coef[0]), (A * coef).sum(axis=1)     # not A @ coef (BLAS)
-
-
-def nnls_fit(components: pd.DataFrame, columns: Sequence[str] = PHYS_COMPONENTS) -> pd.DataFrame:
-    """Per experiment, non-negative least squares of step.duration_us on the component times
-    plus a non-negative intercept: duration ≈ intercept_us + Σ coef_j · component_j.
-
-    Rows: the experiment's steps with every component finite and a duration > 0 (so decode
-    steps of an experiment without journeys, whose decode attention is NaN, drop out).
-    A component with zero variance on those rows (e.g. decode attention 0 throughout) is left
-    out of the fit (coef and share NaN): it is collinear with the intercept. The fit is N/A
-    (all NaN) with fewer than MIN_ROWS rows or no more rows than parameters.
-
-    Columns: experiment_id, model, workload, n_steps, intercept_us, r2, then per component
-    (short name s, e.g. ``prefill_gemm``) coef_s and share_s.
-
-    * coef_s is an effective efficiency: observed µs per estimated µs of that component (1 =
-      the roofline estimate is the time; 3 = three times slower than the roofline; 0 = the
-      component adds nothing the others do not).
-    * r2 = 1 − SS_res / SS_tot of the fit, in sample.
-    * share_s = coef_s · cov(component_s, fitted) / var(fitted), the component's share of the
-      explained variance. Since var(fitted) = Σ_s coef_s · cov(component_s, fitted), the shares
-      sum to 1 (a share can be negative when components are anti-correlated); share_s · r2 is
-      the component's share of the variance of the duration. NaN when var(fitted) = 0.
-    """
-    short = [PHYS_SHORT.get(c, c) for c in columns]
-    out = []
-    for (exp, model, workload), g in components.groupby(["experiment_id", "model", "workload"],
-                                                        sort=True, observed=True):
-        X = g[list(columns)].to_numpy(np.float64, na_value=np.nan)
-        y = g[DURATION].to_numpy(np.float64)
-        keep = np.isfinite(X).all(axis=1) & np.isfinite(y) & (y > 0)
-        X, y = X[keep], y[keep]
-        row: dict[str, object] = {"experiment_id": exp, "model": model, "workload": workload,
-                                  "n_steps": int(keep.sum()), "intercept_us": np.nan, "r2": np.nan}
-        coef = np.full(len(columns), np.nan)
-        share = np.full(len(columns), np.nan)
-        varies = np.ptp(X, axis=0) > 0 if len(y) else np.zeros(len(columns), bool)
-        if len(y) >= MIN_ROWS and len(y) > varies.sum() + 1:
-            c, intercept, fitted = _nnls_one(X[:, varies], y)
-            coef[varies] = c
-            ss_tot = float(((y - y.mean()) ** 2).sum())
-            row["intercept_us"] = intercept
-            row["r2"] = 1.0 - float(((y - fitted) ** 2).sum()) / ss_tot if ss_tot > 0 else np.nan
-            fc = fitted - fitted.mean()
-            var_f = fsum(fc * fc) / len(y)
-            if var_f > 0:
-                Xc = X[:, varies] - X[:, varies].mean(axis=0)
-                cov = np.array([fsum(Xc[:, j] * fc) for j in range(Xc.shape[1])]) / len(y)
-                share[varies] = c * cov / var_f + 0.0   # + 0.0: no "-0" shares
-        for s, cf, sh in zip(short, coef, share):
-            row[f"coef_{s}"] = cf
-            row[f"share_{s}"] = sh
-        out.append(row)
-    cols = ["experiment_id", "model", "workload", "n_steps", "intercept_us", "r2",
-            *[f"{k}_{s}" for s in short for k in ("coef", "share")]]
+            *[p + k for p in ("seed_", "phys_") for k in keys], "delta_r", "delta_ci_low",
+            "delta_ci_high", "delta_spearman", "block_length", "ci_method"]
     return pd.DataFrame(out, columns=cols)
 
 
@@ -495,3 +414,94 @@ def physical_verdict(table: pd.DataFrame, prefill_subset: str = "pure_prefill") 
     rows = [(prefill_subset if s == "pure_prefill" else s, c) for s, c in PHYSICAL_HYPOTHESIS_ROWS]
     v = hypothesis_verdict(table[["subset", "component", "pearson_r", "n_steps"]], rows)
     return v
+
+
+# =========================================================================== within experiments
+#
+# The seed's criterion pools every experiment's steps. Pooled, the r of a component that is
+# (nearly) constant inside each experiment — decode GEMM of a dense model on pure decode is
+# its weight read — measures differences between models, not whether the component tracks
+# the step time. The within-experiment verdict asks the criterion of each experiment and
+# takes the median over experiments.
+
+#: (subset, component) rows of the within-experiment table: the physical hypothesis rows,
+#: the prefill ones also on prefill_dominated (pure-prefill steps are rare per experiment).
+WITHIN_ROWS: list[tuple[str, str]] = [
+    *[(s, c) for s, c in PHYSICAL_HYPOTHESIS_ROWS if s == "pure_prefill"],
+    *[("prefill_dominated", c) for s, c in PHYSICAL_HYPOTHESIS_ROWS if s == "pure_prefill"],
+    *[(s, c) for s, c in PHYSICAL_HYPOTHESIS_ROWS if s != "pure_prefill"],
+]
+#: A median over fewer experiments with a usable r is one or two experiments' r, not a
+#: typical within-experiment value: N/A below this count.
+WITHIN_MIN_EXPERIMENTS = 3
+
+
+def within_experiment_correlations(components: pd.DataFrame,
+                                   rows: Sequence[tuple[str, str]] = WITHIN_ROWS) -> pd.DataFrame:
+    """experiment_id, model, workload, subset, component, pearson_r, n_steps: each
+    component's r on its subset inside each experiment (seed N/A rules: a component constant
+    in the experiment's subset, e.g. decode GEMM of a dense model on pure decode, is N/A)."""
+    masks = {k: m.to_numpy(bool) for k, m in physical_subsets(components).items()}
+    y_all = components[DURATION].to_numpy(np.float64, na_value=np.nan)
+    groups = components.groupby(["experiment_id", "model", "workload"], sort=True,
+                                observed=True).indices
+    out = []
+    for (exp, model, workload), idx in groups.items():
+        for subset, c in rows:
+            sel = idx[masks[subset][idx]]
+            r, n = pearson_r(components[c].to_numpy(np.float64, na_value=np.nan)[sel], y_all[sel])
+            out.append({"experiment_id": exp, "model": model, "workload": workload,
+                        "subset": subset, "component": c, "pearson_r": r, "n_steps": n})
+    return pd.DataFrame(out, columns=["experiment_id", "model", "workload", "subset",
+                                      "component", "pearson_r", "n_steps"])
+
+
+def within_experiment_table(components: pd.DataFrame,
+                            rows: Sequence[tuple[str, str]] = WITHIN_ROWS,
+                            n_resamples: int = resample.N_RESAMPLES,
+                            seed: int = resample.RESAMPLE_SEED) -> pd.DataFrame:
+    """subset, component, median_r, ci_low, ci_high, ci_method, n_experiments, passed.
+
+    median_r is the median over experiments of within_experiment_correlations' r (N/A
+    experiments left out; n_experiments counts the rest; N/A below WITHIN_MIN_EXPERIMENTS);
+    the interval resamples those experiments (resample.cluster_bootstrap_median); passed is
+    median_r > R_THRESHOLD, the seed's threshold."""
+    per = within_experiment_correlations(components, rows)
+    out = []
+    for subset, c in rows:
+        r = per.loc[(per["subset"] == subset) & (per["component"] == c), "pearson_r"]
+        r = r.dropna().to_numpy(np.float64)
+        med, (lo, hi) = float("nan"), (float("nan"), float("nan"))
+        if len(r) >= WITHIN_MIN_EXPERIMENTS:
+            med = float(np.median(r))
+            lo, hi = resample.cluster_bootstrap_median(r, n_resamples, seed)
+        out.append({"subset": subset, "component": c, "median_r": med, "ci_low": lo,
+                    "ci_high": hi, "ci_method": resample.METHOD_CLUSTER_PERCENTILE,
+                    "n_experiments": len(r), "passed": bool(med > R_THRESHOLD)})
+    return pd.DataFrame(out, columns=["subset", "component", "median_r", "ci_low", "ci_high",
+                                      "ci_method", "n_experiments", "passed"])
+
+
+@dataclass(frozen=True)
+class WithinVerdict(Verdict):
+    """The seed's criterion on within-experiment medians (within_experiment_verdict)."""
+
+    def sentence(self) -> str:
+        return (f"{self.passing}/{len(self.table)} components have a median within-experiment "
+                f"r > {R_THRESHOLD} on their subset (at least {self.required} needed): "
+                f"{self.label}.")
+
+
+def within_experiment_verdict(table: pd.DataFrame,
+                              prefill_subset: str = "pure_prefill") -> WithinVerdict:
+    """The seed's criterion (at least HYPOTHESIS_MIN_PASSING of PHYSICAL_HYPOTHESIS_ROWS pass,
+    threshold R_THRESHOLD) on a within_experiment_table: prefill rows on ``prefill_subset``;
+    a row the table lacks or with an N/A median does not pass. WithinVerdict.table: subset,
+    component, median_r, ci_low, ci_high, n_experiments, passed."""
+    keys = pd.DataFrame([(prefill_subset if s == "pure_prefill" else s, c)
+                         for s, c in PHYSICAL_HYPOTHESIS_ROWS], columns=["subset", "component"])
+    cols = ["subset", "component", "median_r", "ci_low", "ci_high", "n_experiments"]
+    t = keys.merge(table[cols], on=["subset", "component"], how="left")
+    t["n_experiments"] = t["n_experiments"].fillna(0).astype(int)
+    t["passed"] = t["median_r"].gt(R_THRESHOLD)
+    return WithinVerdict(table=t, passing=int(t["passed"].sum()))
