@@ -47,7 +47,8 @@ def _report_tables() -> report.PhysicalTables:
         "phys_loglog_r": [0.94, np.nan], "phys_n_steps": [5000, 7]})
     per["delta_r"] = per["phys_pearson_r"] - per["seed_pearson_r"]
     per = per.assign(delta_ci_low=[0.24, np.nan], delta_ci_high=[0.26, np.nan],
-                     phys_n_loglog=[4990, 7], block_length=[12.5, np.nan])
+                     phys_n_loglog=[4990, 7], block_length=[12.5, np.nan],
+                     ci_method="stationary_block_bca")
     lb = pd.DataFrame({"experiment_id": ["e1", "e2"], "model": ["alpha-7b", "beta-moe"],
                        "workload": ["general", "roleplay"], "n_steps": [5000, 4000],
                        "n_below": [0, 1000], "fraction_below": [0.0, 0.25],
@@ -55,6 +56,7 @@ def _report_tables() -> report.PhysicalTables:
                        "flagged": [False, True]})
     rec = pd.DataFrame({"experiment_id": ["e1", "e2"], "has_journeys": [True, False],
                         "agreement": [0.987, np.nan]})
+    pure["ci_method"] = "cluster_bca"
     return report.PhysicalTables(pure=pure, per_experiment=per, lower_bound=lb,
                                  reconstruction=rec, attribution=_attribution(),
                                  fit_summary=_fit_summary(), within=_within(),
@@ -88,7 +90,8 @@ def _fit_summary() -> pd.DataFrame:
                          "workload": ["general", "roleplay"], "n_steps": [5000, 4000],
                          "r2": [0.9, 0.6], "r2_ci_low": [0.85, 0.5], "r2_ci_high": [0.93, 0.7],
                          "intercept_us": [1500.0, 9000.0], "intercept_ci_low": [1200.0, 7000.0],
-                         "intercept_ci_high": [1800.0, 11000.0], "block_length": [12.5, 30.0]})
+                         "intercept_ci_high": [1800.0, 11000.0], "block_length": [12.5, 30.0],
+                         "ci_method": "stationary_block_bca"})
 
 
 def _moe_check() -> pd.DataFrame:
@@ -110,18 +113,18 @@ def _within() -> pd.DataFrame:
         ("pure_decode", "phys_decode_gemm_us", 0.4, 0.1, 0.7, 1, False),
         ("pure_decode", "phys_decode_attn_us", 0.9, 0.85, 0.95, 2, True)],
         columns=["subset", "component", "median_r", "ci_low", "ci_high", "n_experiments",
-                 "passed"])
+                 "passed"]).assign(ci_method="cluster_percentile")
 
 
 #: The per-experiment columns of the block and paired bootstraps (absent from older tables).
-PAIRED_COLUMNS = ["delta_ci_low", "delta_ci_high", "phys_n_loglog", "block_length"]
+PAIRED_COLUMNS = ["delta_ci_low", "delta_ci_high", "phys_n_loglog", "block_length", "ci_method"]
 
 
 def _minimal(t: report.PhysicalTables) -> report.PhysicalTables:
     """Only the two required tables, the per-experiment one without the paired Δr interval
     and the block length (a table of a percentile bootstrap over steps)."""
-    return report.PhysicalTables(pure=t.pure, per_experiment=t.per_experiment.drop(
-        columns=PAIRED_COLUMNS))
+    return report.PhysicalTables(pure=t.pure.drop(columns="ci_method"),
+                                 per_experiment=t.per_experiment.drop(columns=PAIRED_COLUMNS))
 
 
 def _seed_pure() -> pd.DataFrame:
@@ -278,7 +281,7 @@ A step with tokens must at least stream its GPU's share of the transformer-layer
 
 ### Re-tested Hypothesis: Physical Components
 
-Pooled over experiments: Pearson r with a 95% interval, Spearman rank r and the Pearson r of log durations beside it, because durations span orders of magnitude and a few long steps can carry a Pearson r alone. Pearson r, its interval and Spearman r use the n_steps rows of the subset (the component and the step time known, the step time positive); the log-log r uses only those rows whose component is > 0 as well (n_steps (log-log)). The interval is a percentile bootstrap over steps (large pooled subsets use a capped, rescaled resample); it treats the steps as independent, which steps of one experiment are not, so it is too narrow.
+Pooled over experiments: Pearson r with a 95% interval, Spearman rank r and the Pearson r of log durations beside it, because durations span orders of magnitude and a few long steps can carry a Pearson r alone. Pearson r, its interval and Spearman r use the n_steps rows of the subset (the component and the step time known, the step time positive); the log-log r uses only those rows whose component is > 0 as well (n_steps (log-log)). The interval is a cluster bootstrap over experiments (whole experiments resampled, so the steps of one experiment are not counted as independent observations), BCa interval.
 
 | Subset | Component | Pearson r | 95% CI | Spearman r | n_steps | log-log r | n_steps (log-log) |
 |---|---|---|---|---|---|---|---|
@@ -298,7 +301,7 @@ Seed mode passes 1 of 4 criteria (NOT SUPPORTED); physical mode passes 1 (the sa
 
 ### Within-Experiment Verdict
 
-The seed's criterion pools the steps of every experiment. Here each component's r against `step.duration_us` is computed inside each experiment on the component's subset, and the median over the experiments that have one is its within-experiment r (n_experiments of 2: the experiments with at least 10 steps in the subset and a component that varies there); its 95% interval is a cluster bootstrap over experiments (whole experiments resampled). A row passes when the statistics table marks it so (median r > 0.8).
+The seed's criterion pools the steps of every experiment. Here each component's r against `step.duration_us` is computed inside each experiment on the component's subset, and the median over the experiments that have one is its within-experiment r (n_experiments of 2: the experiments with at least 10 steps in the subset and a component that varies there); its 95% interval is a cluster bootstrap over experiments (whole experiments resampled, so the steps of one experiment are not counted as independent observations), percentile interval. A row passes when the statistics table marks it so (median r > 0.8).
 
 | Subset | Component | Median r | 95% CI (cluster) | n_experiments | passes |
 |---|---|---|---|---|---|
@@ -317,7 +320,7 @@ The seed's criterion pools the steps of every experiment. Here each component's 
 
 ### Seed vs Physical, per Experiment
 
-Per experiment, the seed total (`total_analytical_us`) and the physical total (`phys_total_us`) against the step time. The physical r, its interval and its Spearman r use the n_steps (physical) steps where the physical total and the step time are known; the log-log r only those where the physical total is positive as well (n_steps (log-log)). The physical r's interval is a stationary block bootstrap: blocks of consecutive steps are resampled, with the block length chosen per experiment by the Politis–White rule (shown), because consecutive steps of one experiment are correlated. Δr = physical r − seed r, with a paired bootstrap interval: both r on the same resamples.
+Per experiment, the seed total (`total_analytical_us`) and the physical total (`phys_total_us`) against the step time. The physical r, its interval and its Spearman r use the n_steps (physical) steps where the physical total and the step time are known; the log-log r only those where the physical total is positive as well (n_steps (log-log)). The physical r's interval is a stationary block bootstrap over the experiment's steps (blocks of consecutive steps resampled, the mean block length chosen per experiment by the Politis–White rule, because consecutive steps are correlated), BCa interval. Δr = physical r − seed r, with a paired bootstrap interval: both r on the same resamples.
 
 | Model | Workload | Seed r | Physical r | Physical 95% CI | Δr | Δr 95% CI (paired) | Seed Spearman | Physical Spearman | n_steps (physical) | Physical log-log r | n_steps (log-log) | block length (steps) |
 |---|---|---|---|---|---|---|---|---|---|---|---|---|
@@ -328,7 +331,7 @@ Where both are computable (1 of 2 experiments) the physical total correlates bet
 
 ### Component Attribution per Experiment
 
-`step.duration_us` ≈ intercept + Σ coef · component time, fitted per experiment on GEMM, prefill attention, decode attention, all-reduce, LM head (the GEMM as one term: its prefill and decode parts split one roofline by token count and cannot be told apart). A term's share is its LMG (Shapley) share of R²: the R² it adds, averaged over every order in which the terms can enter the fit. Shares are non-negative and sum to R²; each is a part of the variance of `step.duration_us`. Intervals: 95%, stationary block bootstrap over the experiment's steps.
+`step.duration_us` ≈ intercept + Σ coef · component time, fitted per experiment on GEMM, prefill attention, decode attention, all-reduce, LM head (the GEMM as one term: its prefill and decode parts split one roofline by token count and cannot be told apart). A term's share is its LMG (Shapley) share of R²: the R² it adds, averaged over every order in which the terms can enter the fit. Shares are non-negative and sum to R²; each is a part of the variance of `step.duration_us`. 95% intervals: a stationary block bootstrap over the experiment's steps (blocks of consecutive steps resampled, the mean block length chosen per experiment by the Politis–White rule, because consecutive steps are correlated), BCa interval.
 
 | Model | Workload | n_steps | R² [95% CI] | Intercept (µs) [95% CI] | share GEMM | share prefill attention | share decode attention | share all-reduce | share LM head |
 |---|---|---|---|---|---|---|---|---|---|
@@ -393,7 +396,7 @@ Pooled over experiments: Pearson r with a 95% interval, Spearman rank r and the 
 
 ### Seed vs Physical, per Experiment
 
-Per experiment, the seed total (`total_analytical_us`) and the physical total (`phys_total_us`) against the step time. The physical r, its interval and its Spearman r use the n_steps (physical) steps where the physical total and the step time are known; the log-log r only those where the physical total is positive as well. The physical r's interval is a percentile bootstrap over steps, which treats consecutive steps as independent.
+Per experiment, the seed total (`total_analytical_us`) and the physical total (`phys_total_us`) against the step time. The physical r, its interval and its Spearman r use the n_steps (physical) steps where the physical total and the step time are known; the log-log r only those where the physical total is positive as well. The physical r's interval is a bootstrap over single steps, which treats consecutive steps as independent, percentile interval.
 
 | Model | Workload | Seed r | Physical r | Physical 95% CI | Δr | Seed Spearman | Physical Spearman | n_steps (physical) | Physical log-log r |
 |---|---|---|---|---|---|---|---|---|---|

@@ -149,3 +149,18 @@ def test_moe_check_merges_hf_identical_slugs_and_needs_its_columns():
     assert m["model"] == "beta-moe / beta-moe-hf" and len(m["experiments"]) == 2
     with pytest.raises(KeyError, match=r"the MoE GEMM check lacks column\(s\) \['gemm_us_new'\]"):
         attribution.moe_check_context(check.drop(columns="gemm_us_new"))
+
+
+def test_reasons_and_an_unidentified_intercept():
+    attr = _attribution().assign(unidentified_reason="")
+    attr.loc[1, "unidentified_reason"] = "at_bound"                 # e1 prefill attention, 0
+    attr.loc[3, "unidentified_reason"] = "collinear"                # e1 all-reduce, 69.8
+    fit = _fit_summary().assign(intercept_identified=[True, False])
+    ctx = attribution.attribution_context(attr, fit)
+    coefs = ctx["coefs"].set_index("model")
+    assert coefs.loc["alpha-7b", "phys_prefill_attn_us"] == "not identified (at_bound)"
+    assert coefs.loc["alpha-7b", "phys_allreduce_us"] == "not identified (collinear)"
+    assert coefs.loc["beta-moe", "phys_lm_head_us"] == "not identified"
+    shares = ctx["shares"].set_index("model")
+    assert shares.loc["alpha-7b", "intercept"] == "1,500 [1,200, 1,800]"
+    assert shares.loc["beta-moe", "intercept"] == "not identified"

@@ -19,7 +19,7 @@ from typing import Any, Mapping
 import pandas as pd
 
 from .format import fmt_frac, fmt_num, fmt_us, isnan
-from .inputs import as_bool, exp
+from .inputs import as_bool, exp, interval_method
 
 #: The terms of the component fit, in the order the tables show them (others follow).
 ATTRIBUTION_TERMS = ["phys_gemm_us", "phys_prefill_attn_us", "phys_decode_attn_us",
@@ -65,10 +65,21 @@ def share_cell(row: pd.Series) -> str:
 
 
 def coef_cell(row: pd.Series) -> str:
-    """A coefficient with its interval, or "not identified"."""
+    """A coefficient with its interval, or "not identified" with the table's reason
+    (``unidentified_reason``: constant, collinear, at_bound) where it gives one."""
     if not row["identified"] or isnan(row["coef"]):
-        return NOT_IDENTIFIED
+        reason = row.get("unidentified_reason")
+        return NOT_IDENTIFIED if isnan(reason) or not str(reason) else \
+            f"{NOT_IDENTIFIED} ({reason})"
     return _ci(fmt_num(row["coef"]), row["coef_ci_low"], row["coef_ci_high"], fmt_num)
+
+
+def intercept_cell(row: pd.Series) -> str:
+    """The intercept (µs) with its interval, or "not identified" (``intercept_identified``)."""
+    if "intercept_identified" in row and not as_bool(pd.Series([row["intercept_identified"]]))[0]:
+        return NOT_IDENTIFIED
+    return _ci(fmt_us(row["intercept_us"]), row["intercept_ci_low"], row["intercept_ci_high"],
+               fmt_us)
 
 
 def _terms(attr: pd.DataFrame) -> list[str]:
@@ -104,14 +115,14 @@ def attribution_context(attr: pd.DataFrame, fit: pd.DataFrame) -> dict[str, Any]
     base = fit[["experiment_id", "model", "workload", "n_steps"]].assign(
         r2=[_ci(fmt_num(r), lo, hi, fmt_num) for r, lo, hi in
             zip(fit["r2"], fit["r2_ci_low"], fit["r2_ci_high"])],
-        intercept=[_ci(fmt_us(v), lo, hi, fmt_us) for v, lo, hi in
-                   zip(fit["intercept_us"], fit["intercept_ci_low"], fit["intercept_ci_high"])])
+        intercept=[intercept_cell(r) for _, r in fit.iterrows()])
     shares = base.join(_wide(shown, share_cell, terms), on="experiment_id")
     coefs = fit[["experiment_id", "model", "workload"]].join(
         _wide(attr, coef_cell, terms), on="experiment_id")
 
     ctx: dict[str, Any] = {
         "terms": terms, "shares": shares.drop(columns="experiment_id"),
+        "method": interval_method(fit) if "ci_method" in fit else {"unit": "block", "interval": ""},
         "coefs": coefs.drop(columns="experiment_id"), "fitted": None,
         "invalid": [exp(r, term=r["term"], share=r["lmg_share_r2"]) for _, r in invalid.iterrows()],
         "not_fitted": [exp(r) for _, r in fit[fit["r2"].isna()].iterrows()],

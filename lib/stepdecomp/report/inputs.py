@@ -60,6 +60,23 @@ def model_names(models_by_hf_id: dict[str, list[str]]) -> dict[str, str]:
     return {slug: " / ".join(slugs) for slugs in models_by_hf_id.values() for slug in slugs}
 
 
+def interval_method(frame: pd.DataFrame) -> dict[str, str]:
+    """How a table's intervals were computed, from its ``ci_method`` column (resample.METHOD_*):
+    ``unit`` cluster (experiments resampled whole), block (stationary blocks of consecutive
+    steps) or steps (a table without the column: the percentile bootstrap over steps of
+    earlier versions); ``interval`` bca, percentile or "". Several methods in one table give
+    unit "mixed" and their names in ``interval``."""
+    if "ci_method" not in frame:
+        return {"unit": "steps", "interval": "percentile"}
+    values = sorted(set(frame["ci_method"].dropna().astype(str)))
+    if len(values) != 1:
+        return {"unit": "mixed", "interval": ", ".join(values)}
+    v = values[0]
+    unit = "cluster" if v.startswith("cluster") else "block" if "block" in v else v
+    interval = "bca" if v.endswith("bca") else "percentile" if v.endswith("percentile") else ""
+    return {"unit": unit, "interval": interval}
+
+
 def as_bool(s: pd.Series) -> pd.Series:
     """Booleans that survived a CSV round trip (True/False or 'True'/'False')."""
     if s.dtype == bool:

@@ -21,7 +21,7 @@ import pandas as pd
 from ..stats import R_THRESHOLD, Verdict
 from .attribution import attribution_context, moe_check_context
 from .format import fmt_ci, isnan
-from .inputs import as_bool, exp, rows
+from .inputs import as_bool, exp, interval_method, rows
 from .render import (DELTA_R_NEGLIGIBLE, DURATION_TARGET, LOWER_BOUND_MATERIAL, MODEL_SPREAD,
                      RANK_GAP, render_section)
 from .verdicts import verdict_dict, within_verdict_context
@@ -35,12 +35,6 @@ if TYPE_CHECKING:
 PHYSICAL_TABLES = ["physical_pure_phase_correlations", "physical_per_experiment_correlations",
                    "lower_bound_check", "reconstruction_report", "component_attribution",
                    "fit_summary", "within_experiment_verdict"]
-#: How the pooled intervals were computed, by the ``ci_method`` of the pure-phase table
-#: (the template names each; a table without the column was bootstrapped over steps).
-CI_METHODS = {"cluster_bootstrap": "cluster", "cluster bootstrap": "cluster",
-              "cluster": "cluster"}
-
-
 @dataclass
 class PhysicalTables:
     """The physical mode's tables of one step-time target (no ``target`` column).
@@ -122,8 +116,8 @@ def physical_verdict_context(pure: pd.DataFrame, v_pure: Verdict, v_dom: Verdict
                              seed_verdict: Verdict | None) -> dict[str, Any]:
     """The pooled physical r table with its intervals and the rows behind each column, the
     verdict on pure phases and with prefill-dominated steps, the comparison with the seed's
-    verdict (``change``) and how the intervals were computed (``ci_method``: cluster; steps
-    for a table without the column; else the column's values)."""
+    verdict (``change``) and how the intervals were computed (``method``,
+    inputs.interval_method)."""
     table = pure.assign(component=pure["component"].map(str),
                         ci=[fmt_ci(a, b) for a, b in zip(pure["ci_low"], pure["ci_high"])])
     seed = None
@@ -131,11 +125,9 @@ def physical_verdict_context(pure: pd.DataFrame, v_pure: Verdict, v_dom: Verdict
         change = ("same" if seed_verdict.passing == v_pure.passing else
                   "more" if v_pure.passing > seed_verdict.passing else "fewer")
         seed = {**verdict_dict(seed_verdict), "change": change}
-    methods = sorted(set(pure["ci_method"].dropna().astype(str))) if "ci_method" in pure else []
-    ci_method = ("steps" if not methods else ", ".join(CI_METHODS.get(m, m) for m in methods))
     cols = ["subset", "component", "pearson_r", "ci", "spearman_r", "n_steps", "loglog_r",
             *(["n_loglog"] if "n_loglog" in table else [])]
-    return {"table": table[cols], "ci_method": ci_method,
+    return {"table": table[cols], "method": interval_method(pure),
             "pure": verdict_dict(v_pure), "dominated": verdict_dict(v_dom),
             "n_pure_prefill": _subset_n(pure, "pure_prefill"),
             "n_dominated": _subset_n(pure, "prefill_dominated"), "seed": seed}
@@ -163,7 +155,7 @@ def physical_per_experiment_context(per: pd.DataFrame) -> dict[str, Any]:
     both = per.dropna(subset=["seed_pearson_r", "phys_pearson_r"])
     ctx: dict[str, Any] = {
         "table": t[cols], "n_experiments": len(per), "both": None, "paired": paired,
-        "has_block_length": "block_length" in per,
+        "method": interval_method(per),
         "na_physical": rows(per[per["phys_pearson_r"].isna()], "phys_n_steps")}
     if len(both):
         best, worst = both.loc[both["delta_r"].idxmax()], both.loc[both["delta_r"].idxmin()]

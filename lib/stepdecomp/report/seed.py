@@ -14,6 +14,7 @@ import pandas as pd
 from .format import fmt_g
 from .inputs import FindingsInput, data_kind, exp
 from .measurement import measurement_context
+from .verdicts import conclusion_input
 from .render import MIN_ROWS, PARSE_COLUMNS, RARE_PREFILL_PCT, render_section
 
 
@@ -46,8 +47,6 @@ def totals(per_experiment: pd.DataFrame) -> pd.DataFrame:
 def header_context(fi: FindingsInput) -> dict[str, Any]:
     """The seed's status, and the within-experiment one the conclusion rests on (None
     without the within-experiment table)."""
-    from .verdicts import conclusion_input
-
     conclusion = conclusion_input(fi)
     within = None if conclusion is None else {"supported": conclusion["verdict"]["supported"],
                                               "target": conclusion["target"]}
@@ -65,7 +64,7 @@ def summary_context(fi: FindingsInput) -> dict[str, Any]:
             "verdict_sentence": fi.verdict.sentence(),
             "pure_prefill": {"steps": pp["steps"], "pct": pp["pct"]},
             "pure_decode": {"steps": pd_["steps"], "pct": pd_["pct"]}, "extremes": extremes,
-            "measured": measurement_context(fi)}
+            "measured": measurement_context(fi), "conclusion": conclusion_input(fi)}
 
 
 def setup_context(fi: FindingsInput) -> dict[str, Any]:

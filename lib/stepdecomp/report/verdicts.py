@@ -18,7 +18,7 @@ import pandas as pd
 
 from ..stats import PHYSICAL_HYPOTHESIS_ROWS, Verdict
 from .format import fmt_ci, isnan
-from .inputs import FindingsInput, as_bool, data_kind
+from .inputs import FindingsInput, as_bool, data_kind, interval_method
 
 #: The prefill subsets a verdict can be taken on, in the order the text gives them.
 PREFILL_SUBSETS = ("pure_prefill", "prefill_dominated")
@@ -101,7 +101,8 @@ def within_verdict_context(within: pd.DataFrame, pooled: pd.DataFrame,
     contrast = pooled_vs_within(pooled, within, n_experiments)
     return {"table": table, "pure": verdicts["pure_prefill"],
             "dominated": verdicts["prefill_dominated"], "headline": headline_subset(within),
-            "n_experiments": n_experiments,
+            "n_experiments": n_experiments, "method": interval_method(within) if "ci_method" in within
+            else {"unit": "cluster", "interval": ""},
             "constant": [c for c in contrast if c["constant_somewhere"]],
             "disagree": [c for c in contrast if c["disagree"]]}
 
