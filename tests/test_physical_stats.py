@@ -373,3 +373,12 @@ def test_fixture_end_to_end(fixture_components):
         fit_summary=fit.fit_summary, within=within))
     for name in per["model"]:
         assert name in md
+
+
+def test_within_experiment_needs_only_the_experiment_id():
+    c = _frame()
+    full = stats.within_experiment_table(c, n_resamples=50)
+    pruned = stats.within_experiment_table(c.drop(columns=["model", "workload"]), n_resamples=50)
+    pd.testing.assert_frame_equal(full, pruned)
+    assert list(stats.within_experiment_correlations(c.drop(columns=["model", "workload"])).columns[:2]) \
+        == ["experiment_id", "subset"]

@@ -440,20 +440,20 @@ def within_experiment_correlations(components: pd.DataFrame,
                                    rows: Sequence[tuple[str, str]] = WITHIN_ROWS) -> pd.DataFrame:
     """experiment_id, model, workload, subset, component, pearson_r, n_steps: each
     component's r on its subset inside each experiment (seed N/A rules: a component constant
-    in the experiment's subset, e.g. decode GEMM of a dense model on pure decode, is N/A)."""
+    in the experiment's subset, e.g. decode GEMM of a dense model on pure decode, is N/A).
+    model and workload are carried where the frame has them (a pooled, column-pruned frame
+    needs only experiment_id)."""
     masks = {k: m.to_numpy(bool) for k, m in physical_subsets(components).items()}
     y_all = components[DURATION].to_numpy(np.float64, na_value=np.nan)
-    groups = components.groupby(["experiment_id", "model", "workload"], sort=True,
-                                observed=True).indices
+    keys = [k for k in ("experiment_id", "model", "workload") if k in components]
     out = []
-    for (exp, model, workload), idx in groups.items():
+    for key, idx in components.groupby(keys, sort=True, observed=True).indices.items():
+        ident = dict(zip(keys, key if isinstance(key, tuple) else (key,)))
         for subset, c in rows:
             sel = idx[masks[subset][idx]]
             r, n = pearson_r(components[c].to_numpy(np.float64, na_value=np.nan)[sel], y_all[sel])
-            out.append({"experiment_id": exp, "model": model, "workload": workload,
-                        "subset": subset, "component": c, "pearson_r": r, "n_steps": n})
-    return pd.DataFrame(out, columns=["experiment_id", "model", "workload", "subset",
-                                      "component", "pearson_r", "n_steps"])
+            out.append({**ident, "subset": subset, "component": c, "pearson_r": r, "n_steps": n})
+    return pd.DataFrame(out, columns=[*keys, "subset", "component", "pearson_r", "n_steps"])
 
 
 def within_experiment_table(components: pd.DataFrame,
