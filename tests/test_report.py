@@ -60,7 +60,7 @@ def _report_tables() -> report.PhysicalTables:
     return report.PhysicalTables(pure=pure, per_experiment=per, lower_bound=lb,
                                  reconstruction=rec, attribution=_attribution(),
                                  fit_summary=_fit_summary(), within=_within(),
-                                 moe_check=_moe_check())
+                                 moe_check=_moe_check(), moe_delta=_moe_delta())
 
 
 TERMS = ["phys_gemm_us", "phys_prefill_attn_us", "phys_decode_attn_us", "phys_allreduce_us",
@@ -95,11 +95,18 @@ def _fit_summary() -> pd.DataFrame:
 
 
 def _moe_check() -> pd.DataFrame:
-    """The MoE GEMM estimate of beta-moe: old flat (×1.02 from 16 to 1,024 tokens), new
-    growing ×4.33."""
-    return pd.DataFrame({"model": "beta-moe", "tokens": [16, 64, 256, 1024],
-                         "gemm_us_old": [1390.0, 1400.0, 1400.0, 1417.8],
-                         "gemm_us_new": [600.0, 900.0, 1500.0, 2600.0]})
+    """moe_gemm_check of org/beta-moe at TP 2: the GEMM before flat from 16 tokens (×1.02 to
+    1,024), now growing ×4.33 over the same tokens."""
+    return pd.DataFrame({"hf_id": "org/beta-moe", "tp": 2, "tokens": [1, 16, 64, 256, 1024],
+                         "gemm_old_us": [400.0, 1390.0, 1400.0, 1400.0, 1417.8],
+                         "gemm_new_us": [350.0, 600.0, 900.0, 1500.0, 2600.0],
+                         "lower_bound_us": 300.0})
+
+
+def _moe_delta() -> pd.DataFrame:
+    """moe_delta_r of one target: e2's physical r with the GEMM before and now."""
+    return pd.DataFrame({"experiment_id": ["e2"], "hf_id": ["org/beta-moe"], "n_steps": [7],
+                         "r_old": [0.36], "r_new": [0.81], "delta_r": [0.45]})
 
 
 def _within() -> pd.DataFrame:
@@ -349,16 +356,17 @@ Over 2 experiments the fit reaches a median R² of 0.75 (range 0.6–0.9). The t
 
 ### The MoE GEMM
 
-The physical mode priced an MoE layer's expert GEMMs from the expected number of distinct experts a batch touches. With k of E experts per token that number reaches E within a few tokens, so the estimate stopped growing with the batch. It now prices each expert's share of the tokens (tokens · k / E per expert) from measured MoE kernel tables where they cover the shape, and from an efficiency curve fitted to them elsewhere. The GEMM estimate per MoE model, old and new (µs):
+The physical mode priced an MoE layer's expert GEMMs by one roofline over the expected number of distinct experts a batch touches. With k of E experts per token that number reaches E within a few tokens, so the estimate stopped growing with the batch. It now prices each expert's share of the tokens (tokens · k / E per expert) from measured MoE kernel tables where they cover the shape, and from an efficiency curve fitted to them elsewhere. The GEMM estimate per MoE model, before and now (µs per step):
 
-| tokens (beta-moe) | old GEMM (µs) | new GEMM (µs) |
-|---|---|---|
-| 16 | 1,390 | 600 |
-| 64 | 1,400 | 900 |
-| 256 | 1,400 | 1,500 |
-| 1,024 | 1,418 | 2,600 |
+| tokens (beta-moe, TP 2) | GEMM before (µs) | GEMM now (µs) | HBM lower bound (µs) |
+|---|---|---|---|
+| 1 | 400 | 350 | 300 |
+| 16 | 1,390 | 600 | 300 |
+| 64 | 1,400 | 900 | 300 |
+| 256 | 1,400 | 1,500 | 300 |
+| 1,024 | 1,418 | 2,600 | 300 |
 
-**beta-moe:** from 16 to 1,024 tokens the old estimate grows ×1.02 (flat), the new one ×4.33. Physical r − seed r on its experiments now: beta-moe, roleplay (Δr N/A). *Inference:* a GEMM estimate that stays flat while the batch grows cannot follow a step time that grows with it; the flat old estimate is why this model's physical r fell below the seed's, and the per-expert cost is what the Δr above now reflects.
+**beta-moe:** from 16 to 1,024 tokens the estimate before was flat (×1.02); over the same tokens the one now grows ×4.33. The physical total's r against `step.duration_us` with the GEMM before → now, and its Δr against the seed now: beta-moe, roleplay (r 0.360 → 0.810, Δr vs seed N/A). *Inference:* a GEMM estimate that stays flat while batches grow cannot follow a step time that grows with them; that flat estimate is the cause of this model's lower physical r before, and the per-expert cost is what raises it now.
 
 ### What Differs and Why
 
@@ -446,7 +454,8 @@ def _sections() -> dict[str, str]:
     tables = _report_tables()
     seed_pure = _seed_pure()
     fi = _findings_input()
-    physical = report.physical_section(tables, stats.hypothesis_verdict(seed_pure), seed_pure)
+    physical = report.physical_section(tables, stats.hypothesis_verdict(seed_pure), seed_pure,
+                                       models_by_hf_id=fi.models_by_hf_id)
     return {
         "summary": report.summary_section(fi), "setup": report.setup_section(fi),
         "phase": report.phase_section(fi), "pure_phase": report.pure_phase_section(fi),
@@ -613,10 +622,13 @@ def test_physical_section_from_tables_is_optional(tmp_path):
                         ("within_experiment_verdict", t.within)]:
         _write(dirs, name, table)
     md = report.physical_section_from_tables(dirs)
-    assert md == report.physical_section(dataclasses.replace(t, moe_check=None))
-    assert "### The MoE GEMM" not in md                      # the MoE check is an argument
-    with_moe = report.physical_section_from_tables(dirs, moe_check=t.moe_check)
-    assert with_moe == report.physical_section(t)
+    assert md == report.physical_section(dataclasses.replace(t, moe_check=None, moe_delta=None))
+    assert "### The MoE GEMM" not in md
+    _write(dirs, "moe_gemm_check", t.moe_check)
+    _write(dirs, "moe_delta_r", t.moe_delta)
+    by_hf_id = {"org/beta-moe": ["beta-moe"]}
+    assert report.physical_section_from_tables(dirs, models_by_hf_id=by_hf_id) \
+        == report.physical_section(t, models_by_hf_id=by_hf_id)
 
 
 def test_physical_section_from_tables_reads_the_primary_target(tmp_path):
@@ -632,13 +644,16 @@ def test_physical_section_from_tables_reads_the_primary_target(tmp_path):
                        ("physical_per_experiment_correlations", t.per_experiment, t.per_experiment),
                        ("within_experiment_verdict", t.within, t.within),
                        ("component_attribution", t.attribution, t.attribution),
-                       ("fit_summary", t.fit_summary, t.fit_summary)]:
+                       ("fit_summary", t.fit_summary, t.fit_summary),
+                       ("moe_delta_r", t.moe_delta.assign(r_new=0.0), t.moe_delta)]:
         pd.concat([a.assign(target="step.duration_us"), b.assign(target=PRIMARY_TARGET)]) \
             .to_csv(dirs.tables / f"{name}.csv", index=False, na_rep="")
+    t.moe_check.to_csv(dirs.tables / "moe_gemm_check.csv", index=False)     # no target column
     md = report.physical_section_from_tables(dirs)
     expected = report.PhysicalTables(pure=other.pure, per_experiment=t.per_experiment,
                                      attribution=t.attribution, fit_summary=t.fit_summary,
-                                     within=t.within)
+                                     within=t.within, moe_check=t.moe_check,
+                                     moe_delta=t.moe_delta)
     assert md == report.physical_section(expected, target=PRIMARY_TARGET)
     assert f"`{PRIMARY_TARGET}` ≈ intercept" in md
 

@@ -1,4 +1,4 @@
-"""report.attribution: the LMG attribution of the component fit and the MoE GEMM check,
+"""report.attribution: the LMG attribution of the component fit,
 on hand-made tables (tests/test_report.py holds the inputs and the section snapshots)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 
 from stepdecomp import report
 from stepdecomp.report import attribution
-from test_report import _attribution, _fit_summary, _moe_check, _report_tables
+from test_report import _attribution, _fit_summary, _report_tables
 
 #: The coefficients _attribution() marks as not identified.
 UNIDENTIFIED = [0.0, 69.8, 100.0, 106.0]
@@ -111,44 +111,6 @@ def test_missing_columns_name_the_table():
         attribution.attribution_context(_attribution().drop(columns="identified"), _fit_summary())
     with pytest.raises(KeyError, match=r"fit_summary lacks column\(s\) \['intercept_us'\]"):
         attribution.attribution_context(_attribution(), _fit_summary().drop(columns="intercept_us"))
-
-
-# --------------------------------------------------------------------------- MoE check
-
-def _moe_per() -> pd.DataFrame:
-    """Per-experiment correlations: two experiments of the MoE model, one dense."""
-    e1 = _report_tables().per_experiment.iloc[[0, 0, 0]].reset_index(drop=True)
-    return e1.assign(experiment_id=["m1", "m2", "d1"], model=["beta-moe", "beta-moe", "alpha-7b"],
-                     workload=["roleplay", "codegen", "general"],
-                     seed_pearson_r=[0.726, 0.601, 0.7], phys_pearson_r=[0.9, 0.7, 0.95],
-                     delta_r=[0.174, 0.099, 0.25], delta_ci_low=[0.15, -0.01, 0.2],
-                     delta_ci_high=[0.2, 0.2, 0.3])
-
-
-def test_moe_check_growth_and_delta_r():
-    ctx = attribution.moe_check_context(_moe_check(), _moe_per())
-    (m,) = ctx["models"]
-    # old 1417.8 / 1390 = 1.02 (flat), new 2600 / 600 = 4.33
-    assert m["growth_old"] == pytest.approx(1.02) and m["growth_new"] == pytest.approx(4.3333, abs=1e-4)
-    assert (m["flat_old"], m["flat_new"], m["tokens_min"], m["tokens_max"]) == (True, False, 16, 1024)
-    assert [(r["workload"], r["delta_r"]) for r in m["experiments"]] == [("codegen", 0.099),
-                                                                          ("roleplay", 0.174)]
-    t = _report_tables()
-    t.per_experiment = _moe_per()
-    md = report.physical_section(t)
-    assert ("**beta-moe:** from 16 to 1,024 tokens the old estimate grows ×1.02 (flat), the new "
-            "one ×4.33. Physical r − seed r on its experiments now: beta-moe, codegen (Δr +0.099, "
-            "paired 95% CI [-0.010, 0.200]); beta-moe, roleplay (Δr +0.174, paired 95% CI "
-            "[0.150, 0.200]). *Inference:*") in md
-
-
-def test_moe_check_merges_hf_identical_slugs_and_needs_its_columns():
-    check = _moe_check().assign(model="beta-moe-hf")
-    names = {"beta-moe": "beta-moe / beta-moe-hf", "beta-moe-hf": "beta-moe / beta-moe-hf"}
-    (m,) = attribution.moe_check_context(check, _moe_per(), names)["models"]
-    assert m["model"] == "beta-moe / beta-moe-hf" and len(m["experiments"]) == 2
-    with pytest.raises(KeyError, match=r"the MoE GEMM check lacks column\(s\) \['gemm_us_new'\]"):
-        attribution.moe_check_context(check.drop(columns="gemm_us_new"))
 
 
 def test_reasons_and_an_unidentified_intercept():

@@ -115,14 +115,15 @@ def test_per_model_summary_counts_an_hf_model_once():
                         "phys_loglog_r": 0.5, "phys_n_steps": 100})
     per["delta_r"] = per["phys_pearson_r"] - per["seed_pearson_r"]
     t.per_experiment = per
-    names = report.model_names({"meta-llama/Llama-2-70b-hf": ["llama-2-70b", "llama-2-70b-hf"],
-                                "org/small-7b": ["small-7b"]})
+    by_hf_id = {"meta-llama/Llama-2-70b-hf": ["llama-2-70b", "llama-2-70b-hf"],
+                "org/small-7b": ["small-7b"]}
+    names = report.model_names(by_hf_id)
     assert names["llama-2-70b-hf"] == names["llama-2-70b"] == "llama-2-70b / llama-2-70b-hf"
-    ctx = report.physical_context(t, model_names=names)
+    ctx = report.physical_context(t, models_by_hf_id=by_hf_id)
     deltas = dict(ctx["differences"]["per_experiment"]["by_model"]["deltas"])
     # median of (−0.02, −0.10, +0.05) = −0.02; small-7b +0.5
     assert deltas == pytest.approx({"small-7b": 0.5, "llama-2-70b / llama-2-70b-hf": -0.02})
-    md = report.physical_section(t, model_names=names)
+    md = report.physical_section(t, models_by_hf_id=by_hf_id)
     assert "(median Δr): small-7b +0.500, llama-2-70b / llama-2-70b-hf -0.020." in md
 
 

@@ -30,7 +30,7 @@ import pandas as pd
 from ..paths import RAW_DIR, display_path
 from .format import (FORMATTERS, fmt_ci, fmt_delta, fmt_frac, fmt_int, fmt_num, fmt_pct, fmt_r,
                      fmt_r3, fmt_share, fmt_us, markdown_table)
-from .inputs import FindingsInput, data_kind, model_names
+from .inputs import FindingsInput, data_kind, model_names  # noqa: F401 (re-exported)
 from .measurement import MEASUREMENT_TABLES, measurement_context, measurement_tables
 from .physical import (PHYSICAL_TABLES, PhysicalTables, physical_context, physical_section,
                        physical_section_from_tables, read_physical_tables, table_target)
@@ -72,15 +72,13 @@ def models_by_hf_id(steps: pd.DataFrame) -> dict[str, list[str]]:
     return {h: sorted(g["model"]) for h, g in pairs.groupby("hf_id")}
 
 
-def collect(dirs: "RunDirs", hardware: str = "h100-sxm",
-            moe_check: pd.DataFrame | None = None) -> FindingsInput:
+def collect(dirs: "RunDirs", hardware: str = "h100-sxm") -> FindingsInput:
     """Read the artefacts of notebooks 01–05 from a run directory into a FindingsInput.
 
     When the physical tables (``PHYSICAL_TABLES``; at least physical_pure_phase_correlations
     and physical_per_experiment_correlations) are in dirs.tables, their physical_section is
     appended to ``extra_sections`` and the conclusion's tables are filled in; without them the
-    result is the seed-only one. ``moe_check`` (attribution.MOE_CHECK_COLUMNS) adds the MoE
-    subsection to the physical section."""
+    result is the seed-only one."""
     from .. import outputs
     from ..specs import load_gpu_spec, load_model_specs
     from ..stats import hypothesis_verdict
@@ -94,8 +92,7 @@ def collect(dirs: "RunDirs", hardware: str = "h100-sxm",
     tables = read_physical_tables(dirs, target)
     extra = []
     if tables is not None:
-        tables.moe_check = moe_check
-        extra.append(physical_section(tables, verdict, pure, target, model_names(by_hf_id),
+        extra.append(physical_section(tables, verdict, pure, target, by_hf_id,
                                       data_kind(meta["data_root"])))
     fi = FindingsInput(
         data_root=meta["data_root"], experiments=meta["experiments"],

@@ -1,5 +1,4 @@
-"""FINDINGS' component attribution (which physical component explains how much of a step time)
-and the MoE GEMM check.
+"""FINDINGS' component attribution: which physical component explains how much of a step time.
 
 Attribution reads two tables of the statistics (notebook 04): ``component_attribution`` (long:
 one row per experiment and term, with the fit's coefficient, its interval, whether the fit
@@ -158,42 +157,3 @@ def _sum_mismatch(shown: pd.DataFrame, fitted: pd.DataFrame) -> list[dict[str, A
         if e in f.index and abs(total - float(f.loc[e, "r2"])) > SUM_TOLERANCE:
             out.append(exp(f.loc[e], total=total, r2=float(f.loc[e, "r2"])))
     return out
-
-
-# --------------------------------------------------------------------------- MoE GEMM check
-
-#: The MoE check's table (roofline's producer): the GEMM estimate of each MoE model at a few
-#: token counts, before (every token's k experts over a flat expected-distinct-experts read)
-#: and after (per-expert token counts tokens·k/E priced from the kernel tables).
-MOE_CHECK_COLUMNS = ["model", "tokens", "gemm_us_old", "gemm_us_new"]
-#: An estimate whose largest / smallest value over the token counts stays below this is flat.
-MOE_FLAT_GROWTH = 1.1
-
-
-def moe_check_context(check: pd.DataFrame, per: pd.DataFrame | None = None,
-                      model_names: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Per MoE model: the old and new GEMM estimate at each token count of ``check``
-    (MOE_CHECK_COLUMNS), how much each grows from the smallest to the largest count
-    (``flat`` below MOE_FLAT_GROWTH), and from ``per`` (seed vs physical per experiment) the
-    Δr of the model's experiments with its paired interval where the table has it."""
-    _require(check, MOE_CHECK_COLUMNS, "the MoE GEMM check")
-    names = model_names or {}
-    models = []
-    for model, g in check.sort_values("tokens").groupby("model", sort=True):
-        old, new = g["gemm_us_old"].to_numpy(float), g["gemm_us_new"].to_numpy(float)
-        growth_old, growth_new = old.max() / old.min(), new.max() / new.min()
-        rows = []
-        if per is not None:
-            mine = per[per["model"].map(lambda m: names.get(m, m)) == names.get(model, model)]
-            for _, r in mine.sort_values("workload").iterrows():
-                rows.append(exp(r, delta_r=r["delta_r"], seed=r["seed_pearson_r"],
-                                phys=r["phys_pearson_r"],
-                                ci_low=r.get("delta_ci_low", math.nan),
-                                ci_high=r.get("delta_ci_high", math.nan)))
-        models.append({"model": names.get(model, model),
-                       "table": g[["tokens", "gemm_us_old", "gemm_us_new"]].reset_index(drop=True),
-                       "tokens_min": int(g["tokens"].min()), "tokens_max": int(g["tokens"].max()),
-                       "growth_old": float(growth_old), "growth_new": float(growth_new),
-                       "flat_old": bool(growth_old < MOE_FLAT_GROWTH),
-                       "flat_new": bool(growth_new < MOE_FLAT_GROWTH), "experiments": rows})
-    return {"models": models}

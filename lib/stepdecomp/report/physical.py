@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING, Any, Mapping
 import pandas as pd
 
 from ..stats import R_THRESHOLD, Verdict
-from .attribution import attribution_context, moe_check_context
+from .attribution import attribution_context
 from .format import fmt_ci, isnan
-from .inputs import as_bool, exp, interval_method, rows
+from .inputs import as_bool, exp, interval_method, model_names, rows
+from .moe import moe_check_context
 from .render import (DELTA_R_NEGLIGIBLE, DURATION_TARGET, LOWER_BOUND_MATERIAL, MODEL_SPREAD,
                      RANK_GAP, render_section)
 from .verdicts import verdict_dict, within_verdict_context
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 #: the first two are required, the others optional (a missing one leaves its part out).
 PHYSICAL_TABLES = ["physical_pure_phase_correlations", "physical_per_experiment_correlations",
                    "lower_bound_check", "reconstruction_report", "component_attribution",
-                   "fit_summary", "within_experiment_verdict"]
+                   "fit_summary", "within_experiment_verdict", "moe_gemm_check", "moe_delta_r"]
 @dataclass
 class PhysicalTables:
     """The physical mode's tables of one step-time target (no ``target`` column).
@@ -43,8 +44,9 @@ class PhysicalTables:
     (stats.physical_per_experiment_correlations), ``lower_bound`` (stats.lower_bound_check),
     ``reconstruction`` (reconstruct.attach_reconstruction's report), ``attribution`` and
     ``fit_summary`` (the component fit: component_attribution, fit_summary), ``within``
-    (within_experiment_verdict) and ``moe_check`` (the MoE GEMM estimate old vs new,
-    attribution.MOE_CHECK_COLUMNS). None leaves that part out."""
+    (within_experiment_verdict), ``moe_check`` and ``moe_delta`` (moefit.moe_gemm_check and
+    moefit.moe_delta_r: the MoE GEMM estimate and the physical r, old vs new). None leaves
+    that part out."""
 
     pure: pd.DataFrame
     per_experiment: pd.DataFrame
@@ -54,6 +56,7 @@ class PhysicalTables:
     fit_summary: pd.DataFrame | None = None
     within: pd.DataFrame | None = None
     moe_check: pd.DataFrame | None = None
+    moe_delta: pd.DataFrame | None = None
 
 
 def _named(models: pd.Series, names: Mapping[str, str] | None) -> pd.Series:
@@ -250,11 +253,11 @@ def differences_context(pure: pd.DataFrame, per: pd.DataFrame, lb: pd.DataFrame 
 
 def physical_context(tables: PhysicalTables, seed_verdict: Verdict | None = None,
                      seed_pure: pd.DataFrame | None = None, target: str = DURATION_TARGET,
-                     model_names: Mapping[str, str] | None = None,
+                     models_by_hf_id: Mapping[str, list[str]] | None = None,
                      data_kind: str = "own") -> dict[str, Any]:
     """The physical section's subsections' contexts (None: the table is missing), all on
-    the step-time ``target`` the tables were computed on. ``model_names`` maps each model slug
-    to its HF model's name (inputs.model_names); per-model summaries count a model once.
+    the step-time ``target`` the tables were computed on. ``models_by_hf_id``: the model slugs
+    of each HF model; per-model summaries count the slugs of one HF model as one model.
     ``data_kind``: bundled (generated), fixture or own (seed.dataset_note_context)."""
     from ..stats import physical_verdict
 
@@ -275,21 +278,21 @@ def physical_context(tables: PhysicalTables, seed_verdict: Verdict | None = None
         "per_experiment": physical_per_experiment_context(per),
         "attribution": attribution,
         "moe": None if t.moe_check is None or t.moe_check.empty else
-        moe_check_context(t.moe_check, per, model_names),
+        {**moe_check_context(t.moe_check, t.moe_delta, per, models_by_hf_id), "target": target},
         "differences": differences_context(pure, per, t.lower_bound, seed_pure, v_pure, v_dom,
-                                           model_names)}
+                                           model_names(models_by_hf_id or {}))}
 
 
 def physical_section(tables: PhysicalTables, seed_verdict: Verdict | None = None,
                      seed_pure: pd.DataFrame | None = None, target: str = DURATION_TARGET,
-                     model_names: Mapping[str, str] | None = None,
+                     models_by_hf_id: Mapping[str, list[str]] | None = None,
                      data_kind: str = "own") -> str:
     """"## Beyond the Seed: Physical Mode" as markdown, from the physical tables of one target
     (:class:`PhysicalTables`), the seed's Verdict and pure-phase table for the comparison.
     Optional tables that are None leave their subsection out. Every number comes from these
     tables; the sentences branch on the data."""
     return render_section("physical", physical_context(tables, seed_verdict, seed_pure, target,
-                                                       model_names, data_kind))
+                                                       models_by_hf_id, data_kind))
 
 
 def read_physical_tables(dirs: "RunDirs", target: str) -> PhysicalTables | None:
@@ -309,7 +312,8 @@ def read_physical_tables(dirs: "RunDirs", target: str) -> PhysicalTables | None:
         per_experiment=read["physical_per_experiment_correlations"],
         lower_bound=read["lower_bound_check"], reconstruction=read["reconstruction_report"],
         attribution=read["component_attribution"], fit_summary=read["fit_summary"],
-        within=read["within_experiment_verdict"])
+        within=read["within_experiment_verdict"], moe_check=read["moe_gemm_check"],
+        moe_delta=read["moe_delta_r"])
 
 
 def table_target(dirs: "RunDirs") -> str:
@@ -324,14 +328,12 @@ def table_target(dirs: "RunDirs") -> str:
 
 def physical_section_from_tables(dirs: "RunDirs", seed_verdict: Verdict | None = None,
                                  seed_pure: pd.DataFrame | None = None,
-                                 model_names: Mapping[str, str] | None = None,
-                                 moe_check: pd.DataFrame | None = None,
+                                 models_by_hf_id: Mapping[str, list[str]] | None = None,
                                  data_kind: str = "own") -> str | None:
     """physical_section from the CSVs in dirs.tables on :func:`table_target`, or None for a
-    seed-only run; ``moe_check`` (attribution.MOE_CHECK_COLUMNS) adds the MoE subsection."""
+    seed-only run."""
     target = table_target(dirs)
     tables = read_physical_tables(dirs, target)
     if tables is None:
         return None
-    tables.moe_check = moe_check
-    return physical_section(tables, seed_verdict, seed_pure, target, model_names, data_kind)
+    return physical_section(tables, seed_verdict, seed_pure, target, models_by_hf_id, data_kind)
