@@ -316,11 +316,6 @@ def physical_pure_phase_correlations(components: pd.DataFrame,
                                       "n_loglog"])
 
 
-def _in_step_order(g: pd.DataFrame) -> pd.DataFrame:
-    """An experiment's steps in step.id order: the block bootstrap's time axis."""
-    return g.sort_values("step.id", kind="stable") if "step.id" in g else g
-
-
 def physical_per_experiment_correlations(components: pd.DataFrame,
                                          n_resamples: int = resample.N_RESAMPLES,
                                          seed: int = resample.RESAMPLE_SEED) -> pd.DataFrame:
@@ -334,18 +329,16 @@ def physical_per_experiment_correlations(components: pd.DataFrame,
     delta_ci_low, delta_ci_high; delta_spearman = phys_spearman_r − seed_spearman_r (a
     "better" that holds for Pearson only shows here); block_length and ci_method.
 
-    Intervals: stationary block bootstrap over the experiment's steps in step.id order
-    (resample.block_bootstrap_paired), mean block length by Politis–White, BCa; both r and
-    Δr are recomputed on the same resamples (a paired interval of the difference, not two
-    intervals compared with each other). The physical total is NaN on decode steps of
-    experiments without journeys, so its n_steps can be far below the seed's there (and its
-    r N/A).
+    Intervals: stationary block bootstrap of the steps in step.id order, Politis–White block
+    length, BCa (resample.block_bootstrap_paired); both r and Δr on the same resamples (a
+    paired interval of the difference). The physical total is NaN on decode steps of
+    experiments without journeys, so its n_steps can be far below the seed's there.
     """
     keys = ["pearson_r", "ci_low", "ci_high", "spearman_r", "loglog_r", "n_steps"]
     out = []
     for (exp, model, workload), g in components.groupby(["experiment_id", "model", "workload"],
                                                         sort=True, observed=True):
-        g = _in_step_order(g)
+        g = g.sort_values("step.id", kind="stable") if "step.id" in g else g   # time axis
         y = g[DURATION].to_numpy(np.float64, na_value=np.nan)
         row: dict[str, object] = {"experiment_id": exp, "model": model, "workload": workload}
         row["journey_coverage"] = (float(g["phys_attn_from_journeys"].astype(float).mean())
