@@ -721,6 +721,11 @@ def test_measurement_section_numbers():
         < text.index("## Experimental Setup")
     assert "per-experiment median is 70 µs" in text
     assert "inference-sim/vllm" in text and "vllm/v1/core/sched/scheduler.py" in text
+    assert "function of the batch by construction" not in text             # not generated data
+    fi.data_root = "data/raw"
+    assert ("On the bundled (generated) data the forward time is a function of the batch by "
+            "construction, so a high R² on the FLOPs is expected there") \
+        in report.findings_markdown(fi)
 
 
 def test_seed_only_run_has_no_measurement_section():

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from ..experiments import short_name
-from .inputs import FindingsInput
+from .inputs import FindingsInput, data_kind
 
 if TYPE_CHECKING:
     from ..outputs import RunDirs
@@ -76,7 +76,8 @@ def measurement_context(fi: FindingsInput) -> dict[str, Any] | None:
         frame["experiment_id"] = frame["experiment_id"].map(short_name)
     r2_wide.index = r2_wide.index.map(short_name)
     pvc = t["period_vs_client"].assign(experiment_id=lambda f: f["experiment_id"].map(short_name))
-    return {"code": INSTRUMENTING_CODE, "medians": med.drop(columns=["model", "workload"]),
+    return {"code": INSTRUMENTING_CODE, "data_kind": data_kind(fi.data_root),
+            "medians": med.drop(columns=["model", "workload"]),
             "median_duration_us": float(med["step.duration_us"].median()),
             "median_forward_us": float(med["step_forward_us"].median()),
             "median_period_us": float(med["step_period_us"].median()),
