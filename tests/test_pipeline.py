@@ -165,3 +165,18 @@ def test_scale_copies_experiments_as_variants(fixture_copy):
     assert len(found) == len(FIXTURE_EXPERIMENTS) + 2
     assert {(found[c.name].model, found[c.name].workload, found[c.name].tp) for c in copies} == \
         {(found[name].model, found[name].workload, found[name].tp)}
+
+
+def test_experiment_without_steps_contributes_no_rows(fixture_copy, tmp_path):
+    empty = fixture_copy / FIXTURE_EXPERIMENTS[0] / "traces.json"
+    empty.write_bytes(b"")
+    dirs = outputs.run_dirs(str(fixture_copy), str(tmp_path / "out"))
+    from stepdecomp.load import TraceWarning
+    with pytest.warns(TraceWarning, match="no step.BATCH_SUMMARY events; the experiment contributes no steps"):
+        res = pipeline.run(dirs, "h100-sxm", "", cache_root=tmp_path / "cache")
+    kept = FIXTURE_EXPERIMENTS[1:]
+    assert sorted(p.parent.name for p in pipeline.partition_files(
+        dirs.interim / pipeline.COMPONENTS_DATASET)) == [f"experiment_id={e}" for e in kept]
+    for name in pipeline.EXPERIMENT_TABLES:
+        assert sorted(set(res.tables[name]["experiment_id"])) == kept, name
+    assert res.without_steps == [FIXTURE_EXPERIMENTS[0]]

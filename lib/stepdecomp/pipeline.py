@@ -39,6 +39,7 @@ import os
 import shutil
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
@@ -132,6 +133,7 @@ class ExperimentResult:
     tables: dict[str, pd.DataFrame]
     steps: int
     journey_events: int
+    parse_stats: load.ParseStats | None = None
 
 
 def partition_path(root: Path, experiment_id: str) -> Path:
@@ -140,8 +142,12 @@ def partition_path(root: Path, experiment_id: str) -> Path:
 
 def process_experiment(exp: Experiment, inputs: StageInputs) -> ExperimentResult:
     """Every per-experiment stage of one experiment: load it (from the trace cache when
-    valid), decompose it, write its components partition, compute its tables."""
-    steps, journeys, _ = load.load_experiment(exp, inputs.cache_root)
+    valid), decompose it, write its components partition, compute its tables. An experiment
+    without steps (the loader warned about it) has no partition and no table rows, as in
+    the tables computed over all experiments at once."""
+    steps, journeys, parse_stats = load.load_experiment(exp, inputs.cache_root)
+    if steps.empty:
+        return ExperimentResult(exp.experiment_id, {}, 0, len(journeys), parse_stats)
     specs = {exp.hf_id: inputs.model_specs[exp.hf_id]}
     components, rec_report, step_targets = decompose_experiment(
         steps, journeys, {exp.experiment_id: exp.max_num_batched_tokens}, specs, inputs.gpu)
@@ -151,7 +157,7 @@ def process_experiment(exp: Experiment, inputs: StageInputs) -> ExperimentResult
     tables = {"reconstruction_report": rec_report,
               "target_coverage": targets.coverage_table(step_targets)}
     tables.update({name: fn(components) for name, fn in PER_EXPERIMENT_STATISTICS.items()})
-    return ExperimentResult(exp.experiment_id, tables, len(steps), len(journeys))
+    return ExperimentResult(exp.experiment_id, tables, len(steps), len(journeys), parse_stats)
 
 
 # --------------------------------------------------------------------------- backends
@@ -298,6 +304,10 @@ class PipelineResult:
     steps: int
     journey_events: int
     seconds: dict[str, float] = field(default_factory=dict)
+    #: what the loader skipped, per file and reason (load.skipped_records)
+    skipped_records: pd.DataFrame = field(default_factory=pd.DataFrame)
+    #: experiments that contributed no steps
+    without_steps: list[str] = field(default_factory=list)
 
 
 def decompose_dataset(dirs: outputs.RunDirs, gpu: GpuSpec, dask: str | None = None,
@@ -322,7 +332,7 @@ def _decompose(dirs: outputs.RunDirs, gpu: GpuSpec, client: "Client | None", cac
     ordered = sorted(found.experiments, key=lambda e: e.experiment_id)
     results = _map(client, process_experiment, ordered, inputs=inputs)
     t1 = time.perf_counter()
-    tables = {name: concat_tables([r.tables[name] for r in results],
+    tables = {name: concat_tables([r.tables[name] for r in results if r.tables],
                                   isinstance(PER_EXPERIMENT_STATISTICS.get(name), PerTarget))
               for name in EXPERIMENT_TABLES}
     for name, table in tables.items():
@@ -332,6 +342,9 @@ def _decompose(dirs: outputs.RunDirs, gpu: GpuSpec, client: "Client | None", cac
                           components_path=outputs.components_path(dirs),
                           steps=sum(r.steps for r in results),
                           journey_events=sum(r.journey_events for r in results),
+                          skipped_records=load.skipped_records(
+                              [r.parse_stats for r in results if r.parse_stats is not None]),
+                          without_steps=[r.experiment_id for r in results if not r.tables],
                           seconds={"per_experiment": t1 - t0,
                                    "assemble": time.perf_counter() - t1})
 
@@ -368,10 +381,23 @@ def run(dirs: outputs.RunDirs, hardware: str, dask: str | None = None,
         t1 = time.perf_counter()
         result = _decompose(dirs, load_gpu_spec(hardware), client, cache_root, None)
     t2 = time.perf_counter()
+    _warn_skipped(result)
     result.tables.update(pooled_tables(dirs))
     result.seconds = {"parse": t1 - t0, **result.seconds, "pooled": time.perf_counter() - t2,
                       "total": time.perf_counter() - t0}
     return result
+
+
+def _warn_skipped(result: PipelineResult) -> None:
+    """One load.TraceWarning per file and reason the loader skipped records for, and per
+    experiment without steps (notebook 01 shows the same from load.load_dataset)."""
+    for r in result.skipped_records.itertuples(index=False):
+        where = "" if pd.isna(r.first_line) else f" (first at line {r.first_line})"
+        warnings.warn(f"{r.file}: skipped {r.count} {r.kind}(s): {r.reason}{where}",
+                      load.TraceWarning, stacklevel=3)
+    for exp_id in result.without_steps:
+        warnings.warn(f"{exp_id}: no step.BATCH_SUMMARY events; the experiment contributes "
+                      f"no steps", load.TraceWarning, stacklevel=3)
 
 
 def main(argv: list[str] | None = None) -> int:
