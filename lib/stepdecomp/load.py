@@ -17,7 +17,10 @@ event as one row of the journeys table, and accounts for everything else, per fi
   the compressed bytes that could not be decoded, stream_error says what happened.
 
 Nothing is altered to fit: an event is kept exactly as decoded (``otlp.decode_attributes``)
-or rejected with a reason. Two rules depend on the data (constants below, with reasons):
+or rejected with a reason. Lines are decoded by msgspec into typed Structs and straight into
+columns (``otlp_columns``); a line that path does not take plainly (a value to reject or to
+coerce, an odd but valid type) is read by the dict path (``otlp_rows``), which defines what
+is accepted, and counted in ParseStats.fallback_lines. Both give the same tables. Two rules depend on the data (constants below, with reasons):
 
 * *duplicate*: an event identical in name, request id and every documented attribute to one
   seen before in the same file (a line exported twice) is dropped and counted.
@@ -38,6 +41,7 @@ removes the entries whose trace file no longer exists.
 from __future__ import annotations
 
 import argparse
+import gc
 import hashlib
 import json
 import multiprocessing
@@ -45,24 +49,25 @@ import os
 import shutil
 import sys
 import warnings
-import zlib
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import numpy as np
-import orjson
 import pandas as pd
 
 from . import otlp
 from .experiments import Discovery, Experiment, discover
+from .otlp_columns import CHUNK_EVENTS, JOURNEY_KINDS, Columns, TypedLines
+from .otlp_rows import IGNORED, REPORT_COLUMNS, FileParser, ParseStats
 from .paths import INTERIM_DIR, MODELS_DIR, display_path
+from .tracefile import iter_lines, show_progress
 
 #: Bump when the parsed tables or the rules that fill them change: old caches are ignored.
-PARSER_VERSION = 3
-#: Files larger than this show a progress bar while parsing.
-PROGRESS_MIN_BYTES = 4 * 2**20
+#: 4: typed (msgspec) decoding with the dict path per line as fallback.
+PARSER_VERSION = 4
 META_COLUMNS = ["experiment_id", "model", "hf_id", "tp", "workload"]
 JOURNEY_BASE_COLUMNS = ["experiment_id", "request_id", "event", "time_ns"]
 
@@ -89,79 +94,10 @@ MIN_STEPS_FOR_JOURNEY_RANGE = 10
 #: median of its column in the file is outside the run: runs last minutes to hours, a week
 #: leaves room for the longest while catching zeros, 2**63-1 and unit mix-ups (s vs ns).
 RUN_WINDOW_NS = 7 * 24 * 3600 * 10**9
-#: Compressed bytes read per step from a .gz (also the resolution of the salvage search).
-GZIP_CHUNK_BYTES = 1 << 16
-
-_REJECT_COLUMNS = {otlp.MISSING: "rejected_missing", otlp.WRONG_TYPE: "rejected_wrong_type",
-                   otlp.OUT_OF_RANGE: "rejected_out_of_range",
-                   otlp.DUPLICATE: "rejected_duplicate",
-                   otlp.NO_REQUEST_ID: "rejected_no_request_id"}
-_MALFORMED_JSON = "malformed: not valid JSON (truncated or garbage)"
-_MALFORMED_VALUE = "malformed: JSON but not an object"
-_IGNORED = "ignored: JSON object without resourceSpans (not an OTLP export request)"
-#: Columns of the journeys table after experiment_id, with their kinds.
-_JOURNEY_KINDS = {"request_id": "str", "event": "str", "time_ns": "int", **otlp.JOURNEY_ATTRS}
 
 
 class TraceWarning(UserWarning):
     """Something in a trace file was skipped; the message says what and where."""
-
-
-@dataclass
-class ParseStats:
-    """What one trace file held, and what was skipped (see the module docstring)."""
-
-    experiment_id: str
-    file: str
-    lines: int = 0
-    parsed_lines: int = 0
-    blank_lines: int = 0
-    malformed_lines: int = 0
-    ignored_lines: int = 0
-    events: int = 0
-    steps: int = 0
-    journey_events: int = 0
-    rejected_events: int = 0
-    rejected_missing: int = 0
-    rejected_wrong_type: int = 0
-    rejected_out_of_range: int = 0
-    rejected_duplicate: int = 0
-    rejected_no_request_id: int = 0
-    other_events: int = 0
-    structure_errors: int = 0
-    unread_bytes: int = 0
-    stream_error: str = ""
-    from_cache: bool = False
-    first_malformed_line: int | None = None
-    #: reason -> [count, first line]: events by otlp.BadAttribute.reason, lines and
-    #: structure problems by their description
-    event_reasons: dict[str, list[int]] = field(default_factory=dict)
-    line_reasons: dict[str, list[int]] = field(default_factory=dict)
-
-    def reject(self, reason: str, line: int, count: int = 1) -> None:
-        """Count ``count`` rejected events of one reason ("<category>: <attribute>")."""
-        entry = self.event_reasons.setdefault(reason, [0, line])
-        entry[0] += count
-        entry[1] = min(entry[1], line)
-        col = _REJECT_COLUMNS[reason.split(": ", 1)[0]]
-        setattr(self, col, getattr(self, col) + count)
-        self.rejected_events += count
-
-    def note_line(self, reason: str, line: int) -> None:
-        entry = self.line_reasons.setdefault(reason, [0, line])
-        entry[0] += 1
-
-    def balanced(self) -> bool:
-        """The accounting identities of the module docstring hold."""
-        return (self.lines == self.parsed_lines + self.blank_lines + self.malformed_lines
-                + self.ignored_lines
-                and self.events == self.steps + self.journey_events + self.rejected_events
-                and self.rejected_events == sum(getattr(self, c) for c in _REJECT_COLUMNS.values()))
-
-
-#: The parse_report columns (ParseStats without the first-line details).
-REPORT_COLUMNS = [f for f in ParseStats.__dataclass_fields__
-                  if f not in ("first_malformed_line", "event_reasons", "line_reasons")]
 
 
 @dataclass
@@ -178,212 +114,72 @@ class Dataset:
     skipped_records: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
-# --------------------------------------------------------------------------- reading
-
-def _progress(path: Path) -> Any:
-    size = path.stat().st_size
-    if size < PROGRESS_MIN_BYTES or os.environ.get("TQDM_DISABLE"):
-        return None
-    from tqdm.auto import tqdm
-    return tqdm(total=size, unit="B", unit_scale=True, desc=path.parent.name, leave=False)
-
-
-def _decode_prefix(d: Any, chunk: bytes) -> tuple[bytes, int]:
-    """The output of the longest prefix of ``chunk`` that ``d`` (a zlib decompressor, left
-    untouched) decodes without error, and that prefix's length (binary search)."""
-    lo, hi, out = 0, len(chunk), b""
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        trial = d.copy()
-        try:
-            data = trial.decompress(chunk[:mid])
-        except zlib.error:
-            hi = mid - 1
-        else:
-            lo, out = mid, data
-    return out, lo
-
-
-def _gzip_blocks(fh: Any, stats: ParseStats) -> Iterator[bytes]:
-    """Decompressed data of a gzip file (all members), as far as it can be decoded.
-
-    On corrupt data the readable part before the bad byte is kept, stats.stream_error says
-    where, stats.unread_bytes counts the compressed bytes left; a stream that ends early
-    (truncated file) keeps everything and says so. Zero padding between members is skipped."""
-    size = os.fstat(fh.fileno()).st_size
-    d, pos = zlib.decompressobj(wbits=31), 0
-    while chunk := fh.read(GZIP_CHUNK_BYTES):
-        while chunk:
-            if d.eof:                                   # next member (or padding)
-                rest = chunk.lstrip(b"\0")
-                pos, chunk = pos + len(chunk) - len(rest), rest
-                if not chunk:
-                    break
-                d = zlib.decompressobj(wbits=31)
-            saved = d.copy()
-            try:
-                out = d.decompress(chunk)
-            except zlib.error as e:
-                data, good = _decode_prefix(saved, chunk)
-                yield data
-                stats.unread_bytes = size - (pos + good)
-                stats.stream_error = (f"corrupt gzip data at compressed byte {pos + good} ({e}): "
-                                      f"the readable part before it was loaded")
-                return
-            yield out
-            used = len(chunk) - len(d.unused_data) if d.eof else len(chunk)
-            pos, chunk = pos + used, (d.unused_data if d.eof else b"")
-    if not d.eof:
-        stats.stream_error = ("truncated gzip stream: the file ends before the gzip end marker; "
-                              "the readable part was loaded")
-
-
-def _plain_blocks(fh: Any, stats: ParseStats) -> Iterator[bytes]:
-    while block := fh.read(GZIP_CHUNK_BYTES * 16):
-        yield block
-
-
-def iter_lines(path: Path, stats: ParseStats) -> Iterator[bytes]:
-    """The lines of a trace file (newline kept; the last one may lack it), decompressing a
-    .gz; read problems are recorded in ``stats`` instead of raised."""
-    blocks: Callable[[Any, ParseStats], Iterator[bytes]] = (
-        _gzip_blocks if path.suffix == ".gz" else _plain_blocks)
-    pending: list[bytes] = []              # pieces of a line longer than a block
-    bar = None
-    try:
-        bar = _progress(path)
-        with open(path, "rb") as fh:
-            for block in blocks(fh, stats):
-                if bar is not None:
-                    bar.update(len(block))
-                if b"\n" not in block:
-                    pending.append(block)
-                    continue
-                parts = block.split(b"\n")
-                pending.append(parts[0])
-                yield b"".join(pending) + b"\n"
-                for p in parts[1:-1]:
-                    yield p + b"\n"
-                pending = [parts[-1]]
-    except OSError as e:
-        stats.stream_error = f"read error: {e}"
-    if last := b"".join(pending):
-        yield last
-    if bar is not None:
-        bar.close()
-
-
 # --------------------------------------------------------------------------- parsing
 
-def _loads(line: bytes) -> Any:
-    """orjson, else the standard parser (exact ints beyond 64 bits, NaN literals), else
-    ValueError. orjson turns an int literal beyond 64 bits into a float silently, which
-    the attribute decoders then reject as out of range."""
+def _take_flushed(fast: TypedLines, parser: FileParser) -> None:
+    """Count the lines the typed decoder turned into columns; read the others here."""
+    done, st = fast.flush(), parser.stats
+    st.lines += done.lines
+    st.parsed_lines += done.lines
+    st.events += done.events
+    st.other_events += done.other_events
+    for lineno, line in done.bad_lines:
+        parser.fallback(lineno, line)
+
+
+@contextmanager
+def _cyclic_gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a file is parsed. The parse allocates
+    millions of short-lived, acyclic objects (decoded lines, value lists); CPython's
+    collector, triggered by allocation counts, would traverse them again and again (about
+    a third of the parse time on the bundled files). Reference counting still frees them;
+    collection resumes, as it was, when the parse ends."""
+    was_enabled = gc.isenabled()
+    gc.disable()
     try:
-        return orjson.loads(line)
-    except orjson.JSONDecodeError:
-        try:
-            return json.loads(line)
-        except (ValueError, RecursionError):
-            raise ValueError(_MALFORMED_JSON) from None
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
-@dataclass
-class _Rows:
-    """Decoded events of one kind, with the line each came from."""
-
-    rows: list[dict] = field(default_factory=list)
-    lines: list[int] = field(default_factory=list)
-
-
-class _FileParser:
-    """Walks the lines of one file, decoding events into rows and counting the rest."""
-
-    def __init__(self, stats: ParseStats) -> None:
-        self.stats = stats
-        self.steps, self.journeys = _Rows(), _Rows()
-        self._span: Any = None
-        self._span_rid: str | None = None
-
-    def line(self, lineno: int, line: bytes) -> None:
-        st = self.stats
-        st.lines += 1
-        if not line or line.isspace():
-            st.blank_lines += 1
-            return
-        try:
-            request = _loads(line)
-        except ValueError:
-            return self._malformed(lineno, _MALFORMED_JSON)
-        if type(request) is not dict:
-            return self._malformed(lineno, _MALFORMED_VALUE)
-        if "resourceSpans" not in request:
-            st.ignored_lines += 1
-            st.note_line(_IGNORED, lineno)
-            return
-        st.parsed_lines += 1
-        problems: list[str] = []
-        for span, ev in otlp.iter_events(request, problems):
-            self._event(lineno, span, ev, problems)
-        for p in problems:
-            st.structure_errors += 1
-            st.note_line(f"structure: {p}", lineno)
-
-    def _malformed(self, lineno: int, reason: str) -> None:
-        self.stats.malformed_lines += 1
-        self.stats.first_malformed_line = self.stats.first_malformed_line or lineno
-        self.stats.note_line(reason, lineno)
-
-    def _event(self, lineno: int, span: Any, ev: Any, problems: list[str]) -> None:
-        name = ev.get("name", "") if type(ev) is dict else None
-        if type(name) is not str:
-            problems.append("an event is not an object with a string name")
-            return
-        if name == otlp.BATCH_SUMMARY:
-            kinds, required, out = otlp.STEP_ATTRS, otlp.STEP_REQUIRED, self.steps
-        elif name.startswith(otlp.JOURNEY_PREFIX):
-            kinds, required, out = otlp.JOURNEY_ATTRS, otlp.JOURNEY_REQUIRED, self.journeys
-        else:
-            self.stats.other_events += 1
-            return
-        self.stats.events += 1
-        attributes = ev.get("attributes")
-        try:
-            row = otlp.decode_attributes(attributes, kinds, required)
-            if out is self.journeys:
-                self._journey_fields(row, name, span, ev, attributes)
-        except otlp.BadAttribute as e:
-            self.stats.reject(e.reason, lineno)
-            return
-        out.rows.append(row)
-        out.lines.append(lineno)
-
-    def _journey_fields(self, row: dict, name: str, span: Any, ev: dict, attributes: Any) -> None:
-        """request_id, event and time_ns of a journey row (BadAttribute if unusable)."""
-        t = ev.get("timeUnixNano")
-        row["time_ns"] = None if t is None else otlp.decode_int({"intValue": t}, "timeUnixNano")
-        if span is not self._span:
-            self._span, self._span_rid = span, otlp.request_id(span.get("attributes"))
-        rid = self._span_rid or otlp.request_id(attributes)
-        if rid is None:
-            raise otlp.BadAttribute(otlp.NO_REQUEST_ID, otlp.REQUEST_ID_KEY)
-        row["request_id"] = rid
-        row["event"] = name[len(otlp.JOURNEY_PREFIX):]
-
-
-def parse_trace_file(path: Path, experiment_id: str = "") -> tuple[pd.DataFrame, pd.DataFrame,
-                                                                   ParseStats]:
+def parse_trace_file(path: Path, experiment_id: str = "", typed: bool = True,
+                     progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, ParseStats]:
     """Stream one traces.json(.gz): the steps table (otlp.STEP_ATTRS columns), the journeys
     table (request_id, event, time_ns, otlp.JOURNEY_ATTRS) and what was skipped.
 
     Never raises on content: every line and event is counted as described in the module
-    docstring, duplicates and out-of-range values included."""
+    docstring, duplicates and out-of-range values included. ``typed``: lines are decoded
+    by msgspec into columns (otlp_columns) and only those it does not take plainly are read
+    by the dict path (FileParser); False reads every line with the dict path (the
+    reference the typed path is tested against). Both give the same tables and counts."""
+    with _cyclic_gc_paused():
+        return _parse(path, experiment_id, typed, progress)
+
+
+def _parse(path: Path, experiment_id: str, typed: bool,
+           progress: bool) -> tuple[pd.DataFrame, pd.DataFrame, ParseStats]:
     stats = ParseStats(experiment_id=experiment_id, file=display_path(path))
-    parser = _FileParser(stats)
-    for lineno, line in enumerate(iter_lines(path, stats), start=1):
-        parser.line(lineno, line)
-    steps = _frame(parser.steps, otlp.STEP_ATTRS, stats, "step.BATCH_SUMMARY")
-    journeys = _frame(parser.journeys, _JOURNEY_KINDS, stats, "journey event")
+    parser = FileParser(stats)
+    fast = TypedLines() if typed else None
+    for lineno, line in enumerate(iter_lines(path, stats, progress), start=1):
+        if fast is None or not line or line.isspace():
+            parser.line(lineno, line)
+            continue
+        request = fast.decode(line)
+        if request is None or not fast.add(lineno, line, request):
+            parser.fallback(lineno, line)
+        elif fast.pending_events >= CHUNK_EVENTS:
+            _take_flushed(fast, parser)
+    if fast is not None:
+        _take_flushed(fast, parser)
+    slow_steps = Columns.from_rows(parser.steps.rows, parser.steps.lines, otlp.STEP_ATTRS)
+    slow_journeys = Columns.from_rows(parser.journeys.rows, parser.journeys.lines, JOURNEY_KINDS)
+    steps = _frame(Columns.concat(otlp.STEP_ATTRS, [*(fast.steps if fast else []), slow_steps]),
+                   stats, "step.BATCH_SUMMARY")
+    journeys = _frame(Columns.concat(JOURNEY_KINDS,
+                                     [*(fast.journeys if fast else []), slow_journeys]),
+                      stats, "journey event")
     steps, journeys = _apply_ranges(steps, journeys, stats)
     stats.steps, stats.journey_events = len(steps), len(journeys)
     return _finish_ints(steps.drop(columns="_line")), _finish_ints(journeys.drop(columns="_line")), stats
@@ -395,30 +191,29 @@ def parse_trace_file(path: Path, experiment_id: str = "") -> tuple[pd.DataFrame,
 ALWAYS_NULLABLE = frozenset({"ts.monotonic_ns"})
 
 
-def _int_array(values: list, nullable: bool = False) -> np.ndarray | pd.api.extensions.ExtensionArray:
-    """Python ints (None = missing) -> int64, or nullable Int64 when some are missing (or
-    ``nullable``). Built from the ints themselves, never through float64: step.ts_*_ns
-    values near 1.7e18 are above 2**53 and would lose their last digits in a float."""
-    missing = np.fromiter((v is None for v in values), dtype=bool, count=len(values))
-    data = np.fromiter((0 if v is None else v for v in values), dtype=np.int64, count=len(values))
-    return pd.arrays.IntegerArray(data, missing) if nullable or missing.any() else data
+def _table(cols: Columns) -> pd.DataFrame:
+    """Columns -> one typed column per key, in order (an absent value is <NA>): int64, or
+    nullable Int64 when some are missing (or the key is ALWAYS_NULLABLE), float64, string.
+
+    Ints come as int64 arrays, never through float64 (step.ts_*_ns values near 1.7e18 are
+    above 2**53 and would lose their last digits); ``DataFrame.from_records`` would turn an
+    int column with a missing value into float64."""
+    data: dict[str, Any] = {}
+    for key, kind in cols.kinds.items():
+        values, missing = cols.values[key], cols.missing[key]
+        if kind == "int":
+            nullable = key in ALWAYS_NULLABLE or missing.any()
+            data[key] = pd.arrays.IntegerArray(values, missing) if nullable else values
+        elif kind == "float":
+            data[key] = values
+        else:
+            data[key] = pd.array(values, dtype="string")
+    return pd.DataFrame(data, index=pd.RangeIndex(len(cols)))
 
 
 def _columns(rows: list[dict], kinds: dict[str, str]) -> pd.DataFrame:
-    """Rows of decoded values -> one typed column per key, in order (an absent key is <NA>).
-
-    Built key by key: ``DataFrame.from_records`` would turn an int column with a missing
-    value into float64."""
-    cols: dict[str, Any] = {}
-    for key, kind in kinds.items():
-        values = [r.get(key) for r in rows]
-        if kind == "int":
-            cols[key] = _int_array(values, key in ALWAYS_NULLABLE)
-        elif kind == "float":
-            cols[key] = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
-        else:
-            cols[key] = pd.array(values, dtype="string")
-    return pd.DataFrame(cols, index=pd.RangeIndex(len(rows)))
+    """Rows of decoded values -> the typed table of _table."""
+    return _table(Columns.from_rows(rows, [0] * len(rows), kinds))
 
 
 def _drop(frame: pd.DataFrame, bad: np.ndarray, stats: ParseStats, reason: str) -> pd.DataFrame:
@@ -430,13 +225,13 @@ def _drop(frame: pd.DataFrame, bad: np.ndarray, stats: ParseStats, reason: str) 
     return frame
 
 
-def _frame(rows: _Rows, kinds: dict[str, str], stats: ParseStats, what: str) -> pd.DataFrame:
+def _frame(cols: Columns, stats: ParseStats, what: str) -> pd.DataFrame:
     """Typed table of one event kind, duplicates dropped and counted; ``_line`` column kept
     for the range checks."""
-    frame = _columns(rows.rows, kinds)
+    frame = _table(cols)
     same = [c for c in frame.columns if c != "time_ns"]    # name, request id, attributes
     dup = frame.duplicated(subset=same, keep="first").to_numpy() if len(frame) else np.zeros(0, bool)
-    frame["_line"] = np.asarray(rows.lines, dtype=np.int64)
+    frame["_line"] = cols.line
     return _drop(frame, dup, stats, f"{otlp.DUPLICATE}: {what}")
 
 
@@ -530,7 +325,7 @@ def journeys_frame(journeys: pd.DataFrame | list[dict], exp: Experiment) -> pd.D
     experiment_id in front: experiment_id, request_id, event, time_ns, otlp.JOURNEY_ATTRS
     (``ts.monotonic_ns`` nullable Int64: older traces lack it)."""
     if not isinstance(journeys, pd.DataFrame):
-        journeys = _finish_ints(_columns(journeys, _JOURNEY_KINDS))
+        journeys = _finish_ints(_columns(journeys, JOURNEY_KINDS))
     journeys = journeys.copy()
     journeys.insert(0, "experiment_id", exp.experiment_id)
     return journeys
@@ -589,10 +384,11 @@ def _store(cdir: Path, key: dict, steps: pd.DataFrame, journeys: pd.DataFrame,
     tmp.replace(cdir / "meta.json")
 
 
-def load_experiment(exp: Experiment, cache_root: Path = INTERIM_DIR,
-                    use_cache: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, ParseStats]:
+def load_experiment(exp: Experiment, cache_root: Path = INTERIM_DIR, use_cache: bool = True,
+                    progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, ParseStats]:
     """Steps, journeys and parse stats of one experiment, from the Parquet cache when its key
-    (see _source_key) still matches, else parsed (and cached)."""
+    (see _source_key) still matches, else parsed (and cached). ``progress``: a bar over the
+    bytes of a large file (see tracefile.show_progress)."""
     src = exp.trace_path
     if src is None:
         raise FileNotFoundError(f"{display_path(exp.path)}: needs exactly one of traces.json "
@@ -600,7 +396,7 @@ def load_experiment(exp: Experiment, cache_root: Path = INTERIM_DIR,
     cdir, key = _cache_dir(exp, cache_root), _source_key(exp, src)
     if use_cache and (hit := _from_cache(cdir, key)) is not None:
         return hit
-    steps, journeys, stats = parse_trace_file(src, exp.experiment_id)
+    steps, journeys, stats = parse_trace_file(src, exp.experiment_id, progress=progress)
     steps, journeys = steps_frame(steps, exp), journeys_frame(journeys, exp)
     if use_cache:
         _store(cdir, key, steps, journeys, stats)
@@ -651,7 +447,7 @@ def _warn(stats: ParseStats) -> None:
              f"(first at line {stats.first_malformed_line})")
     if stats.ignored_lines:
         warn(f"ignored {stats.ignored_lines} line(s) holding a JSON object that is not an OTLP "
-             f"export request (no resourceSpans; first at line {stats.line_reasons[_IGNORED][1]})")
+             f"export request (no resourceSpans; first at line {stats.line_reasons[IGNORED][1]})")
     structure = {r.removeprefix("structure: "): v for r, v in stats.line_reasons.items()
                  if r.startswith("structure: ")}
     if structure:
@@ -684,20 +480,46 @@ def skipped_records(stats: list[ParseStats]) -> pd.DataFrame:
     return out.astype({"count": np.int64})
 
 
+def _files_bar(todo: list[Experiment]) -> Any:
+    """A bar over the files to parse when there are several and they are long to read."""
+    try:
+        size = sum(e.trace_path.stat().st_size for e in todo if e.trace_path is not None)
+    except OSError:
+        return None
+    if len(todo) < 2 or not show_progress(size):
+        return None
+    from tqdm.auto import tqdm
+    return tqdm(total=len(todo), unit="file", desc="parsing traces", leave=False)
+
+
 def _load_all(experiments: list[Experiment], cache_root: Path, use_cache: bool,
               jobs: int | None) -> list[tuple[pd.DataFrame, pd.DataFrame, ParseStats]]:
     """Load experiments in order; files that must be parsed are spread over ``jobs``
-    processes (default: the CPU count), since parsing is CPU-bound and files independent."""
+    processes (default: the CPU count), since parsing is CPU-bound and files independent.
+    Several long files show one bar over the files (none per file)."""
     todo = [e for e in experiments if not (use_cache and _cached(e, cache_root))]
+    parsed = {e.experiment_id for e in todo}
     jobs = min(jobs or os.cpu_count() or 1, len(todo))
-    if jobs <= 1 or sys.platform != "linux":
-        return [load_experiment(e, cache_root, use_cache) for e in experiments]
-    ctx = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-        futures = {e.experiment_id: pool.submit(load_experiment, e, cache_root, use_cache)
-                   for e in todo}
-        return [futures[e.experiment_id].result() if e.experiment_id in futures
-                else load_experiment(e, cache_root, use_cache) for e in experiments]
+    bar = _files_bar(todo)
+    try:
+        if jobs <= 1 or sys.platform != "linux":
+            out = []
+            for e in experiments:
+                out.append(load_experiment(e, cache_root, use_cache, progress=bar is None))
+                if bar is not None and e.experiment_id in parsed:
+                    bar.update()
+            return out
+        ctx = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+            futures = {e.experiment_id: pool.submit(load_experiment, e, cache_root, use_cache,
+                                                    False) for e in todo}
+            for _ in as_completed(futures.values()) if bar is not None else ():
+                bar.update()
+            return [futures[e.experiment_id].result() if e.experiment_id in futures
+                    else load_experiment(e, cache_root, use_cache) for e in experiments]
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def load_dataset(root: str | os.PathLike[str], cache_root: Path = INTERIM_DIR,

@@ -32,7 +32,9 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
+import msgspec
 import orjson
+from msgspec import UNSET, Raw, Struct, UnsetType
 
 BATCH_SUMMARY = "step.BATCH_SUMMARY"
 JOURNEY_PREFIX = "journey."
@@ -132,6 +134,8 @@ FLOAT_MAX: dict[str, float] = {"kv.usage_gpu_ratio": 1.0}
 INT64_MAX = 2**63 - 1
 #: Largest magnitude an int and a double share exactly.
 EXACT_INT_IN_FLOAT = 2**53
+#: Digits of INT64_MAX: decimal text with more significant digits is beyond int64.
+INT64_DIGITS = len(str(INT64_MAX))
 
 
 class BadAttribute(ValueError):
@@ -169,6 +173,8 @@ def decode_int(value: Any, key: str) -> int:
     v = value.get("intValue", value.get("doubleValue"))
     t = type(v)
     if t is str and "intValue" in value and _is_int_text(v):
+        if len(v.lstrip("-").lstrip("0")) > INT64_DIGITS:     # int() of 4300+ digits raises
+            raise BadAttribute(OUT_OF_RANGE, key, "beyond int64")
         i = int(v)
     elif t is int:
         i = v
@@ -299,6 +305,112 @@ def iter_events(request: Mapping[str, Any], problems: list[str]) -> Iterator[tup
                         continue
                     for ev in events:
                         yield sp, ev
+
+
+# --------------------------------------------------------------------------- typed decoding
+#
+# The same lines decoded by msgspec into the Structs below: no dict per object, unknown keys
+# skipped without being built. A line that does not fit them (a container of the wrong
+# type, an AnyValue of an unknown kind, a value of an unexpected JSON type) fails to decode
+# and is read with the dict-based functions above instead, which define what is accepted.
+# Only the documented shapes are typed; ``otlp_columns`` turns the decoded events into
+# columns and checks every value as strictly as ``decode_attributes`` does.
+
+#: The kinds of an OTLP AnyValue, as JSON keys; exactly one is present in a valid value.
+VALUE_FIELDS = ("stringValue", "intValue", "doubleValue", "boolValue", "bytesValue",
+                "arrayValue", "kvlistValue")
+
+
+class AnyValue(Struct, forbid_unknown_fields=True, gc=False):
+    """One AnyValue of an event attribute, each kind a field (UNSET when absent). Int64s
+    arrive as strings (or JSON ints); arrays and kvlists are kept raw (never decoded). Any
+    other key fails the decode, so a value with a foreign member cannot pass as valid."""
+
+    stringValue: str | UnsetType = UNSET
+    intValue: str | int | UnsetType = UNSET
+    doubleValue: float | UnsetType = UNSET
+    boolValue: bool | UnsetType = UNSET
+    bytesValue: str | UnsetType = UNSET
+    arrayValue: Raw | UnsetType = UNSET
+    kvlistValue: Raw | UnsetType = UNSET
+
+
+class Attribute(Struct, gc=False):
+    key: str
+    value: AnyValue
+
+
+class SpanValue(Struct, gc=False):
+    """A span attribute's AnyValue: only gen_ai.request.id is read from it (request_id
+    accepts a string or an int there), other members are skipped as the dict path skips
+    them."""
+
+    stringValue: str | int | UnsetType = UNSET
+    intValue: str | int | UnsetType = UNSET
+    doubleValue: float | UnsetType = UNSET
+    boolValue: bool | UnsetType = UNSET
+    bytesValue: str | UnsetType = UNSET
+    arrayValue: Raw | UnsetType = UNSET
+    kvlistValue: Raw | UnsetType = UNSET
+
+
+class SpanAttribute(Struct, gc=False):
+    key: str
+    value: SpanValue
+
+
+class Event(Struct, gc=False):
+    name: str = ""
+    timeUnixNano: str | int | float | None = None
+    attributes: list[Attribute] | None = None
+
+
+class Span(Struct, gc=False):
+    attributes: list[SpanAttribute] | None = None
+    events: list[Event] | None = None
+
+
+class Scope(Struct, gc=False):
+    """The resource or instrumentation scope: only its attributes are decoded (so that
+    otlp_columns can count every AnyValue of a line)."""
+
+    attributes: list[SpanAttribute] | None = None
+
+
+class ScopeSpans(Struct, gc=False):
+    scope: Scope | None = None
+    spans: list[Span] | None = None
+
+
+class ResourceSpans(Struct, gc=False):
+    resource: Scope | None = None
+    scopeSpans: list[ScopeSpans] | None = None
+    instrumentationLibrarySpans: list[ScopeSpans] | None = None
+
+
+class ExportRequest(Struct, gc=False):
+    """One line: an ExportTraceServiceRequest. resourceSpans is required (a JSON object
+    without it is not an export request: the dict path counts it as ignored)."""
+
+    resourceSpans: list[ResourceSpans] | None
+
+
+#: Decodes one line into an ExportRequest; msgspec.DecodeError (a ValidationError too) when
+#: it is not JSON or does not fit the Structs.
+TYPED_DECODER = msgspec.json.Decoder(ExportRequest)
+
+
+def typed_request_id(attributes: list[Attribute] | list[SpanAttribute] | None) -> str | None:
+    """request_id of one typed attribute list (the first entry keyed gen_ai.request.id
+    decides: its stringValue, else intValue; a non-empty string, or an int as text)."""
+    for a in attributes or ():
+        if a.key == REQUEST_ID_KEY:
+            v = a.value
+            rid = v.stringValue if v.stringValue is not UNSET else v.intValue
+            if type(rid) is str and rid:
+                return rid
+            return str(rid) if type(rid) is int else None
+    return None
 
 
 # --------------------------------------------------------------------------- encoding
