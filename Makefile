@@ -110,7 +110,7 @@ test: unit nbval ## Everything CI runs: unit tests, nbval on the notebooks, the 
 lab: setup ## Open JupyterLab on notebooks/ with the library importable
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
 
-bench: setup ## Loader speed: orjson loader vs json.loads loop, and cached reload (ratios); pipeline speed
+bench: setup ## Loader speed (vs a json.loads loop, cold load of all files, parser ceilings; MB/s); pipeline speed
 	$(PY) tests/bench_loader.py
 	$(PY) tests/bench_pipeline.py
 
