@@ -336,7 +336,6 @@ class TypedLines:
         steps, journeys, others = c.step_attrs, c.journeys, c.other_attrs
         s0, o0, nj, other = len(steps), len(others), c.n_journeys, 0
         starts = {name: len(j.seq) for name, j in journeys.items()}
-        ok = True
         for rs in request.resourceSpans or ():
             if rs.resource is not None and rs.resource.attributes:
                 others.append(rs.resource.attributes)
@@ -349,28 +348,27 @@ class TypedLines:
                         if sp.attributes:
                             others.append(sp.attributes)
                         for ev in sp.events or ():
-                            name, attrs = ev.name, ev.attributes
+                            name = ev.name
                             if name == otlp.BATCH_SUMMARY:
-                                steps.append(attrs)
-                                ok = ok and attrs is not None
+                                steps.append(ev.attributes)
                             elif name.startswith(otlp.JOURNEY_PREFIX):
                                 if span_rid is UNSET:
                                     span_rid = otlp.typed_request_id(sp.attributes)
-                                rid = span_rid or otlp.typed_request_id(attrs)
                                 j = journeys.get(name)
                                 if j is None:
                                     j = journeys[name] = _Journeys(_event_suffix(name))
-                                j.attrs.append(attrs)
-                                j.rids.append(rid)
+                                j.attrs.append(ev.attributes)
+                                j.rids.append(span_rid or otlp.typed_request_id(ev.attributes))
                                 j.times.append(ev.timeUnixNano)
                                 j.seq.append(nj)
                                 nj += 1
-                                ok = (ok and attrs is not None and rid is not None
-                                      and ev.timeUnixNano is not None)
                             else:
                                 other += 1
-                                if attrs:
-                                    others.append(attrs)
+                                if ev.attributes:
+                                    others.append(ev.attributes)
+        ok = None not in steps[s0:] and not any(
+            None in j.attrs[starts.get(name, 0):] or None in j.rids[starts.get(name, 0):]
+            or None in j.times[starts.get(name, 0):] for name, j in journeys.items())
         if not ok:
             del steps[s0:], others[o0:]
             for name, j in journeys.items():
