@@ -308,7 +308,7 @@ Seed mode passes 1 of 4 criteria (NOT SUPPORTED); physical mode passes 1 (the sa
 
 ### Within-Experiment Verdict
 
-The seed's criterion pools the steps of every experiment. Here each component's r against `step.duration_us` is computed inside each experiment on the component's subset, and the median over the experiments that have one is its within-experiment r (n_experiments of 2: the experiments with at least 10 steps in the subset and a component that varies there); its 95% interval is a cluster bootstrap over experiments (whole experiments resampled, so the steps of one experiment are not counted as independent observations), percentile interval. A row passes when the statistics table marks it so (median r > 0.8).
+The seed's criterion pools the steps of every experiment. Here each component's r against `step.duration_us` is computed inside each experiment on the component's subset, and the median over the experiments that have one is its within-experiment r (n_experiments of 2: the experiments with at least 10 steps in the subset and a component that varies there); its 95% interval is a cluster bootstrap over experiments (whole experiments resampled, so the steps of one experiment are not counted as independent observations), percentile interval. The median is N/A when fewer than 3 experiments have an r; a row passes when its median r > 0.8, the seed's threshold.
 
 | Subset | Component | Median r | 95% CI (cluster) | n_experiments | passes |
 |---|---|---|---|---|---|

@@ -19,13 +19,14 @@ def test_within_verdict_counts_the_table_s_passes():
                                           "pure_decode"]
     d = verdicts.within_verdict(_within(), "prefill_dominated")
     assert (d.passing, d.supported, d.label) == (2, True, "SUPPORTED")
-    # a row marked passed without a median r does not pass; a row missing from the table neither
+    # a row marked passed without a median r does not pass (the median decides, as in
+    # stats.within_experiment_verdict); a row missing from the table neither
     w = _within()
     w.loc[4, ["median_r", "passed"]] = [np.nan, True]
     w = w.drop(index=5)
     assert verdicts.within_verdict(w, "prefill_dominated").passing == 1
-    with pytest.raises(KeyError, match=r"within_experiment_verdict lacks column\(s\) \['passed'\]"):
-        verdicts.within_verdict(_within().drop(columns="passed"))
+    with pytest.raises(KeyError, match=r"within_experiment_verdict lacks column\(s\) \['ci_low'\]"):
+        verdicts.within_verdict(_within().drop(columns="ci_low"))
 
 
 def test_headline_subset():

@@ -16,7 +16,8 @@ from typing import Any, Callable, Mapping
 
 import jinja2
 
-from ..stats import HYPOTHESIS_MIN_PASSING, MIN_ROWS, PREFILL_DOMINATED_SHARE, R_THRESHOLD
+from ..stats import (HYPOTHESIS_MIN_PASSING, MIN_ROWS, PREFILL_DOMINATED_SHARE, R_THRESHOLD,
+                     WITHIN_MIN_EXPERIMENTS)
 from .format import FORMATTERS, isnan, markdown_table
 
 #: The templates, packaged with stepdecomp (pyproject's package-data: templates/*.j2).
@@ -53,7 +54,7 @@ RANK_GAP = 0.1
 TEMPLATE_CONSTANTS: dict[str, float] = {
     "R_THRESHOLD": R_THRESHOLD, "HYPOTHESIS_MIN_PASSING": HYPOTHESIS_MIN_PASSING,
     "MIN_ROWS": MIN_ROWS, "PREFILL_DOMINATED_SHARE": PREFILL_DOMINATED_SHARE,
-    "LOWER_BOUND_MATERIAL": LOWER_BOUND_MATERIAL}
+    "LOWER_BOUND_MATERIAL": LOWER_BOUND_MATERIAL, "WITHIN_MIN_EXPERIMENTS": WITHIN_MIN_EXPERIMENTS}
 
 
 # --------------------------------------------------------------------------- templates

@@ -16,32 +16,23 @@ from typing import Any
 
 import pandas as pd
 
-from ..stats import PHYSICAL_HYPOTHESIS_ROWS, Verdict
+from ..stats import PHYSICAL_HYPOTHESIS_ROWS, R_THRESHOLD, Verdict, within_experiment_verdict
 from .format import fmt_ci, isnan
-from .inputs import FindingsInput, as_bool, data_kind, interval_method
+from .inputs import FindingsInput, data_kind, interval_method
 
 #: The prefill subsets a verdict can be taken on, in the order the text gives them.
 PREFILL_SUBSETS = ("pure_prefill", "prefill_dominated")
-#: The columns of one target's within-experiment verdict table.
-WITHIN_COLUMNS = ["subset", "component", "median_r", "ci_low", "ci_high", "n_experiments",
-                  "passed"]
+#: The columns of one target's within-experiment verdict table the report reads.
+WITHIN_COLUMNS = ["subset", "component", "median_r", "ci_low", "ci_high", "n_experiments"]
 
 
 def within_verdict(within: pd.DataFrame, prefill_subset: str = "pure_prefill") -> Verdict:
-    """The seed's criterion on the within-experiment table of one target: the rows of
-    stats.PHYSICAL_HYPOTHESIS_ROWS (prefill rows on ``prefill_subset``), each passing where the
-    table says so (``passed``); a row the table lacks (no experiment with a usable r) does
-    not pass. Verdict.table: subset, component, median_r, ci_low, ci_high, n_experiments,
-    passed."""
-    keys = pd.DataFrame([(prefill_subset if s == "pure_prefill" else s, c)
-                         for s, c in PHYSICAL_HYPOTHESIS_ROWS], columns=["subset", "component"])
+    """stats.within_experiment_verdict of one target's table, after checking that the table
+    has the columns it reads (a KeyError naming the table and the columns otherwise)."""
     missing = [c for c in WITHIN_COLUMNS if c not in within]
     if missing:
         raise KeyError(f"within_experiment_verdict lacks column(s) {missing}")
-    table = keys.merge(within[WITHIN_COLUMNS], on=["subset", "component"], how="left")
-    table["n_experiments"] = table["n_experiments"].fillna(0).astype(int)
-    table["passed"] = as_bool(table["passed"].fillna(False)) & table["median_r"].notna()
-    return Verdict(table=table, passing=int(table["passed"].sum()))
+    return within_experiment_verdict(within, prefill_subset)
 
 
 def verdict_dict(v: Verdict) -> dict[str, Any]:
@@ -71,15 +62,13 @@ def pooled_vs_within(pooled: pd.DataFrame, within: pd.DataFrame,
             for p in PREFILL_SUBSETS}
     merged = within.merge(pooled[["subset", "component", "pearson_r"]],
                           on=["subset", "component"], how="inner")
-    from ..stats import R_THRESHOLD
-
     out = []
     for _, r in merged.iterrows():
         if (r["subset"], r["component"]) not in keys or isnan(r["pearson_r"]):
             continue
         n_with = int(r["n_experiments"]) if not isnan(r["n_experiments"]) else 0
         pooled_pass = bool(r["pearson_r"] > R_THRESHOLD)
-        within_pass = bool(as_bool(pd.Series([r["passed"]])).iloc[0]) and not isnan(r["median_r"])
+        within_pass = bool(r["median_r"] > R_THRESHOLD)            # NaN: False
         out.append({"subset": r["subset"], "component": r["component"],
                     "pooled_r": float(r["pearson_r"]), "median_r": float(r["median_r"]),
                     "n_with_r": n_with, "n_experiments": n_experiments,
@@ -96,7 +85,7 @@ def within_verdict_context(within: pd.DataFrame, pooled: pd.DataFrame,
     within-experiment r part (see :func:`pooled_vs_within`)."""
     table = within[["subset", "component", "median_r"]].assign(
         ci=[fmt_ci(a, b) for a, b in zip(within["ci_low"], within["ci_high"])],
-        n_experiments=within["n_experiments"], passed=as_bool(within["passed"]))
+        n_experiments=within["n_experiments"], passed=within["median_r"].gt(R_THRESHOLD))
     verdicts = {p: verdict_dict(within_verdict(within, p)) for p in PREFILL_SUBSETS}
     contrast = pooled_vs_within(pooled, within, n_experiments)
     return {"table": table, "pure": verdicts["pure_prefill"],
@@ -108,16 +97,14 @@ def within_verdict_context(within: pd.DataFrame, pooled: pd.DataFrame,
 
 
 def within_by_target(within: pd.DataFrame) -> pd.DataFrame:
-    """Per target (``target`` column) and prefill subset: components passing the
-    within-experiment criterion, required, supported."""
-    out = []
-    for target, table in within.groupby("target", sort=False):
-        for subset in PREFILL_SUBSETS:
-            v = within_verdict(table.drop(columns="target"), subset)
-            out.append({"target": target, "prefill_subset": subset, "within_passing": v.passing,
-                        "within_supported": v.supported})
-    return pd.DataFrame(out, columns=["target", "prefill_subset", "within_passing",
-                                      "within_supported"])
+    """measure.within_verdicts_by_target of a stacked table (``target`` column) as the
+    columns the per-target verdict table adds: target, prefill_subset, within_passing,
+    within_supported."""
+    from ..measure import within_verdicts_by_target
+
+    v = within_verdicts_by_target(within, PREFILL_SUBSETS)
+    return v.rename(columns={"passing": "within_passing", "supported": "within_supported"}) \
+        .drop(columns="required")
 
 
 def conclusion_context(within: pd.DataFrame | None, pooled: pd.DataFrame | None,
