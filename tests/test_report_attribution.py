@@ -80,7 +80,7 @@ def test_no_printed_share_is_negative_or_above_one():
             "table is wrong there): alpha-7b, general (prefill attention); beta-moe, roleplay "
             "(prefill attention).") in md
     row = ctx["shares"].set_index("model").loc["alpha-7b"]
-    assert row["phys_allreduce_us"] == "0% [0%, 6%]"            # -1e-9: rounding, shown as 0
+    assert row["phys_allreduce_us"] == "0.0% [0.0%, 6.0%]"      # -1e-9: rounding, shown as 0
     assert row["phys_prefill_attn_us"] == "N/A"
     # the shares left no longer sum to R² in either experiment: both are named
     assert [r["model"] for r in ctx["sum_mismatch"]] == ["alpha-7b", "beta-moe"]
@@ -90,6 +90,8 @@ def test_share_and_coefficient_cells():
     row = pd.Series({"lmg_share_r2": 0.575, "lmg_ci_low": 0.521, "lmg_ci_high": 0.603,
                      "coef": 1.234, "coef_ci_low": 1.1, "coef_ci_high": np.nan, "identified": True})
     assert attribution.share_cell(row) == "57.5% [52.1%, 60.3%]"
+    tiny = row.replace({0.521: 1e-12})                          # BCa end a rounding above 0
+    assert attribution.share_cell(tiny) == "57.5% [0.0%, 60.3%]"
     assert attribution.coef_cell(row) == "1.23"                 # no interval without both ends
     assert attribution.coef_cell(row.replace({True: False})) == "not identified"
 

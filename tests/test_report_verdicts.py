@@ -48,7 +48,8 @@ def test_pooled_and_within_part_on_a_component_constant_inside_experiments():
     # the pure-prefill rows have no pooled r: nothing to compare
     assert {c["subset"] for c in contrast} == {"prefill_dominated", "pure_decode"}
     md = report.physical_section(t)
-    assert ("Here decode GEMM on pure_decode has an r in 1 of 2 experiments (pooled r = 0.850). "
+    assert ("Here decode GEMM on pure_decode has an r in only 1 of 2 experiments (pooled r = "
+            "0.850): the others hold it constant or have fewer than 10 of its steps. "
             "The two verdicts part on decode GEMM on pure_decode (pooled r = 0.850, "
             "within-experiment median r = 0.400). The report's conclusion follows the "
             "within-experiment verdict.") in md

@@ -17,7 +17,7 @@ from typing import Any, Mapping
 
 import pandas as pd
 
-from .format import fmt_frac, fmt_num, fmt_us, isnan
+from .format import fmt_num, fmt_share_pct, fmt_us, isnan
 from .inputs import as_bool, exp, interval_method
 
 #: The terms of the component fit, in the order the tables show them (others follow).
@@ -56,11 +56,13 @@ def _share(x: float) -> float:
 
 
 def share_cell(row: pd.Series) -> str:
-    """A term's LMG share of the target's variance with its interval: 57.5% [52.1%, 60.3%]."""
+    """A term's LMG share of the target's variance with its interval, one decimal:
+    57.5% [52.1%, 60.3%]."""
     lo, hi = row["lmg_ci_low"], row["lmg_ci_high"]
     if not (_valid_share(lo) and _valid_share(hi)):
         lo = hi = math.nan
-    return _ci(fmt_frac(_share(row["lmg_share_r2"])), lo, hi, lambda v: fmt_frac(_share(v)))
+    return _ci(fmt_share_pct(_share(row["lmg_share_r2"])), lo, hi,
+               lambda v: fmt_share_pct(_share(v)))
 
 
 def coef_cell(row: pd.Series) -> str:

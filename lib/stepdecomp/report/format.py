@@ -61,6 +61,11 @@ def fmt_share(x: float) -> str:
     return "0%" if x == 0 else f"{100.0 * float(x):.3g}%"
 
 
+def fmt_share_pct(x: float) -> str:
+    """A share in [0, 1] as a percentage with one decimal (57.5%), N/A when missing."""
+    return "N/A" if isnan(x) else f"{100.0 * float(x):.1f}%"
+
+
 def fmt_delta(d: float) -> str:
     """A signed change of r with 3 decimals (+0.250), N/A when missing."""
     return "N/A" if isnan(d) else f"{d:+.3f}"
@@ -104,5 +109,5 @@ def markdown_table(frame: pd.DataFrame, formats: Mapping[str, Callable[[Any], st
 FORMATTERS: dict[str, Callable[..., str]] = {
     "fmt_r": fmt_r, "fmt_int": fmt_int, "fmt_pct": fmt_pct, "fmt_ci": fmt_ci, "fmt_r3": fmt_r3,
     "fmt_num": fmt_num, "fmt_us": fmt_us, "fmt_frac": fmt_frac, "fmt_share": fmt_share,
-    "fmt_delta": fmt_delta, "fmt_f2": fmt_f2, "fmt_f3": fmt_f3, "fmt_g": fmt_g,
-    "fmt_cmp": fmt_cmp}
+    "fmt_delta": fmt_delta, "fmt_share_pct": fmt_share_pct, "fmt_f2": fmt_f2, "fmt_f3": fmt_f3,
+    "fmt_g": fmt_g, "fmt_cmp": fmt_cmp}

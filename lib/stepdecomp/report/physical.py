@@ -219,9 +219,12 @@ def _per_model_change(both: pd.DataFrame, lb: pd.DataFrame | None,
 
 def differences_context(pure: pd.DataFrame, per: pd.DataFrame, lb: pd.DataFrame | None,
                         seed_pure: pd.DataFrame | None, v_pure: Verdict,
-                        v_dom: Verdict, names: Mapping[str, str] | None = None) -> dict[str, Any]:
+                        v_dom: Verdict, names: Mapping[str, str] | None = None,
+                        target: str = DURATION_TARGET) -> dict[str, Any]:
     """What the physical mode changes: decode attention, the decode GEMM floor, the wider
-    prefill subset, the per-experiment Δr (and per model) and the plausibility check."""
+    prefill subset, the per-experiment Δr (and per model) and the plausibility check. The
+    pooled decode GEMM r is compared with the seed's only on the seed's own target
+    (``change`` other_target otherwise: the seed's r is on step.duration_us)."""
     da = _r_of(pure, "pure_decode", "phys_decode_attn_us")
     dg_seed = _r_of(seed_pure, "pure_decode", "decode_gemm_us")
     dg_phys = _r_of(pure, "pure_decode", "phys_decode_gemm_us")
@@ -231,7 +234,8 @@ def differences_context(pure: pd.DataFrame, per: pd.DataFrame, lb: pd.DataFrame 
         "decode_attn": {"r": da, "strength": None if isnan(da) else
                         "strong" if da > R_THRESHOLD else "weak" if da >= 0 else "negative"},
         "decode_gemm": None if isnan(dg_phys) else
-        {"phys": dg_phys, "seed": dg_seed, "change": _change(dg_phys, dg_seed)},
+        {"phys": dg_phys, "seed": dg_seed, "seed_target": DURATION_TARGET,
+         "change": _change(dg_phys, dg_seed) if target == DURATION_TARGET else "other_target"},
         "widen": None, "per_experiment": None, "lower_bound": None}
     if v_dom.passing != v_pure.passing or dom_n > pp_n:
         ctx["widen"] = {"n_pure": pp_n, "n_dominated": dom_n, "pure": verdict_dict(v_pure),
@@ -279,8 +283,9 @@ def physical_context(tables: PhysicalTables, seed_verdict: Verdict | None = None
         "attribution": attribution,
         "moe": None if t.moe_check is None or t.moe_check.empty else
         {**moe_check_context(t.moe_check, t.moe_delta, per, models_by_hf_id), "target": target},
-        "differences": differences_context(pure, per, t.lower_bound, seed_pure, v_pure, v_dom,
-                                           model_names(models_by_hf_id or {}))}
+        "differences": {**differences_context(pure, per, t.lower_bound, seed_pure, v_pure,
+                                              v_dom, model_names(models_by_hf_id or {}), target),
+                        "has_within": t.within is not None and not t.within.empty}}
 
 
 def physical_section(tables: PhysicalTables, seed_verdict: Verdict | None = None,
