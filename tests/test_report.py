@@ -519,7 +519,8 @@ ALLOWED_PROSE_NUMBERS = [
 ]
 #: Spellings of the thresholds the text states; they must come from TEMPLATE_CONSTANTS.
 FORBIDDEN = ["0.8", "80%", "0.9", "90%", "90 %", "≥ 2", ">= 2", "at least 2", "2 of", "of 4",
-             "/4", "1%", "1 %", "0.01", "fewer than 10", "above 10", "10 steps"]
+             "/4", "1%", "1 %", "0.01", "fewer than 10", "above 10", "10 steps", "fewer than 3",
+             "3 experiments"]
 _TAG = re.compile(r"\{\{.*?\}\}|\{%.*?%\}", re.S)
 _STRING = re.compile(r'"[^"]*"|\'[^\']*\'')
 
@@ -569,6 +570,7 @@ def test_stated_thresholds_follow_the_constants(constants):
     constants("PREFILL_DOMINATED_SHARE", 0.85)
     constants("LOWER_BOUND_MATERIAL", 0.02)
     constants("MIN_ROWS", 12)
+    constants("WITHIN_MIN_EXPERIMENTS", 5)
     fi = _findings_input()
     verdict = report.verdict_section(fi)
     assert "criteria reach r > 0.75" in verdict and "| r > 0.75 |" in verdict
@@ -577,6 +579,9 @@ def test_stated_thresholds_follow_the_constants(constants):
     assert "components reach r > 0.75" in physical and "Experiments above r = 0.75" in physical
     assert "(at least 2% of steps below the HBM lower bound" in physical
     assert "fewer than 12 steps" in report.setup_section(fi)
+    within = report.physical_section(_report_tables())
+    assert "The median is N/A when fewer than 5 experiments have an r" in within
+    assert "a row passes when its median r > 0.75" in within
 
 
 # --------------------------------------------------------------------------- physical section
