@@ -180,3 +180,14 @@ def test_experiment_without_steps_contributes_no_rows(fixture_copy, tmp_path):
     for name in pipeline.EXPERIMENT_TABLES:
         assert sorted(set(res.tables[name]["experiment_id"])) == kept, name
     assert res.without_steps == [FIXTURE_EXPERIMENTS[0]]
+
+
+def test_export_backend_hands_the_address_to_the_notebooks(monkeypatch, cluster_address):
+    monkeypatch.delenv(pipeline.ENV_DASK, raising=False)
+    assert pipeline.export_backend("") == ""
+    assert pipeline.ENV_DASK not in __import__("os").environ
+    assert pipeline.export_backend(cluster_address) == cluster_address
+    assert __import__("os").environ[pipeline.ENV_DASK] == cluster_address
+    with pipeline.dask_client() as client:          # what a notebook's pipeline call opens
+        assert client.scheduler.address == cluster_address
+        assert len(client.scheduler_info()["workers"]) == pipeline.LOCAL_WORKERS
