@@ -89,15 +89,33 @@ def decompose_experiment(steps: pd.DataFrame, journeys: pd.DataFrame,
     return components, rec_report, step_targets
 
 
+class TargetMajor:
+    """A table function whose rows are stacked target-major (each step-time target, then
+    the experiments): per-experiment results are restacked that way (:func:`concat_tables`)."""
+
+    def __call__(self, components: pd.DataFrame) -> pd.DataFrame:
+        raise NotImplementedError
+
+
 @dataclass(frozen=True)
-class PerTarget:
-    """A statistic run once per step-time target (measure.on_targets): its table is stacked
-    target-major, so per-experiment tables are restacked that way (:func:`concat_tables`)."""
+class PerTarget(TargetMajor):
+    """A statistic run once per step-time target (measure.on_targets)."""
 
     fn: Callable[..., pd.DataFrame]
 
     def __call__(self, components: pd.DataFrame) -> pd.DataFrame:
         return measure.on_targets(self.fn, components)
+
+
+@dataclass(frozen=True)
+class AttributionTable(TargetMajor):
+    """One table (``component_attribution`` or ``fit_summary``) of
+    measure.attribution_on_targets: the identified fit and LMG shares per experiment."""
+
+    table: str
+
+    def __call__(self, components: pd.DataFrame) -> pd.DataFrame:
+        return getattr(measure.attribution_on_targets(components), self.table)
 
 
 #: Statistics computed per experiment (each groups by experiment_id; applied to one
@@ -108,6 +126,8 @@ PER_EXPERIMENT_STATISTICS: dict[str, Callable[[pd.DataFrame], pd.DataFrame]] = {
     "per_experiment_correlations": stats.per_experiment_correlations,
     "physical_per_experiment_correlations": PerTarget(stats.physical_per_experiment_correlations),
     "lower_bound_check": PerTarget(stats.lower_bound_check),
+    "component_attribution": AttributionTable("component_attribution"),
+    "fit_summary": AttributionTable("fit_summary"),
     "what_explains_targets": functools.partial(explain.explain_r2, targets=measure.TARGETS),
 }
 #: Tables of one experiment besides the statistics.
@@ -216,7 +236,7 @@ def _map(client: "Client | None", task: Callable[..., Any], items: Sequence[Any]
 
 def concat_tables(frames: Sequence[pd.DataFrame], target_major: bool = False) -> pd.DataFrame:
     """Per-experiment tables stacked in the order given (experiment order). With
-    ``target_major`` (tables of a :class:`PerTarget`) the rows are put back in the order
+    ``target_major`` (tables of a :class:`TargetMajor` function) the rows are put back in the order
     measure.on_targets gives over the whole frame: by target (measure.TARGETS order), then
     experiment (a stable sort)."""
     frames = [f for f in frames if f is not None]
@@ -264,9 +284,9 @@ def map_experiments(fn: Callable[[pd.DataFrame], pd.DataFrame],
     if isinstance(source, pd.DataFrame):
         parts = [p.reset_index(drop=True)
                  for _, p in source.groupby(EXP, sort=True, observed=True)]
-        return concat_tables(_map(client, fn, parts), isinstance(fn, PerTarget))
+        return concat_tables(_map(client, fn, parts), isinstance(fn, TargetMajor))
     return concat_tables(_map(client, _apply_partition, partition_files(source), fn=fn,
-                              columns=columns), isinstance(fn, PerTarget))
+                              columns=columns), isinstance(fn, TargetMajor))
 
 
 # --------------------------------------------------------------------------- whole runs
@@ -333,7 +353,7 @@ def _decompose(dirs: outputs.RunDirs, gpu: GpuSpec, client: "Client | None", cac
     results = _map(client, process_experiment, ordered, inputs=inputs)
     t1 = time.perf_counter()
     tables = {name: concat_tables([r.tables[name] for r in results if r.tables],
-                                  isinstance(PER_EXPERIMENT_STATISTICS.get(name), PerTarget))
+                                  isinstance(PER_EXPERIMENT_STATISTICS.get(name), TargetMajor))
               for name in EXPERIMENT_TABLES}
     for name, table in tables.items():
         outputs.write_table(dirs, name, table)
