@@ -215,3 +215,15 @@ def test_cache_key_covers_file_identity_and_resolved_experiment(fixture_root, tm
                                 "parser_version"}
     assert (meta["key"]["hf_id"], meta["key"]["tp"]) == ("mistralai/Mixtral-8x7B-v0.1", 2)
     assert meta["key"]["parser_version"] == load.PARSER_VERSION
+
+
+def test_cache_of_another_parser_version_is_parsed_again(fixture_root, tmp_path):
+    exp = read_experiment(fixture_root / TP4)
+    load.load_experiment(exp, tmp_path)
+    meta_path = next((tmp_path / "traces").glob("*/meta.json"))
+    meta = json.loads(meta_path.read_text())
+    meta["key"]["parser_version"] = load.PARSER_VERSION - 1      # written by the dict loader
+    meta_path.write_text(json.dumps(meta))
+    steps, _, st = load.load_experiment(exp, tmp_path)
+    assert not st.from_cache and len(steps) == 129
+    assert json.loads(meta_path.read_text())["key"]["parser_version"] == load.PARSER_VERSION
