@@ -297,8 +297,9 @@ def _specs_for(experiments: Sequence[Experiment], models_dir: Path) -> dict[str,
 
 def parse_into_cache(exp: Experiment, cache_root: Path = INTERIM_DIR) -> str:
     """Load one experiment so that its trace cache is valid (parsed if it was not); the
-    frames stay where this runs (a Dask task returns only the experiment id)."""
-    load.load_experiment(exp, cache_root)
+    frames stay where this runs (a Dask task returns only the experiment id). No progress
+    bar: a worker's stderr is a log."""
+    load.load_experiment(exp, cache_root, progress=False)
     return exp.experiment_id
 
 
