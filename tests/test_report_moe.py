@@ -75,3 +75,32 @@ def test_moe_tables_need_their_columns():
         moe.moe_check_context(_moe_check().drop(columns="gemm_new_us"))
     with pytest.raises(KeyError, match=r"moe_delta_r lacks column\(s\) \['r_old'\]"):
         moe.moe_check_context(_moe_check(), _moe_delta().drop(columns="r_old"))
+
+
+def test_moe_tables_from_the_physical_model():
+    """moe_tables runs moefit on the run's MoE models only: Mixtral at TP 2 (one row per
+    check token count), the dense model skipped; moe_delta_r on the one target asked for."""
+    import numpy as np
+
+    from stepdecomp.moefit import MOE_CHECK_TOKENS
+    from stepdecomp.specs import load_gpu_spec, load_model_specs
+
+    mixtral, llama = "mistralai/Mixtral-8x7B-v0.1", "meta-llama/Llama-2-7b-hf"
+    specs = load_model_specs(pd.Series([mixtral, llama]))
+    steps = pd.DataFrame({"experiment_id": ["m", "d"], "hf_id": [mixtral, llama], "tp": [2, 1]})
+    n = 40
+    tokens = np.arange(1, n + 1, dtype=float)
+    comp = pd.DataFrame({"experiment_id": ["m"] * n + ["d"] * n, "tp": [2] * n + [1] * n,
+                         "batch.prefill_tokens": 0.0, "batch.decode_tokens": np.r_[tokens, tokens]})
+    comp["phys_gemm_us"] = 100.0 + comp["batch.decode_tokens"]
+    comp["phys_total_us"] = comp["phys_gemm_us"] + 50.0
+    comp["step_forward_us"] = 2.0 * comp["phys_total_us"]
+    comp["step_period_us"] = comp["step_forward_us"]
+    check, delta = moe.moe_tables(steps, comp, specs, load_gpu_spec("h100-sxm"), "step_forward_us")
+    assert check["hf_id"].unique().tolist() == [mixtral] and check["tp"].unique().tolist() == [2]
+    assert check["tokens"].tolist() == list(MOE_CHECK_TOKENS)
+    assert delta[["experiment_id", "target", "n_steps"]].values.tolist() == [
+        ["m", "step_forward_us", n]]
+    assert delta["r_new"].iloc[0] == pytest.approx(1.0)        # the target is 2 × the new total
+    assert moe.moe_tables(steps[steps.hf_id == llama], comp, specs, load_gpu_spec("h100-sxm"),
+                          "step_forward_us") == (None, None)
