@@ -269,7 +269,7 @@ Pure-prefill steps are rare (3%): chunked prefill mixes prefill chunks into batc
     "physical": """\
 ## Beyond the Seed: Physical Mode
 
-The physical mode fixes the seed's known flaws: the MoE MLP counts num_experts_per_tok experts per token (the seed counted num_experts_per_tok / num_local_experts of one); prefill attention runs per chunk against the request's already computed context; decode attention reads each request's whole KV cache; every component's time is a roofline, max(FLOPs / peak, bytes / HBM bandwidth), so memory-bound decode is priced by the bytes it moves; the tensor-parallel all-reduce and the LM head are added; and an HBM lower bound checks that a duration can be GPU time at all. `phys_total_us` is the sum of all six component times.
+The physical mode fixes the seed's known flaws: the MoE MLP counts num_experts_per_tok experts per token (the seed counted num_experts_per_tok / num_local_experts of one), and its expert GEMMs are priced from each expert's share of the tokens (see The MoE GEMM); prefill attention runs per chunk against the request's already computed context; decode attention reads each request's whole KV cache; every component's time is a roofline, max(FLOPs / peak, bytes / HBM bandwidth), so memory-bound decode is priced by the bytes it moves; the tensor-parallel all-reduce (a fixed latency per call plus the ring's bytes over NVLink) and the LM head are added; and an HBM lower bound flags durations too short to be GPU execution. `phys_total_us` is the sum of all six component times.
 
 ### Journey Coverage
 
@@ -378,7 +378,7 @@ The physical mode priced an MoE layer's expert GEMMs by one roofline over the ex
     "physical_minimal": """\
 ## Beyond the Seed: Physical Mode
 
-The physical mode fixes the seed's known flaws: the MoE MLP counts num_experts_per_tok experts per token (the seed counted num_experts_per_tok / num_local_experts of one); prefill attention runs per chunk against the request's already computed context; decode attention reads each request's whole KV cache; every component's time is a roofline, max(FLOPs / peak, bytes / HBM bandwidth), so memory-bound decode is priced by the bytes it moves; the tensor-parallel all-reduce and the LM head are added; and an HBM lower bound checks that a duration can be GPU time at all. `phys_total_us` is the sum of all six component times.
+The physical mode fixes the seed's known flaws: the MoE MLP counts num_experts_per_tok experts per token (the seed counted num_experts_per_tok / num_local_experts of one), and its expert GEMMs are priced from each expert's share of the tokens; prefill attention runs per chunk against the request's already computed context; decode attention reads each request's whole KV cache; every component's time is a roofline, max(FLOPs / peak, bytes / HBM bandwidth), so memory-bound decode is priced by the bytes it moves; the tensor-parallel all-reduce (a fixed latency per call plus the ring's bytes over NVLink) and the LM head are added; and an HBM lower bound flags durations too short to be GPU execution. `phys_total_us` is the sum of all six component times.
 
 ### Journey Coverage
 
