@@ -1,4 +1,4 @@
-"""FINDINGS.md rendering (report.py and its templates).
+"""FINDINGS.md rendering (the report package and its templates): section snapshots, thresholds.
 
 The SNAPSHOT_* strings were captured from the report before its prose moved into Jinja
 templates; the refactor had to reproduce them byte for byte, and any later change of wording
