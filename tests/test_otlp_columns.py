@@ -143,6 +143,9 @@ EDGE_CASES = [
     ("empty int text", _json(1, _value("batch.decode_tokens", {"intValue": ""})),
      1, {"rejected_wrong_type": 1}),
     ("two members in one value", _json(1, _two_members), 1, {"rejected_wrong_type": 1}),
+    ("two members in a journey value", _json(J, lambda q: attribute(
+        first_event(q, "journey."), "scheduler.step")["value"].__setitem__("stringValue", "1")),
+     1, {"rejected_wrong_type": 1}),
     ("two members, escapes elsewhere in the line",
      lambda p: (edit_line(p, 1, _two_members), edit_line(p, 1, _escape_elsewhere)),
      1, {"rejected_wrong_type": 1}),

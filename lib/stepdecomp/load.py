@@ -167,9 +167,11 @@ def _parse(path: Path, experiment_id: str, typed: bool,
             parser.line(lineno, line)
             continue
         request = fast.decode(line)
-        if request is None or not fast.add(lineno, line, request):
+        if request is None:
             parser.fallback(lineno, line)
-        elif fast.pending_events >= CHUNK_EVENTS:
+            continue
+        fast.add(lineno, line, request)
+        if fast.pending_events >= CHUNK_EVENTS:
             _take_flushed(fast, parser)
     if fast is not None:
         _take_flushed(fast, parser)

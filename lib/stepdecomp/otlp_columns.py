@@ -1,11 +1,11 @@
 """Typed OTLP lines -> per-key column arrays: the loader's fast path (``load.parse_trace_file``).
 
-Each line is decoded by msgspec into ``otlp.ExportRequest`` (no dict per object). The step and
-journey events of a chunk of lines are buffered per event name as lists of typed attributes;
-at the end of the chunk every documented attribute becomes one numpy array per key, built with
-a few C-level passes over all events of one name and attribute layout (``map``, ``join``,
-numpy), never a dict per attribute or per event. Chunks are small so that those passes find
-the decoded objects still in the CPU caches.
+Each line is decoded by msgspec into ``otlp.ExportRequest`` (no dict per object) and its spans
+are buffered. At the end of a chunk of lines the events are classified by name (step, journey
+of each name, other) and every documented attribute becomes one numpy array per key, built
+with a few C-level passes over all events of one name and attribute layout (``map``,
+``itemgetter``, ``join``, numpy), never a dict or a Python loop per attribute or per event.
+Chunks are small so that those passes find the decoded objects still in the CPU caches.
 
 The strict rules are those of ``otlp.decode_attributes`` (the dict path). A row is only taken
 from here when it is plainly valid: each documented value a single-kind AnyValue of its kind
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from itertools import chain
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from typing import Any
 
 import msgspec
@@ -36,8 +36,6 @@ from . import otlp
 #: still in the CPU caches when they are read again, large enough that the fixed cost of a
 #: flush (a few dozen numpy calls) is noise.
 CHUNK_EVENTS = 2048
-#: Distinct journey event names whose suffix is kept as one shared string.
-MAX_CACHED_NAMES = 64
 #: What every AnyValue member key ends with ("intValue", ...): counted in the raw line.
 MEMBER_KEY_END = b'Value"'
 
@@ -252,31 +250,35 @@ def read_events(lists: list[list], rows: Any, kinds: dict[str, str], required: t
 
 # --------------------------------------------------------------------------- lines
 
-@dataclass
-class _Journeys:
-    """Journey events of one name in a chunk: attributes, request id, timeUnixNano, and
-    their place among the chunk's journey events."""
+_EVENTS = attrgetter("events")
+_NAME = attrgetter("name")
+_ATTRS = attrgetter("attributes")
+_TIME = attrgetter("timeUnixNano")
+#: Event classes (TypedLines.codes); journey names get the codes after these.
+STEP, OTHER, FIRST_JOURNEY = 0, 1, 2
 
-    event: str
-    attrs: list = field(default_factory=list)
-    rids: list = field(default_factory=list)
-    times: list = field(default_factory=list)
-    seq: list = field(default_factory=list)
+
+def _pick(items: list, index: np.ndarray) -> list:
+    """items[i] for i in index, in one C call."""
+    if len(index) == len(items):
+        return items
+    if len(index) < 2:
+        return [items[i] for i in index.tolist()]
+    return list(itemgetter(*index.tolist())(items))
 
 
 @dataclass
 class _Chunk:
-    """Events of the lines decoded since the last flush."""
+    """The spans of the lines decoded since the last flush."""
 
-    step_attrs: list = field(default_factory=list)
-    journeys: dict[str, _Journeys] = field(default_factory=dict)
-    n_journeys: int = 0
-    #: attribute lists of every other decoded AnyValue (spans, resources, scopes, events)
+    spans: list = field(default_factory=list)
+    events: int = 0
+    #: resource and scope attribute lists (for the single-kind count)
     other_attrs: list = field(default_factory=list)
     #: member keys in the raw lines; None once a line has an escape (keys may hide in it)
     member_keys: int | None = 0
-    #: per line: line number, end offsets of its step / journey events, its other events
-    lines: list[tuple[int, int, int, int]] = field(default_factory=list)
+    #: per line: line number, end offset of its spans
+    lines: list[tuple[int, int]] = field(default_factory=list)
     raw: dict[int, bytes] = field(default_factory=dict)
 
 
@@ -290,17 +292,15 @@ class Flushed:
     bad_lines: list[tuple[int, bytes]] = field(default_factory=list)
 
 
-_EVENT_SUFFIX: dict[str, str] = {}
+@dataclass
+class _Events:
+    """The events of a chunk, flattened: their class (STEP, OTHER, a journey code), the
+    index of their span and the position of their line in the chunk."""
 
-
-def _event_suffix(name: str) -> str:
-    """The journeys table's ``event``: the name without "journey.", one string per name."""
-    suffix = _EVENT_SUFFIX.get(name)
-    if suffix is None:
-        suffix = name[len(otlp.JOURNEY_PREFIX):]
-        if len(_EVENT_SUFFIX) < MAX_CACHED_NAMES:
-            _EVENT_SUFFIX[name] = suffix
-    return suffix
+    items: list
+    codes: np.ndarray
+    span: np.ndarray
+    line_pos: np.ndarray
 
 
 class TypedLines:
@@ -310,6 +310,9 @@ class TypedLines:
         self.steps: list[Columns] = []
         self.journeys: list[Columns] = []
         self.chunk = _Chunk()
+        #: event name -> STEP, OTHER or a journey code; journey code -> journeys' ``event``
+        self.codes: dict[str, int] = {otlp.BATCH_SUMMARY: STEP}
+        self.journey_events: list[str] = []
 
     @staticmethod
     def decode(line: bytes) -> otlp.ExportRequest | None:
@@ -326,61 +329,76 @@ class TypedLines:
 
     @property
     def pending_events(self) -> int:
-        return len(self.chunk.step_attrs) + self.chunk.n_journeys
+        return self.chunk.events
 
-    def add(self, lineno: int, line: bytes, request: otlp.ExportRequest) -> bool:
-        """Buffer the step and journey events of one decoded line; False (nothing buffered)
-        when a row is unusable here: an event without attributes, a journey without a
-        request id or timeUnixNano."""
+    def add(self, lineno: int, line: bytes, request: otlp.ExportRequest) -> None:
+        """Buffer the spans of one decoded line (the events are read at the flush)."""
         c = self.chunk
-        steps, journeys, others = c.step_attrs, c.journeys, c.other_attrs
-        s0, o0, nj, other = len(steps), len(others), c.n_journeys, 0
-        starts = {name: len(j.seq) for name, j in journeys.items()}
         for rs in request.resourceSpans or ():
             if rs.resource is not None and rs.resource.attributes:
-                others.append(rs.resource.attributes)
+                c.other_attrs.append(rs.resource.attributes)
             for scope_list in (rs.scopeSpans, rs.instrumentationLibrarySpans):
                 for ss in scope_list or ():
                     if ss.scope is not None and ss.scope.attributes:
-                        others.append(ss.scope.attributes)
-                    for sp in ss.spans or ():
-                        span_rid: Any = UNSET
-                        if sp.attributes:
-                            others.append(sp.attributes)
-                        for ev in sp.events or ():
-                            name = ev.name
-                            if name == otlp.BATCH_SUMMARY:
-                                steps.append(ev.attributes)
-                            elif name.startswith(otlp.JOURNEY_PREFIX):
-                                if span_rid is UNSET:
-                                    span_rid = otlp.typed_request_id(sp.attributes)
-                                j = journeys.get(name)
-                                if j is None:
-                                    j = journeys[name] = _Journeys(_event_suffix(name))
-                                j.attrs.append(ev.attributes)
-                                j.rids.append(span_rid or otlp.typed_request_id(ev.attributes))
-                                j.times.append(ev.timeUnixNano)
-                                j.seq.append(nj)
-                                nj += 1
-                            else:
-                                other += 1
-                                if ev.attributes:
-                                    others.append(ev.attributes)
-        ok = None not in steps[s0:] and not any(
-            None in j.attrs[starts.get(name, 0):] or None in j.rids[starts.get(name, 0):]
-            or None in j.times[starts.get(name, 0):] for name, j in journeys.items())
-        if not ok:
-            del steps[s0:], others[o0:]
-            for name, j in journeys.items():
-                start = starts.get(name, 0)
-                del j.attrs[start:], j.rids[start:], j.times[start:], j.seq[start:]
-            return False
-        c.n_journeys = nj
-        c.lines.append((lineno, len(steps), nj, other))
+                        c.other_attrs.append(ss.scope.attributes)
+                    if ss.spans:
+                        c.spans += ss.spans
+                        c.events += sum(map(len, filter(None, map(_EVENTS, ss.spans))))
+        c.lines.append((lineno, len(c.spans)))
         c.raw[lineno] = line
         if c.member_keys is not None:
             c.member_keys = None if b"\\" in line else c.member_keys + line.count(MEMBER_KEY_END)
-        return True
+
+    def _events(self, c: _Chunk, lines: np.ndarray) -> _Events:
+        spans = c.spans
+        per_span = list(map(_EVENTS, spans))
+        if None in per_span:
+            per_span = [e or () for e in per_span]
+        counts = np.fromiter(map(len, per_span), dtype=np.intp, count=len(per_span))
+        items = list(chain.from_iterable(per_span))
+        names = list(map(_NAME, items))
+        codes = list(map(self.codes.get, names))
+        if None in codes:
+            for name in {n for n, k in zip(names, codes) if k is None}:
+                self.codes[name] = self._code(name)
+            codes = list(map(self.codes.__getitem__, names))
+        span = np.repeat(np.arange(len(spans)), counts)
+        span_line = np.repeat(np.arange(len(lines)), np.diff(lines[:, 1], prepend=0))
+        return _Events(items, np.array(codes, dtype=np.intp).reshape(len(items)), span,
+                       span_line[span])
+
+    def _code(self, name: str) -> int:
+        if not name.startswith(otlp.JOURNEY_PREFIX):
+            return OTHER
+        self.journey_events.append(name[len(otlp.JOURNEY_PREFIX):])
+        return FIRST_JOURNEY + len(self.journey_events) - 1
+
+    def _journeys(self, c: _Chunk, ev: _Events, idx: np.ndarray, checks: _Checks
+                  ) -> tuple[Columns, np.ndarray]:
+        """The journey events ``idx`` of the chunk as Columns, and their bad mask."""
+        out, bad = Columns.empty(JOURNEY_KINDS, len(idx)), np.zeros(len(idx), dtype=bool)
+        if not len(idx):
+            return out, bad
+        events, span, codes = _pick(ev.items, idx), ev.span[idx], ev.codes[idx]
+        attrs = [a if a is not None else () for a in map(_ATTRS, events)]
+        span_rid = np.empty(len(c.spans), dtype=object)
+        for s in np.unique(span).tolist():
+            span_rid[s] = otlp.typed_request_id(c.spans[s].attributes)
+        rids = span_rid[span]
+        for i in np.flatnonzero(rids == None).tolist():          # noqa: E711 (elementwise)
+            rids[i] = otlp.typed_request_id(attrs[i])
+        for code in np.unique(codes).tolist():
+            rows = np.flatnonzero(codes == code)
+            read_events(_pick(attrs, rows), rows, otlp.JOURNEY_ATTRS, otlp.JOURNEY_REQUIRED,
+                        out, bad, checks)
+            out.values["event"][rows] = self.journey_events[code - FIRST_JOURNEY]
+        out.values["time_ns"], wrong = int_texts(list(map(_TIME, events)))
+        out.values["request_id"] = rids
+        for key in ("time_ns", "request_id", "event"):
+            out.missing[key][:] = False
+        bad |= wrong                      # in place: checks.columns hold this array
+        bad |= rids == None                                     # noqa: E711 (elementwise)
+        return out, bad
 
     def flush(self) -> Flushed:
         """Turn the buffered events into Columns; the lines with a row this path does not
@@ -388,29 +406,22 @@ class TypedLines:
         c, self.chunk = self.chunk, _Chunk()
         if not c.lines:
             return Flushed()
-        meta = np.array(c.lines, dtype=np.int64).reshape(-1, 4)
-        linenos = meta[:, 0]
-        s_line = np.repeat(linenos, np.diff(meta[:, 1], prepend=0))
-        j_line = np.repeat(linenos, np.diff(meta[:, 2], prepend=0))
-        checks = _Checks(other_members=members(list(map(_VALUE, chain.from_iterable(c.other_attrs)))))
+        lines = np.array(c.lines, dtype=np.int64).reshape(-1, 2)
+        ev = self._events(c, lines)
+        other = ev.codes == OTHER
+        others = [a for a in map(_ATTRS, _pick(ev.items, np.flatnonzero(other))) if a]
+        others += filter(None, map(_ATTRS, c.spans))
+        checks = _Checks(other_members=members(list(map(
+            _VALUE, chain.from_iterable(others + c.other_attrs)))))
 
-        steps, s_bad = Columns.empty(otlp.STEP_ATTRS, len(s_line)), np.zeros(len(s_line), bool)
-        if len(s_line):
-            read_events(c.step_attrs, slice(None), otlp.STEP_ATTRS, otlp.STEP_REQUIRED, steps,
+        s_idx = np.flatnonzero(ev.codes == STEP)
+        steps, s_bad = Columns.empty(otlp.STEP_ATTRS, len(s_idx)), np.zeros(len(s_idx), bool)
+        if len(s_idx):
+            s_attrs = [a if a is not None else () for a in map(_ATTRS, _pick(ev.items, s_idx))]
+            read_events(s_attrs, slice(None), otlp.STEP_ATTRS, otlp.STEP_REQUIRED, steps,
                         s_bad, checks)
-        journeys, j_bad = Columns.empty(JOURNEY_KINDS, len(j_line)), np.zeros(len(j_line), bool)
-        for j in c.journeys.values():
-            if not j.seq:
-                continue
-            rows = np.array(j.seq, dtype=np.intp)
-            read_events(j.attrs, rows, otlp.JOURNEY_ATTRS, otlp.JOURNEY_REQUIRED, journeys,
-                        j_bad, checks)
-            journeys.values["time_ns"][rows], wrong = int_texts(j.times)
-            j_bad[rows] |= wrong
-            journeys.values["request_id"][rows] = j.rids
-            journeys.values["event"][rows] = j.event
-        for key in ("time_ns", "request_id", "event"):
-            journeys.missing[key][:] = False
+        j_idx = np.flatnonzero(ev.codes >= FIRST_JOURNEY)
+        journeys, j_bad = self._journeys(c, ev, j_idx, checks)
         # Single-kind values. Without escapes every member key of the lines is counted in
         # c.member_keys (more if the text holds other "...Value" keys). When every documented
         # value read has its own member (no row is bad yet) and the count is one per
@@ -422,15 +433,16 @@ class TypedLines:
                 mixed = single_kind(col, kind)
                 if mixed is not None:
                     bad[rows] |= mixed
-        steps.line, journeys.line = s_line, j_line
-
-        bad = np.union1d(s_line[s_bad], j_line[j_bad])
+        linenos = lines[:, 0]
+        steps.line, journeys.line = linenos[ev.line_pos[s_idx]], linenos[ev.line_pos[j_idx]]
+        bad = np.union1d(steps.line[s_bad], journeys.line[j_bad])
         good = ~np.isin(linenos, bad)
         if len(bad):
-            steps = steps.take(~np.isin(s_line, bad))
-            journeys = journeys.take(~np.isin(j_line, bad))
+            steps = steps.take(~np.isin(steps.line, bad))
+            journeys = journeys.take(~np.isin(journeys.line, bad))
         self.steps.append(steps)
         self.journeys.append(journeys)
+        other_per_line = np.bincount(ev.line_pos[other], minlength=len(linenos))
         return Flushed(lines=int(good.sum()), events=len(steps) + len(journeys),
-                       other_events=int(meta[good, 3].sum()),
+                       other_events=int(other_per_line[good].sum()),
                        bad_lines=[(int(n), c.raw[int(n)]) for n in bad])
