@@ -60,6 +60,7 @@ def _report_tables() -> report.PhysicalTables:
     return report.PhysicalTables(pure=pure, per_experiment=per, lower_bound=lb,
                                  reconstruction=rec, attribution=_attribution(),
                                  fit_summary=_fit_summary(), within=_within(),
+                                 attribution_by_model=_by_model(),
                                  moe_check=_moe_check(), moe_delta=_moe_delta())
 
 
@@ -83,6 +84,17 @@ def _attribution() -> pd.DataFrame:
                          "identified": ident, "lmg_share_r2": share,
                          "lmg_ci_low": share * 0.8, "lmg_ci_high": share * 1.2})
     return pd.DataFrame(rows)
+
+
+def _by_model() -> pd.DataFrame:
+    """attribution_by_model of _attribution(): one experiment per model, so the medians are
+    the experiment's numbers and an unidentified coefficient has no median."""
+    a = _attribution()
+    keys = {"e1": "org/alpha-7b", "e2": "org/beta-moe"}
+    return pd.DataFrame({"model_key": a["experiment_id"].map(keys), "term": a["term"],
+                         "n_experiments": 1, "n_identified": a["identified"].astype(int),
+                         "median_coef": a["coef"].where(a["identified"]),
+                         "median_lmg_share_r2": a["lmg_share_r2"]})
 
 
 def _fit_summary() -> pd.DataFrame:
@@ -353,6 +365,18 @@ A coefficient is observed µs per estimated µs (a coefficient of one: the roofl
 | beta-moe | roleplay | 0.9 [0.81, 0.99] | 2 [1.8, 2.2] | 1.8 [1.62, 1.98] | not identified | not identified |
 
 Over 2 experiments the fit reaches a median R² of 0.75 (range 0.6–0.9). The term with the largest share: GEMM in 1 experiment(s), decode attention in 1 experiment(s). Median share of the variance: GEMM 30.0%, prefill attention 3.5%, decode attention 35.0%, all-reduce 4.0%, LM head 2.5%. The intercept (first table, with its interval) is the fitted time at zero estimated component time; it belongs to its experiment's model and load, and a wide interval means the fit does not pin it down. Median coefficients over the experiments that identify them: GEMM 1.05 (identified in 2 of 2), prefill attention 2 (identified in 1 of 2), decode attention 1.62 (identified in 2 of 2), LM head 1 (identified in 1 of 2). Never identified: all-reduce. 4 coefficient(s) in 2 experiment(s) are not identified.
+
+Per model — the slugs of one HF model counted as one model — the median share over its experiments, and the median coefficient over the experiments that identify it (identified in how many of them):
+
+| Model | experiments | median share GEMM | median share prefill attention | median share decode attention | median share all-reduce | median share LM head |
+|---|---|---|---|---|---|---|
+| alpha-7b | 1 | 50.0% | 2.0% | 30.0% | 5.0% | 3.0% |
+| beta-moe | 1 | 10.0% | 5.0% | 40.0% | 3.0% | 2.0% |
+
+| Model | median coef GEMM | median coef prefill attention | median coef decode attention | median coef all-reduce | median coef LM head |
+|---|---|---|---|---|---|
+| alpha-7b | 1.2 (1 of 1) | not identified (0 of 1) | 1.44 (1 of 1) | not identified (0 of 1) | 1 (1 of 1) |
+| beta-moe | 0.9 (1 of 1) | 2 (1 of 1) | 1.8 (1 of 1) | not identified (0 of 1) | not identified (0 of 1) |
 
 ### The MoE GEMM
 
@@ -637,6 +661,7 @@ def test_physical_section_from_tables_is_optional(tmp_path):
     for name, table in [("lower_bound_check", t.lower_bound),
                         ("reconstruction_report", t.reconstruction),
                         ("component_attribution", t.attribution), ("fit_summary", t.fit_summary),
+                        ("attribution_by_model", t.attribution_by_model),
                         ("within_experiment_verdict", t.within)]:
         _write(dirs, name, table)
     md = report.physical_section_from_tables(dirs)

@@ -48,8 +48,8 @@ def test_summary_over_experiments():
 
 def test_unidentified_coefficients_stay_out_of_the_summary():
     md = _section()
-    tables, summary = md.rsplit("\n\n", 1)[0], md.rsplit("\n\n", 1)[1]
-    assert summary.startswith("Over 2 experiments the fit reaches a median R² of 0.75")
+    start = md.index("Over 2 experiments the fit reaches a median R² of 0.75")
+    tables, summary = md[:start], md[start:md.index("\n", start)]
     assert tables.count("| not identified") == 4                 # the four cells of the table
     numbers = {float(x) for x in re.findall(r"\d+(?:\.\d+)?", summary)}
     assert numbers.isdisjoint(UNIDENTIFIED), numbers & set(UNIDENTIFIED)
@@ -128,3 +128,29 @@ def test_reasons_and_an_unidentified_intercept():
     shares = ctx["shares"].set_index("model")
     assert shares.loc["alpha-7b", "intercept"] == "1,500 [1,200, 1,800]"
     assert shares.loc["beta-moe", "intercept"] == "not identified"
+
+
+def test_per_model_summary_counts_an_hf_model_once():
+    """attribution_by_model keys llama-2-70b and llama-2-70b-hf as one HF model: one row,
+    named by both slugs; a coefficient no experiment identifies shows no number."""
+    by_model = pd.DataFrame({
+        "model_key": "meta-llama/Llama-2-70b-hf", "term": ["phys_gemm_us", "phys_allreduce_us"],
+        "n_experiments": 4, "n_identified": [3, 0], "median_coef": [1.21, np.nan],
+        "median_lmg_share_r2": [0.297, 0.05]})
+    ctx = attribution.by_model_context(
+        by_model, {"meta-llama/Llama-2-70b-hf": ["llama-2-70b", "llama-2-70b-hf"]})
+    assert ctx["terms"] == ["phys_gemm_us", "phys_allreduce_us"]
+    assert ctx["shares"].values.tolist() == [["llama-2-70b / llama-2-70b-hf", 4, "29.7%", "5.0%"]]
+    assert ctx["coefs"].values.tolist() == [["llama-2-70b / llama-2-70b-hf", "1.21 (3 of 4)",
+                                             "not identified (0 of 4)"]]
+    with pytest.raises(KeyError, match=r"attribution_by_model lacks column\(s\) \['median_coef'\]"):
+        attribution.by_model_context(by_model.drop(columns="median_coef"))
+
+
+def test_the_whole_section_prints_no_share_outside_zero_to_one_hundred():
+    md = _section()
+    shares = _percentages(md)
+    # per experiment with their intervals, per model, the five medians, and three "95%"
+    # (the R² and intercept headers, "95% intervals")
+    assert len(shares) == 2 * 5 * 3 + 2 * 5 + 5 + 3
+    assert min(shares) >= 0 and max(shares) <= 100

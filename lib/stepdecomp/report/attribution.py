@@ -159,3 +159,35 @@ def _sum_mismatch(shown: pd.DataFrame, fitted: pd.DataFrame) -> list[dict[str, A
         if e in f.index and abs(total - float(f.loc[e, "r2"])) > SUM_TOLERANCE:
             out.append(exp(f.loc[e], total=total, r2=float(f.loc[e, "r2"])))
     return out
+
+
+# --------------------------------------------------------------------------- per model
+
+BY_MODEL_COLUMNS = ["model_key", "term", "n_experiments", "n_identified", "median_coef",
+                    "median_lmg_share_r2"]
+
+
+def by_model_context(by_model: pd.DataFrame,
+                     models_by_hf_id: Mapping[str, list[str]] | None = None) -> dict[str, Any]:
+    """The per-model summary (attribution.attribution_by_model: HF-identical models are one
+    key) as two tables: each term's median share over the model's experiments (``shares``),
+    and its median coefficient over the experiments that identify it with their count, or
+    "not identified" where none does (``coefs``). A model is named by its slugs."""
+    _require(by_model, BY_MODEL_COLUMNS, "attribution_by_model")
+    names = models_by_hf_id or {}
+    t = by_model.assign(model=by_model["model_key"].map(lambda k: " / ".join(names.get(k, [])) or k))
+    terms = _terms(t)
+    n = t.groupby("model", sort=True)["n_experiments"].max().rename("n_experiments")
+
+    def coef(r: pd.Series) -> str:
+        if r["n_identified"] == 0 or isnan(r["median_coef"]):
+            return f"{NOT_IDENTIFIED} (0 of {int(r['n_experiments'])})"
+        return f"{fmt_num(r['median_coef'])} ({int(r['n_identified'])} of {int(r['n_experiments'])})"
+
+    def wide(values: pd.Series) -> pd.DataFrame:
+        w = t.assign(cell=values).pivot(index="model", columns="term", values="cell")
+        return w.reindex(columns=terms).astype(object).fillna("N/A")
+
+    shares = pd.concat([n, wide(t["median_lmg_share_r2"].map(fmt_share_pct))], axis=1)
+    coefs = wide(pd.Series([coef(r) for _, r in t.iterrows()], index=t.index))
+    return {"terms": terms, "shares": shares.reset_index(), "coefs": coefs.reset_index()}

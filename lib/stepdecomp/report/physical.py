@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 import pandas as pd
 
 from ..stats import R_THRESHOLD, Verdict
-from .attribution import attribution_context
+from .attribution import attribution_context, by_model_context
 from .format import fmt_ci, isnan
 from .inputs import as_bool, exp, interval_method, model_names, rows
 from .moe import moe_check_context
@@ -35,7 +35,8 @@ if TYPE_CHECKING:
 #: the first two are required, the others optional (a missing one leaves its part out).
 PHYSICAL_TABLES = ["physical_pure_phase_correlations", "physical_per_experiment_correlations",
                    "lower_bound_check", "reconstruction_report", "component_attribution",
-                   "fit_summary", "within_experiment_verdict", "moe_gemm_check", "moe_delta_r"]
+                   "fit_summary", "attribution_by_model", "within_experiment_verdict",
+                   "moe_gemm_check", "moe_delta_r"]
 @dataclass
 class PhysicalTables:
     """The physical mode's tables of one step-time target (no ``target`` column).
@@ -43,7 +44,8 @@ class PhysicalTables:
     ``pure`` (stats.physical_pure_phase_correlations), ``per_experiment``
     (stats.physical_per_experiment_correlations), ``lower_bound`` (stats.lower_bound_check),
     ``reconstruction`` (reconstruct.attach_reconstruction's report), ``attribution`` and
-    ``fit_summary`` (the component fit: component_attribution, fit_summary), ``within``
+    ``fit_summary`` (the component fit: component_attribution, fit_summary),
+    ``attribution_by_model`` (its per-model summary), ``within``
     (within_experiment_verdict), ``moe_check`` and ``moe_delta`` (moefit.moe_gemm_check and
     moefit.moe_delta_r: the MoE GEMM estimate and the physical r, old vs new). None leaves
     that part out."""
@@ -54,6 +56,7 @@ class PhysicalTables:
     reconstruction: pd.DataFrame | None = None
     attribution: pd.DataFrame | None = None
     fit_summary: pd.DataFrame | None = None
+    attribution_by_model: pd.DataFrame | None = None
     within: pd.DataFrame | None = None
     moe_check: pd.DataFrame | None = None
     moe_delta: pd.DataFrame | None = None
@@ -270,7 +273,9 @@ def physical_context(tables: PhysicalTables, seed_verdict: Verdict | None = None
     v_pure, v_dom = physical_verdict(pure), physical_verdict(pure, "prefill_dominated")
     attribution = None
     if t.attribution is not None and t.fit_summary is not None:
-        attribution = {**attribution_context(t.attribution, t.fit_summary), "target": target}
+        attribution = {**attribution_context(t.attribution, t.fit_summary), "target": target,
+                       "by_model": None if t.attribution_by_model is None else
+                       by_model_context(t.attribution_by_model, models_by_hf_id)}
     return {
         "target": target,
         "journeys": {**journeys_context(per, t.reconstruction), "data_kind": data_kind},
@@ -317,6 +322,7 @@ def read_physical_tables(dirs: "RunDirs", target: str) -> PhysicalTables | None:
         per_experiment=read["physical_per_experiment_correlations"],
         lower_bound=read["lower_bound_check"], reconstruction=read["reconstruction_report"],
         attribution=read["component_attribution"], fit_summary=read["fit_summary"],
+        attribution_by_model=read["attribution_by_model"],
         within=read["within_experiment_verdict"], moe_check=read["moe_gemm_check"],
         moe_delta=read["moe_delta_r"])
 
