@@ -195,3 +195,18 @@ def test_export_backend_hands_the_address_to_the_notebooks(monkeypatch, cluster_
     with pipeline.dask_client() as client:          # what a notebook's pipeline call opens
         assert client.scheduler.address == cluster_address
         assert len(client.scheduler_info()["workers"]) == pipeline.LOCAL_WORKERS
+
+
+def test_load_dataset_parses_on_the_cluster_and_warns_at_the_caller(tmp_path, cluster_address):
+    from stepdecomp import load
+    from stepdecomp.paths import FIXTURE_ROOT
+
+    with pytest.warns(TraceWarning, match="skipped 1 malformed line") as caught:
+        on_cluster = pipeline.load_dataset(FIXTURE_ROOT, cluster_address, cache_root=tmp_path / "c")
+    assert {Path(w.filename).name for w in caught} == {Path(__file__).name}
+    assert len(list((tmp_path / "c" / "traces").iterdir())) == len(FIXTURE_EXPERIMENTS)
+    with pytest.warns(TraceWarning):
+        local = load.load_dataset(FIXTURE_ROOT, tmp_path / "c")
+    pd.testing.assert_frame_equal(on_cluster.steps, local.steps)
+    pd.testing.assert_frame_equal(on_cluster.journeys, local.journeys)
+    assert len(on_cluster.steps) == FIXTURE_STEPS

@@ -311,7 +311,12 @@ def load_dataset(data_root: Path, dask: str | None = None,
         if client is not None:
             found = discover(Path(data_root), MODELS_DIR)
             _map(client, parse_into_cache, found.experiments, cache_root=cache_root)
-    return load.load_dataset(data_root, cache_root)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ds = load.load_dataset(data_root, cache_root)
+    for w in caught:             # re-issued so that they name the caller's line, not this one
+        warnings.warn(w.message, stacklevel=2)
+    return ds
 
 
 @dataclass
