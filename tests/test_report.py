@@ -339,12 +339,12 @@ The seed's criterion pools the steps of every experiment. Here each component's 
 
 ### Seed vs Physical, per Experiment
 
-Per experiment, the seed total (`total_analytical_us`) and the physical total (`phys_total_us`) against the step time. The physical r, its interval and its Spearman r use the n_steps (physical) steps where the physical total and the step time are known; the log-log r only those where the physical total is positive as well (n_steps (log-log)). The physical r's interval is a stationary block bootstrap over the experiment's steps (blocks of consecutive steps resampled, the mean block length chosen per experiment by the Politis–White rule, because consecutive steps are correlated), BCa interval. Δr = physical r − seed r, with a paired bootstrap interval: both r on the same resamples.
+Per experiment, the seed total (`total_analytical_us`) and the physical total (`phys_total_us`) against the step time. The physical r, its interval and its Spearman r use the n_steps (physical) steps where the physical total and the step time are known; the log-log r only those where the physical total is positive as well (n_steps (log-log)). The seed's r uses the steps where the seed total is known, n_steps (seed); it has more where the physical total is unknown on some steps (decode steps of experiments without journeys). The physical r's interval is a stationary block bootstrap over the experiment's steps (blocks of consecutive steps resampled, the mean block length chosen per experiment by the Politis–White rule, because consecutive steps are correlated), BCa interval. Δr = physical r − seed r, with a paired bootstrap interval: both r on the same resamples.
 
-| Model | Workload | Seed r | Physical r | Physical 95% CI | Δr | Δr 95% CI (paired) | Seed Spearman | Physical Spearman | n_steps (physical) | Physical log-log r | n_steps (log-log) | block length (steps) |
-|---|---|---|---|---|---|---|---|---|---|---|---|---|
-| beta-moe | roleplay | 0.9302 | N/A | N/A | N/A | N/A | 0.9000 | N/A | 7 | N/A | 7 | N/A |
-| alpha-7b | general | 0.7001 | 0.9502 | [0.945, 0.955] | +0.250 | [0.240, 0.260] | 0.6000 | 0.9300 | 5,000 | 0.9400 | 4,990 | 12.5 |
+| Model | Workload | Seed r | Physical r | Physical 95% CI | Δr | Δr 95% CI (paired) | Seed Spearman | Physical Spearman | n_steps (physical) | n_steps (seed) | Physical log-log r | n_steps (log-log) | block length (steps) |
+|---|---|---|---|---|---|---|---|---|---|---|---|---|---|
+| beta-moe | roleplay | 0.9302 | N/A | N/A | N/A | N/A | 0.9000 | N/A | 7 | 4,000 | N/A | 7 | N/A |
+| alpha-7b | general | 0.7001 | 0.9502 | [0.945, 0.955] | +0.250 | [0.240, 0.260] | 0.6000 | 0.9300 | 5,000 | 5,000 | 0.9400 | 4,990 | 12.5 |
 
 Where both are computable (1 of 2 experiments) the physical total correlates better than the seed total in 1 by Pearson r and in 1 of 1 by Spearman r. The paired 95% interval of Δr lies above zero in 1 and below zero in 0; in the others it includes zero. Median r: seed 0.700, physical 0.950. The largest gain is alpha-7b, general (0.700 → 0.950). Experiments above r = 0.8: 1 in seed mode, 1 in physical mode by Pearson r; 1 and 1 by Spearman r. Physical r is N/A for 1 experiment(s): beta-moe, roleplay (7 usable steps).
 
@@ -428,12 +428,12 @@ Pooled over experiments: Pearson r with a 95% interval, Spearman rank r and the 
 
 ### Seed vs Physical, per Experiment
 
-Per experiment, the seed total (`total_analytical_us`) and the physical total (`phys_total_us`) against the step time. The physical r, its interval and its Spearman r use the n_steps (physical) steps where the physical total and the step time are known; the log-log r only those where the physical total is positive as well. The physical r's interval is a bootstrap over single steps, which treats consecutive steps as independent, percentile interval.
+Per experiment, the seed total (`total_analytical_us`) and the physical total (`phys_total_us`) against the step time. The physical r, its interval and its Spearman r use the n_steps (physical) steps where the physical total and the step time are known; the log-log r only those where the physical total is positive as well. The seed's r uses the steps where the seed total is known, n_steps (seed): in experiments without journeys far more than the physical one. The physical r's interval is a bootstrap over single steps, which treats consecutive steps as independent, percentile interval.
 
-| Model | Workload | Seed r | Physical r | Physical 95% CI | Δr | Seed Spearman | Physical Spearman | n_steps (physical) | Physical log-log r |
-|---|---|---|---|---|---|---|---|---|---|
-| beta-moe | roleplay | 0.9302 | N/A | N/A | N/A | 0.9000 | N/A | 7 | N/A |
-| alpha-7b | general | 0.7001 | 0.9502 | [0.945, 0.955] | +0.250 | 0.6000 | 0.9300 | 5,000 | 0.9400 |
+| Model | Workload | Seed r | Physical r | Physical 95% CI | Δr | Seed Spearman | Physical Spearman | n_steps (physical) | n_steps (seed) | Physical log-log r |
+|---|---|---|---|---|---|---|---|---|---|---|
+| beta-moe | roleplay | 0.9302 | N/A | N/A | N/A | 0.9000 | N/A | 7 | 4,000 | N/A |
+| alpha-7b | general | 0.7001 | 0.9502 | [0.945, 0.955] | +0.250 | 0.6000 | 0.9300 | 5,000 | 5,000 | 0.9400 |
 
 Where both are computable (1 of 2 experiments) the physical total correlates better than the seed total in 1 by Pearson r and in 1 of 1 by Spearman r. Median r: seed 0.700, physical 0.950. The largest gain is alpha-7b, general (0.700 → 0.950). Experiments above r = 0.8: 1 in seed mode, 1 in physical mode by Pearson r; 1 and 1 by Spearman r. Physical r is N/A for 1 experiment(s): beta-moe, roleplay (7 usable steps).
 

@@ -143,6 +143,11 @@ def _count(mask: pd.Series) -> int:
     return int(mask.fillna(False).astype(bool).sum())
 
 
+def _seed_rows_differ(per: pd.DataFrame) -> bool:
+    """Whether the seed's r ran on other rows than the physical one in some experiment."""
+    return "seed_n_steps" in per and bool((per["seed_n_steps"] != per["phys_n_steps"]).any())
+
+
 def physical_per_experiment_context(per: pd.DataFrame) -> dict[str, Any]:
     """Seed vs physical r per experiment: the table (with the paired Δr interval, the block
     length and the log-log rows where the table has them) and, where both are computable,
@@ -156,11 +161,13 @@ def physical_per_experiment_context(per: pd.DataFrame) -> dict[str, Any]:
     cols = ["model", "workload", "seed_pearson_r", "phys_pearson_r", "ci", "delta_r",
             *(["delta_ci"] if paired else []),
             *(["seed_spearman_r"] if "seed_spearman_r" in t else []),
-            "phys_spearman_r", "phys_n_steps", "phys_loglog_r",
+            "phys_spearman_r", "phys_n_steps",
+            *(["seed_n_steps"] if _seed_rows_differ(t) else []), "phys_loglog_r",
             *[c for c in ("phys_n_loglog", "block_length") if c in t]]
     both = per.dropna(subset=["seed_pearson_r", "phys_pearson_r"])
     ctx: dict[str, Any] = {
         "table": t[cols], "n_experiments": len(per), "both": None, "paired": paired,
+        "seed_rows_differ": _seed_rows_differ(t),
         "method": interval_method(per),
         "na_physical": rows(per[per["phys_pearson_r"].isna()], "phys_n_steps")}
     if len(both):
