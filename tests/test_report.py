@@ -428,7 +428,7 @@ Pooled over experiments: Pearson r with a 95% interval, Spearman rank r and the 
 
 ### Seed vs Physical, per Experiment
 
-Per experiment, the seed total (`total_analytical_us`) and the physical total (`phys_total_us`) against the step time. The physical r, its interval and its Spearman r use the n_steps (physical) steps where the physical total and the step time are known; the log-log r only those where the physical total is positive as well. The seed's r uses the steps where the seed total is known, n_steps (seed): in experiments without journeys far more than the physical one. The physical r's interval is a bootstrap over single steps, which treats consecutive steps as independent, percentile interval.
+Per experiment, the seed total (`total_analytical_us`) and the physical total (`phys_total_us`) against the step time. The physical r, its interval and its Spearman r use the n_steps (physical) steps where the physical total and the step time are known; the log-log r only those where the physical total is positive as well. The seed's r uses the steps where the seed total is known, n_steps (seed); it has more where the physical total is unknown on some steps (decode steps of experiments without journeys). The physical r's interval is a bootstrap over single steps, which treats consecutive steps as independent, percentile interval.
 
 | Model | Workload | Seed r | Physical r | Physical 95% CI | Δr | Seed Spearman | Physical Spearman | n_steps (physical) | n_steps (seed) | Physical log-log r |
 |---|---|---|---|---|---|---|---|---|---|---|
