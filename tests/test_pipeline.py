@@ -64,6 +64,9 @@ def test_dask_and_pandas_write_identical_bytes(runs):
     parts = _files(pd_dirs.interim / pipeline.COMPONENTS_DATASET)
     assert sorted(parts) == [f"experiment_id={e}/part.parquet" for e in FIXTURE_EXPERIMENTS]
     assert parts == _files(dk_dirs.interim / pipeline.COMPONENTS_DATASET)
+    kept = _files(pd_dirs.interim / pipeline.TABLES_DIR)
+    assert sorted(kept) == sorted(f"{n}.parquet" for n in pipeline.EXPERIMENT_TABLES)
+    assert kept == _files(dk_dirs.interim / pipeline.TABLES_DIR)
     assert pd_res.steps == dk_res.steps == FIXTURE_STEPS
     assert pd_res.journey_events == dk_res.journey_events > 0
 
@@ -210,3 +213,14 @@ def test_load_dataset_parses_on_the_cluster_and_warns_at_the_caller(tmp_path, cl
     pd.testing.assert_frame_equal(on_cluster.steps, local.steps)
     pd.testing.assert_frame_equal(on_cluster.journeys, local.journeys)
     assert len(on_cluster.steps) == FIXTURE_STEPS
+
+
+def test_experiment_tables_read_back_exactly(runs, tmp_path):
+    dirs, res = runs["pandas"]
+    for name in pipeline.EXPERIMENT_TABLES:
+        pd.testing.assert_frame_equal(pipeline.read_experiment_table(dirs, name), res.tables[name])
+    with pytest.raises(KeyError, match="'pure_phase_correlations' is not a per-experiment table"):
+        pipeline.read_experiment_table(dirs, "pure_phase_correlations")
+    empty = outputs.run_dirs(str(pipeline_fixture_root()), str(tmp_path / "fresh"))
+    with pytest.raises(FileNotFoundError, match="nnls|fit_summary.parquet is missing: run notebook 02"):
+        pipeline.read_experiment_table(empty, "fit_summary")

@@ -67,6 +67,9 @@ THREADS_PER_WORKER = 1
 EXP = "experiment_id"
 #: Directory of the partitioned components dataset under OUT/interim.
 COMPONENTS_DATASET = "components"
+#: Directory under OUT/interim of the per-experiment tables as Parquet (exact dtypes), for
+#: later notebooks to read instead of recomputing (:func:`read_experiment_table`).
+TABLES_DIR = "experiment_tables"
 PARTITION_FILE = "part.parquet"
 
 
@@ -361,8 +364,10 @@ def _decompose(dirs: outputs.RunDirs, gpu: GpuSpec, client: "Client | None", cac
     tables = {name: concat_tables([r.tables[name] for r in results if r.tables],
                                   isinstance(PER_EXPERIMENT_STATISTICS.get(name), TargetMajor))
               for name in EXPERIMENT_TABLES}
+    (dirs.interim / TABLES_DIR).mkdir(parents=True, exist_ok=True)
     for name, table in tables.items():
         outputs.write_table(dirs, name, table)
+        table.to_parquet(dirs.interim / TABLES_DIR / f"{name}.parquet", index=False)
     read_partitioned(root).to_parquet(outputs.components_path(dirs), index=False)
     return PipelineResult(tables=tables, model_specs=specs,
                           components_path=outputs.components_path(dirs),
@@ -373,6 +378,18 @@ def _decompose(dirs: outputs.RunDirs, gpu: GpuSpec, client: "Client | None", cac
                           without_steps=[r.experiment_id for r in results if not r.tables],
                           seconds={"per_experiment": t1 - t0,
                                    "assemble": time.perf_counter() - t1})
+
+
+def read_experiment_table(dirs: outputs.RunDirs, name: str) -> pd.DataFrame:
+    """A table of ``EXPERIMENT_TABLES`` as :func:`decompose_dataset` computed it (notebook
+    02), with its dtypes: what notebook 04 would otherwise compute again."""
+    if name not in EXPERIMENT_TABLES:
+        raise KeyError(f"{name!r} is not a per-experiment table; those are {list(EXPERIMENT_TABLES)}")
+    path = dirs.interim / TABLES_DIR / f"{name}.parquet"
+    if not path.is_file():
+        raise FileNotFoundError(f"{display_path(path)} is missing: run notebook 02_decompose "
+                                f"first (or `make report`), with the same out_dir")
+    return pd.read_parquet(path)
 
 
 #: The columns the pooled statistics read (the rest of step_components is not loaded).
