@@ -331,9 +331,9 @@ The seed's criterion pools the steps of every experiment. Here each component's 
 | pure_decode | phys_decode_gemm_us | 0.4000 | [0.100, 0.700] | 1 | no |
 | pure_decode | phys_decode_attn_us | 0.9000 | [0.850, 0.950] | 2 | yes |
 
-**Within-experiment verdict (pure-phase subsets):** 1 of 4 components reach it (at least 2 needed): **NOT SUPPORTED** — prefill GEMM on pure_prefill N/A, prefill attention on pure_prefill N/A, decode GEMM on pure_decode r = 0.400, decode attention on pure_decode r = 0.900 (passes).
+**Within-experiment verdict (pure-phase subsets):** 1 of 4 components reach it (at least 2 needed): **NOT SUPPORTED** — prefill GEMM on pure_prefill N/A, prefill attention on pure_prefill N/A, decode GEMM on pure_decode r = 0.400 over 1 experiment, decode attention on pure_decode r = 0.900 over 2 experiments (passes).
 
-**With prefill-dominated steps:** 2 of 4: **SUPPORTED** — prefill GEMM on prefill_dominated r = 0.850 (passes), prefill attention on prefill_dominated r = 0.500, decode GEMM on pure_decode r = 0.400, decode attention on pure_decode r = 0.900 (passes).
+**With prefill-dominated steps:** 2 of 4: **SUPPORTED** — prefill GEMM on prefill_dominated r = 0.850 over 2 experiments (passes), prefill attention on prefill_dominated r = 0.500 over 2 experiments, decode GEMM on pure_decode r = 0.400 over 1 experiment, decode attention on pure_decode r = 0.900 over 2 experiments (passes).
 
 **Why the pooled and the within-experiment verdicts differ.** A pooled r mixes two things: how a component follows the step time inside an experiment, and how the experiments' levels differ (models, tensor parallelism, workloads). A component that is constant within each experiment — decode GEMM on the pure-decode steps of a dense model, whose time is the read of the weights once per step — has no r inside an experiment, so its pooled r measures only the differences between models, and a pooled verdict built on it is ill-posed. Here decode GEMM on pure_decode has an r in only 1 of 2 experiments (pooled r = 0.111): the others hold it constant or have fewer than 10 of its steps. On the criteria both can judge, the two verdicts agree here. The report's conclusion follows the within-experiment verdict.
 
@@ -357,7 +357,7 @@ Where both are computable (1 of 2 experiments) the physical total correlates bet
 | alpha-7b | general | 5,000 | 0.9 [0.85, 0.93] | 1,500 [1,200, 1,800] | 50.0% [40.0%, 60.0%] | 2.0% [1.6%, 2.4%] | 30.0% [24.0%, 36.0%] | 5.0% [4.0%, 6.0%] | 3.0% [2.4%, 3.6%] |
 | beta-moe | roleplay | 4,000 | 0.6 [0.5, 0.7] | 9,000 [7,000, 11,000] | 10.0% [8.0%, 12.0%] | 5.0% [4.0%, 6.0%] | 40.0% [32.0%, 48.0%] | 3.0% [2.4%, 3.6%] | 2.0% [1.6%, 2.4%] |
 
-A coefficient is observed µs per estimated µs (a coefficient of one: the roofline time is the time). Where the fit cannot identify it — its term moves with the others inside the experiment, or the coefficient sits at its bound — it is shown as "not identified" and left out of every median and count below.
+A coefficient is observed µs per estimated µs (a coefficient of one: the roofline time is the time). Where the fit cannot identify it — its term moves with the others inside the experiment, or the coefficient sits at its bound — it is shown as "not identified" and left out of every median and count below. A share needs no identified coefficient: the variance that collinear terms explain together is split between them over the orders in which they enter, so a term can hold a large share while its coefficient is not identified.
 
 | Model | Workload | coef GEMM | coef prefill attention | coef decode attention | coef all-reduce | coef LM head |
 |---|---|---|---|---|---|---|
@@ -394,10 +394,10 @@ The physical mode priced an MoE layer's expert GEMMs by one roofline over the ex
 
 ### What Differs and Why
 
-1. **Decode attention now exists.** Seed mode sets it to 0 (r N/A); with each request's context rebuilt from the journeys it reaches r = 0.876 on pure-decode steps, a strong signal on its own.
-2. **Decode is priced as memory-bound.** The physical decode GEMM time is the larger of its FLOP time and the time to read the weights, which for small decode batches is the weight read: a floor that depends on the model and tp, not on the number of decode tokens. On pure-decode steps it reaches r = 0.111 (seed: 0.437), tracking the duration less well than the seed's FLOP count; pooled over experiments such a floor mostly separates models, and within one experiment it barely varies (see the Within-Experiment Verdict).
+1. **Decode attention now exists.** Seed mode sets it to 0 (r N/A); with each request's context rebuilt from the journeys it reaches r = 0.876 on pure-decode steps, a strong signal on its own. That r is pooled over experiments; within experiments its median r is 0.900 over 2 experiment(s) (Within-Experiment Verdict).
+2. **Decode is priced as memory-bound.** The physical decode GEMM time is the larger of its FLOP time and the time to read the weights, which for small decode batches is the weight read: a floor that depends on the model and tp, not on the number of decode tokens. On pure-decode steps it reaches r = 0.111 (seed: 0.437), tracking the duration less well than the seed's FLOP count; pooled over experiments such a floor mostly separates models, and within one experiment it barely varies: it has a within-experiment r in 1 of 2 experiments, median 0.400 (Within-Experiment Verdict).
 3. **Prefill-dominated steps widen the prefill test** from 3 pure-prefill steps to 1,234; the criterion passes 1 of 4 on pure phases and 2 of 4 with the wider prefill subset.
-4. **Per experiment, the physical total changes r by a median +0.250.** The physical model adds structure the seed lacked (attention over real contexts, the memory-bound floor, the corrected MoE factor).
+4. **Per experiment, the physical total changes r by a median +0.250.** *Inference:* the physical model adds structure the seed lacked (attention over real contexts, the memory-bound floor, the per-expert MoE cost).
 5. **1 experiment(s) fail the plausibility check** (at least 1% of steps below the HBM lower bound: beta-moe, roleplay (25%)). Their correlations, seed or physical, relate FLOPs to a duration that is not GPU execution time and should not be read as a test of the decomposition.""",
     "physical_minimal": """\
 ## Beyond the Seed: Physical Mode
@@ -442,7 +442,7 @@ Where both are computable (1 of 2 experiments) the physical total correlates bet
 1. **Decode attention now exists.** Seed mode sets it to 0 (r N/A); with each request's context rebuilt from the journeys it reaches r = 0.876 on pure-decode steps, a strong signal on its own.
 2. **Decode is priced as memory-bound.** The physical decode GEMM time is the larger of its FLOP time and the time to read the weights, which for small decode batches is the weight read: a floor that depends on the model and tp, not on the number of decode tokens. On pure-decode steps it reaches r = 0.111, tracking the duration about as well as the seed's FLOP count; pooled over experiments such a floor mostly separates models, and within one experiment it barely varies.
 3. **Prefill-dominated steps widen the prefill test** from 3 pure-prefill steps to 1,234; the criterion passes 1 of 4 on pure phases and 2 of 4 with the wider prefill subset.
-4. **Per experiment, the physical total changes r by a median +0.250.** The physical model adds structure the seed lacked (attention over real contexts, the memory-bound floor, the corrected MoE factor).""",
+4. **Per experiment, the physical total changes r by a median +0.250.** *Inference:* the physical model adds structure the seed lacked (attention over real contexts, the memory-bound floor, the per-expert MoE cost).""",
     "published_comparison": """\
 ## Generated Data vs the Published Study
 

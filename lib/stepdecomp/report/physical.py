@@ -265,6 +265,15 @@ def differences_context(pure: pd.DataFrame, per: pd.DataFrame, lb: pd.DataFrame 
     return ctx
 
 
+def _within_rows(within: pd.DataFrame | None, subset: str) -> dict[str, dict[str, Any]]:
+    """component -> {median_r, n_experiments} of the within-experiment table on ``subset``."""
+    if within is None or within.empty:
+        return {}
+    rows = within[within["subset"] == subset]
+    return {r["component"]: {"median_r": r["median_r"], "n_experiments": int(r["n_experiments"])}
+            for _, r in rows.iterrows()}
+
+
 def physical_context(tables: PhysicalTables, seed_verdict: Verdict | None = None,
                      seed_pure: pd.DataFrame | None = None, target: str = DURATION_TARGET,
                      models_by_hf_id: Mapping[str, list[str]] | None = None,
@@ -297,7 +306,9 @@ def physical_context(tables: PhysicalTables, seed_verdict: Verdict | None = None
         {**moe_check_context(t.moe_check, t.moe_delta, per, models_by_hf_id), "target": target},
         "differences": {**differences_context(pure, per, t.lower_bound, seed_pure, v_pure,
                                               v_dom, model_names(models_by_hf_id or {}), target),
-                        "has_within": t.within is not None and not t.within.empty}}
+                        "has_within": t.within is not None and not t.within.empty,
+                        "within_decode": _within_rows(t.within, "pure_decode"),
+                        "n_experiments": len(per)}}
 
 
 def physical_section(tables: PhysicalTables, seed_verdict: Verdict | None = None,

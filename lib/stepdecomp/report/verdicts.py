@@ -118,8 +118,10 @@ def conclusion_context(within: pd.DataFrame | None, pooled: pd.DataFrame | None,
         return None
     ctx = within_verdict_context(within, pooled, n_experiments)
     subset = ctx["headline"]
-    return {**ctx, "target": target, "data_kind": data_kind,
-            "verdict": ctx["pure"] if subset == "pure_prefill" else ctx["dominated"],
+    verdict = ctx["pure"] if subset == "pure_prefill" else ctx["dominated"]
+    prefill = [r for r in verdict["criteria"] if r["subset"] == subset]
+    return {**ctx, "target": target, "data_kind": data_kind, "verdict": verdict,
+            "prefill_unjudged": all(isnan(r["median_r"]) for r in prefill),
             "seed": verdict_dict(seed_verdict)}
 
 
