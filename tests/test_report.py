@@ -394,7 +394,7 @@ The physical mode priced an MoE layer's expert GEMMs by one roofline over the ex
 
 ### What Differs and Why
 
-1. **Decode attention now exists.** Seed mode sets it to 0 (r N/A); with each request's context rebuilt from the journeys it reaches r = 0.876 on pure-decode steps, a strong signal on its own. That r is pooled over experiments; within experiments its median r is 0.900 over 2 experiment(s) (Within-Experiment Verdict).
+1. **Decode attention now exists.** Seed mode sets it to 0 (r N/A); with each request's context rebuilt from the journeys it reaches r = 0.876 on pure-decode steps, a strong signal on its own. Within experiments its median r is 0.900 over 2 experiment(s) (Within-Experiment Verdict).
 2. **Decode is priced as memory-bound.** The physical decode GEMM time is the larger of its FLOP time and the time to read the weights, which for small decode batches is the weight read: a floor that depends on the model and tp, not on the number of decode tokens. On pure-decode steps it reaches r = 0.111 (seed: 0.437), tracking the duration less well than the seed's FLOP count; pooled over experiments such a floor mostly separates models, and within one experiment it barely varies: it has a within-experiment r in 1 of 2 experiments, median 0.400 (Within-Experiment Verdict).
 3. **Prefill-dominated steps widen the prefill test** from 3 pure-prefill steps to 1,234; the criterion passes 1 of 4 on pure phases and 2 of 4 with the wider prefill subset.
 4. **Per experiment, the physical total changes r by a median +0.250.** *Inference:* the physical model adds structure the seed lacked (attention over real contexts, the memory-bound floor, the per-expert MoE cost).
