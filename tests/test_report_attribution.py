@@ -128,6 +128,11 @@ def test_reasons_and_an_unidentified_intercept():
     shares = ctx["shares"].set_index("model")
     assert shares.loc["alpha-7b", "intercept"] == "1,500 [1,200, 1,800]"
     assert shares.loc["beta-moe", "intercept"] == "not identified"
+    assert ctx["fitted"]["intercepts_identified"] == 1
+    t = _report_tables()
+    t.attribution, t.fit_summary = attr, fit
+    assert ("time at zero estimated component time; the fit identifies it in 1 of 2 "
+            "experiments.") in report.physical_section(t)
 
 
 def test_per_model_summary_counts_an_hf_model_once():

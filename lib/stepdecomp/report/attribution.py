@@ -137,6 +137,8 @@ def attribution_context(attr: pd.DataFrame, fit: pd.DataFrame) -> dict[str, Any]
         ctx["fitted"] = {
             "n": len(fitted), "r2_median": fitted["r2"].median(), "r2_min": fitted["r2"].min(),
             "r2_max": fitted["r2"].max(),
+            "intercepts_identified": None if "intercept_identified" not in fitted else
+            int(as_bool(fitted["intercept_identified"]).sum()),
             "leads": [(t, int(n)) for t, n in lead["term"].value_counts().items()],
             "median_shares": [(t, float(ok.loc[ok["term"] == t, "lmg_share_r2"].median()))
                               for t in terms if (ok["term"] == t).any()],
