@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import pandas as pd
 
+from ..params import DEFAULT_HARDWARE
 from ..paths import RAW_DIR, display_path
 from .format import (FORMATTERS, fmt_ci, fmt_delta, fmt_frac, fmt_int, fmt_num, fmt_pct, fmt_r,
                      fmt_r3, fmt_share, fmt_us, markdown_table)
@@ -73,7 +74,7 @@ def models_by_hf_id(steps: pd.DataFrame) -> dict[str, list[str]]:
     return {h: sorted(g["model"]) for h, g in pairs.groupby("hf_id")}
 
 
-def collect(dirs: "RunDirs", hardware: str = "h100-sxm") -> FindingsInput:
+def collect(dirs: "RunDirs", hardware: str = DEFAULT_HARDWARE) -> FindingsInput:
     """Read the artefacts of notebooks 01–05 from a run directory into a FindingsInput.
 
     When the physical tables (``PHYSICAL_TABLES``; at least physical_pure_phase_correlations
