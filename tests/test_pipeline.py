@@ -224,3 +224,18 @@ def test_experiment_tables_read_back_exactly(runs, tmp_path):
     empty = outputs.run_dirs(str(pipeline_fixture_root()), str(tmp_path / "fresh"))
     with pytest.raises(FileNotFoundError, match="nnls|fit_summary.parquet is missing: run notebook 02"):
         pipeline.read_experiment_table(empty, "fit_summary")
+
+
+def test_experiment_statistics_fit_the_attribution_once(runs, monkeypatch):
+    from stepdecomp import measure
+
+    _, res = runs["pandas"]
+    comps = pd.read_parquet(res.components_path)
+    calls = []
+    real = measure.attribution_on_targets
+    monkeypatch.setattr(measure, "attribution_on_targets", lambda c: calls.append(1) or real(c))
+    tables = pipeline.experiment_statistics(comps)
+    assert len(calls) == 1
+    assert list(tables) == list(pipeline.PER_EXPERIMENT_STATISTICS)
+    for name in ("component_attribution", "fit_summary"):
+        pd.testing.assert_frame_equal(tables[name], res.tables[name])

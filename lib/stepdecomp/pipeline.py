@@ -133,6 +133,20 @@ PER_EXPERIMENT_STATISTICS: dict[str, Callable[[pd.DataFrame], pd.DataFrame]] = {
     "fit_summary": AttributionTable("fit_summary"),
     "what_explains_targets": functools.partial(explain.explain_r2, targets=measure.TARGETS),
 }
+def experiment_statistics(components: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Every ``PER_EXPERIMENT_STATISTICS`` table of the components given, the attribution
+    fitted once for both of its tables."""
+    fit = None
+    out = {}
+    for name, fn in PER_EXPERIMENT_STATISTICS.items():
+        if isinstance(fn, AttributionTable):
+            fit = fit if fit is not None else measure.attribution_on_targets(components)
+            out[name] = getattr(fit, fn.table)
+        else:
+            out[name] = fn(components)
+    return out
+
+
 #: Tables of one experiment besides the statistics.
 STAGE_TABLES = ("reconstruction_report", "target_coverage")
 EXPERIMENT_TABLES = (*STAGE_TABLES, *PER_EXPERIMENT_STATISTICS)
@@ -179,7 +193,7 @@ def process_experiment(exp: Experiment, inputs: StageInputs) -> ExperimentResult
     components.to_parquet(path, index=False)
     tables = {"reconstruction_report": rec_report,
               "target_coverage": targets.coverage_table(step_targets)}
-    tables.update({name: fn(components) for name, fn in PER_EXPERIMENT_STATISTICS.items()})
+    tables.update(experiment_statistics(components))
     return ExperimentResult(exp.experiment_id, tables, len(steps), len(journeys), parse_stats)
 
 
