@@ -200,6 +200,8 @@ def test_physical_per_experiment():
     assert row.phys_pearson_r == pytest.approx(np.corrcoef(g.phys_total_us, g["step.duration_us"])[0, 1])
     assert row.delta_r == pytest.approx(row.phys_pearson_r - row.seed_pearson_r)
     assert row.seed_n_steps == row.phys_n_steps == 40
+    # log-log rows: both sides > 0 (the frame's components and durations are all positive here)
+    assert row.seed_n_loglog == row.phys_n_loglog == int(((g.phys_total_us > 0) & (g["step.duration_us"] > 0)).sum())
     assert row.phys_ci_low < row.phys_pearson_r < row.phys_ci_high
     assert list(t.columns[-6:]) == ["delta_r", "delta_ci_low", "delta_ci_high", "delta_spearman",
                                     "block_length", "ci_method"]

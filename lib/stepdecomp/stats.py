@@ -325,7 +325,7 @@ def physical_per_experiment_correlations(components: pd.DataFrame,
     Columns: experiment_id, model, workload, journey_coverage (fraction of the experiment's
     steps whose attention came from journeys, phys_attn_from_journeys; NaN if the column is
     absent), then for prefix ``seed_`` and ``phys_``: pearson_r, ci_low, ci_high, spearman_r,
-    loglog_r, n_steps; delta_r = phys_pearson_r − seed_pearson_r with its interval
+    loglog_r, n_steps, n_loglog (log-log r's rows: both sides > 0); delta_r = phys_pearson_r − seed_pearson_r with its interval
     delta_ci_low, delta_ci_high; delta_spearman = phys_spearman_r − seed_spearman_r (a
     "better" that holds for Pearson only shows here); block_length and ci_method.
 
@@ -334,7 +334,7 @@ def physical_per_experiment_correlations(components: pd.DataFrame,
     paired interval of the difference). The physical total is NaN on decode steps of
     experiments without journeys, so its n_steps can be far below the seed's there.
     """
-    keys = ["pearson_r", "ci_low", "ci_high", "spearman_r", "loglog_r", "n_steps"]
+    keys = ["pearson_r", "ci_low", "ci_high", "spearman_r", "loglog_r", "n_steps", "n_loglog"]
     out = []
     for (exp, model, workload), g in components.groupby(["experiment_id", "model", "workload"],
                                                         sort=True, observed=True):
