@@ -190,7 +190,8 @@ def test_experiment_without_steps_contributes_no_rows(fixture_copy, tmp_path):
 
 
 def test_export_backend_hands_the_address_to_the_notebooks(monkeypatch, cluster_address):
-    monkeypatch.delenv(pipeline.ENV_DASK, raising=False)
+    monkeypatch.setenv(pipeline.ENV_DASK, "")     # recorded, so the address set below is undone
+    monkeypatch.delenv(pipeline.ENV_DASK)
     assert pipeline.export_backend("") == ""
     assert pipeline.ENV_DASK not in __import__("os").environ
     assert pipeline.export_backend(cluster_address) == cluster_address
