@@ -1,7 +1,7 @@
 """Pipeline benchmark (`make bench`, after the loader's): prints times and ratios, asserts nothing.
 
-1. decomposition of 1 M steps: seed components (decompose.seed_components) and physical
-   components (roofline.physical_components) of the bundled steps with their
+1. decomposition of 1 M steps: seed components (seed_mode.seed_components) and physical
+   components (physical_mode.physical_components) of the bundled steps with their
    reconstruction, tiled to DECOMPOSE_STEPS rows (goal < 1 s for both together);
 2. reconstruction of RECONSTRUCT_REQUESTS synthetic requests (reconstruct.reconstruct on
    test_reconstruct.synthetic_journeys; README's earlier figure: 7–10 s);
@@ -25,7 +25,7 @@ import pandas as pd
 
 os.environ.setdefault("TQDM_DISABLE", "1")
 
-from stepdecomp import decompose, load, outputs, pipeline, reconstruct, roofline  # noqa: E402
+from stepdecomp import seed_mode, load, outputs, pipeline, reconstruct, physical_mode  # noqa: E402
 from stepdecomp.paths import FIXTURE_ROOT, RAW_DIR  # noqa: E402
 from stepdecomp.specs import load_gpu_spec, load_model_specs  # noqa: E402
 
@@ -59,8 +59,8 @@ def tiled_steps(root: Path, rows: int) -> pd.DataFrame:
 def bench_decomposition(root: Path) -> None:
     steps = tiled_steps(root, DECOMPOSE_STEPS)
     specs, gpu = load_model_specs(steps["hf_id"]), load_gpu_spec()
-    t_seed = best_of(lambda: decompose.seed_components(steps, specs, gpu))
-    t_phys = best_of(lambda: roofline.physical_components(steps, specs, gpu))
+    t_seed = best_of(lambda: seed_mode.seed_components(steps, specs, gpu))
+    t_phys = best_of(lambda: physical_mode.physical_components(steps, specs, gpu))
     total = t_seed + t_phys
     print(f"decomposition of {len(steps):,} steps: seed {t_seed:.3f} s + physical {t_phys:.3f} s "
           f"= {total:.3f} s ({'meets' if total < 1.0 else 'misses'} the < 1 s goal)")

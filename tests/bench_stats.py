@@ -35,7 +35,7 @@ def bundled_components() -> pd.DataFrame:
     if path.is_file():
         return pd.read_parquet(path)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from test_physical_stats import _frame
+    from test_stats_physical import _frame
 
     return _frame(n_per_exp=4000)
 

@@ -1,6 +1,6 @@
 """Write every correlation table of stats.py for a fixed synthetic dataset, as the report does.
 
-Run as ``python tests/determinism_probe.py OUT_DIR`` (test_phases_stats runs it under several
+Run as ``python tests/determinism_probe.py OUT_DIR`` (test_stats runs it under several
 OPENBLAS_CORETYPE values, standing in for other machines) or call ``write_tables``. The data
 are built from integers, so they are the same bits everywhere; ``blas_dot.txt`` records what
 a BLAS dot of the same vectors gives, which does depend on the kernel.

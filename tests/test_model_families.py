@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from stepdecomp import decompose, load, outputs, reconstruct, roofline, runner
+from stepdecomp import seed_mode, load, outputs, reconstruct, physical_mode, runner
 from stepdecomp.paths import NOTEBOOKS_DIR, PROJECT_ROOT
 from stepdecomp.specs import (ModelSpec, UnsupportedModelError, load_model_spec,
                               load_model_specs)
@@ -43,19 +43,19 @@ def test_llama31_8b_flops_kv_and_weight_bytes():
     # 8_030_261_248 less the 65·4096 = 266_240 norm weights the formulas omit
     assert s.total_params == 6_979_321_856 + 2 * 525_336_576 == 8_029_995_008
     # per-token GEMM FLOPs: 2·218_103_808·32 = 13_958_643_712; LM head 2·525_336_576
-    assert _one(roofline.gemm_flops(1, s, 1)) == 13_958_643_712
-    assert _one(roofline.lm_head_flops(1, s, 1)) == 1_050_673_152
+    assert _one(physical_mode.gemm_flops(1, s, 1)) == 13_958_643_712
+    assert _one(physical_mode.lm_head_flops(1, s, 1)) == 1_050_673_152
     # per (query, key) pair of attention: 4·H·d_head·L = 4·32·128·32 = 524_288
-    assert _one(roofline.decode_attn_flops(1, s, 1)) == 524_288
+    assert _one(physical_mode.decode_attn_flops(1, s, 1)) == 524_288
     # KV bytes per token: 2·L·H_kv·d_head·b = 2·32·8·128·2 = 131_072 (128 KiB); at tp 2: 65_536
-    assert _one(roofline.kv_bytes_per_token(s, 1)) == 131_072
-    assert _one(roofline.kv_bytes_per_token(s, 2)) == 65_536
+    assert _one(physical_mode.kv_bytes_per_token(s, 1)) == 131_072
+    assert _one(physical_mode.kv_bytes_per_token(s, 2)) == 65_536
     # weights held per GPU: 8_029_995_008·2 = 16_059_990_016; FP8 (1 byte): 8_029_995_008
-    assert roofline.resident_weight_bytes(s, 1) == 16_059_990_016
-    assert roofline.resident_weight_bytes(s, 1, bytes_per_param=1) == 8_029_995_008
+    assert physical_mode.resident_weight_bytes(s, 1) == 16_059_990_016
+    assert physical_mode.resident_weight_bytes(s, 1, bytes_per_param=1) == 8_029_995_008
     # one step's weight reads (layers + LM head, no input embedding): (6_979_321_856 +
     # 525_336_576)·2 = 15_009_316_864
-    assert _one(roofline.weight_bytes(1, s, 1)) == 15_009_316_864
+    assert _one(physical_mode.weight_bytes(1, s, 1)) == 15_009_316_864
 
 
 # --------------------------------------------------------------------------- Mistral-Nemo
@@ -76,20 +76,20 @@ def test_mistral_nemo_uses_config_head_dim_128_not_160():
     # + 2·5120·131072 = 2·671_088_640: 12_247_367_680, the published "12B"
     assert s.total_params == 10_905_190_400 + 2 * 671_088_640 == 12_247_367_680
     # per-token GEMM FLOPs 2·272_629_760·40 = 21_810_380_800; LM head 2·671_088_640
-    assert _one(roofline.gemm_flops(1, s, 1)) == 21_810_380_800
-    assert _one(roofline.lm_head_flops(1, s, 1)) == 1_342_177_280
+    assert _one(physical_mode.gemm_flops(1, s, 1)) == 21_810_380_800
+    assert _one(physical_mode.lm_head_flops(1, s, 1)) == 1_342_177_280
     # attention per (query, key) pair: 4·H·d_head·L = 4·32·128·40 = 655_360 (with 160: 819_200)
-    assert _one(roofline.decode_attn_flops(1, s, 1)) == 655_360
+    assert _one(physical_mode.decode_attn_flops(1, s, 1)) == 655_360
     # KV bytes per token: 2·40·8·128·2 = 163_840 (160 KiB; with d/H = 160 it would be 204_800)
-    assert _one(roofline.kv_bytes_per_token(s, 1)) == 163_840
+    assert _one(physical_mode.kv_bytes_per_token(s, 1)) == 163_840
     # weights held: 12_247_367_680·2 = 24_494_735_360
-    assert roofline.resident_weight_bytes(s, 1) == 24_494_735_360
+    assert physical_mode.resident_weight_bytes(s, 1) == 24_494_735_360
     # one step's weight reads: (10_905_190_400 + 671_088_640)·2 = 23_152_558_080
-    assert _one(roofline.weight_bytes(1, s, 1)) == 23_152_558_080
+    assert _one(physical_mode.weight_bytes(1, s, 1)) == 23_152_558_080
 
 
 def test_seed_architecture_keeps_the_studys_d_over_h():
-    arch = decompose.architecture_table(load_model_specs([NEMO, LLAMA31]))
+    arch = seed_mode.architecture_table(load_model_specs([NEMO, LLAMA31]))
     rows = arch.set_index("hf_id")
     assert rows.loc[NEMO, "arch_d_head"] == 160.0 and rows.loc[NEMO, "arch_d_kv"] == 8 * 160.0
     assert rows.loc[LLAMA31, "arch_d_head"] == 128.0 and rows.loc[LLAMA31, "arch_d_kv"] == 1024.0
@@ -210,11 +210,11 @@ def nemo_components(tmp_path_factory):
     outputs.save_dataset(dirs, ds)
     steps = outputs.read_steps(dirs)
     specs, gpu = load_model_specs(steps["hf_id"]), load_gpu_spec("h100-sxm")
-    seed = decompose.seed_components(steps, specs, gpu)
+    seed = seed_mode.seed_components(steps, specs, gpu)
     merged, _ = reconstruct.attach_reconstruction(steps, outputs.read_journeys(dirs),
                                                   outputs.read_budgets(dirs))
-    physical = roofline.physical_components(merged, specs, gpu)
-    return decompose.with_physical(seed, physical).set_index("step.id")
+    physical = physical_mode.physical_components(merged, specs, gpu)
+    return seed_mode.with_physical(seed, physical).set_index("step.id")
 
 
 def test_nemo_fixture_resolves_through_the_slug(nemo_components):

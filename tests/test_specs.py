@@ -65,7 +65,7 @@ def test_allreduce_latency_is_a_sourced_hardware_constant():
         dataclasses.replace(g, allreduce_latency_us=0.0)
     with pytest.raises(ValueError, match="needs an allreduce_latency_source"):
         dataclasses.replace(g, allreduce_latency_source="")
-    # a spec built in code may leave it out (roofline.allreduce_us refuses it for tp > 1)
+    # a spec built in code may leave it out (physical_mode.allreduce_us refuses it for tp > 1)
     assert GpuSpec("x", 1, 1, 1, 1).allreduce_latency_us is None
 
 

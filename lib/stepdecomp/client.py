@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from . import roofline
+from . import physical_mode
 from .experiments import read_experiment
 from .paths import DATA_DIR, HARDWARE_DIR, MODELS_DIR, WORKLOADS_DIR, display_path
 from .specs import GpuSpec, ModelSpec, load_gpu_spec, load_model_spec, with_weight_precision
@@ -265,7 +265,7 @@ def weight_bytes_per_gpu(spec: ModelSpec, tp: int, precision: str, decode_batch:
     """Weight bytes one decode step of ``decode_batch`` requests reads per GPU.
 
     L·(attention + router + E_B·3·d·d_ff)·b / tp for the layers, with E_B =
-    roofline.expected_distinct_experts(B) = E·(1 − (1 − k/E)^B) experts read per layer
+    physical_mode.expected_distinct_experts(B) = E·(1 − (1 − k/E)^B) experts read per layer
     (1 for a dense model), plus the LM head d·vocab·b / tp (every decode step samples), plus
     the input embedding d·vocab·b / tp only if ``include_embedding``. b =
     ``specs.WEIGHT_BYTES_PER_PARAM[precision]``. At a mean batch B this is E_B at the mean, which is at
@@ -275,7 +275,7 @@ def weight_bytes_per_gpu(spec: ModelSpec, tp: int, precision: str, decode_batch:
     if not decode_batch > 0:
         raise ValueError(f"decode_batch must be positive, got {decode_batch}")
     s = with_weight_precision(spec, precision)
-    b = float(roofline.weight_bytes(decode_batch, s, tp)[()])
+    b = float(physical_mode.weight_bytes(decode_batch, s, tp)[()])
     if include_embedding:
         b += s.lm_head_params * s.bytes_per_param / tp
     return b
@@ -302,7 +302,7 @@ def _candidate_row(row: pd.Series, spec: ModelSpec, gpu_name: str, gpu: GpuSpec,
         "source": row.get("source", SOURCE_PUBLISHED), "run": row["run"], "model": row["model"],
         "tp": tp, "gpu": gpu_name, "precision": precision,
         "decode_batch": batch,
-        "experts_read_per_layer": float(roofline.expected_distinct_experts(batch, spec)),
+        "experts_read_per_layer": float(physical_mode.expected_distinct_experts(batch, spec)),
         "weight_bytes_per_gpu": wbytes, "floor_ms": floor, "mean_tpot_ms": tpot,
         "per_token_ms": per_tok, "tpot_over_floor": tpot / floor,
         "per_token_over_floor": per_tok / floor,

@@ -2,8 +2,8 @@
 
 Tables flow load → seed / physical components → targets → statistics → plots and report;
 a name defined here is the one spelling all of them use. Definitions of what a column means
-live with the code that computes it (load, seed mode in decompose, physical mode in
-roofline, targets); this module only names them.
+live with the code that computes it (load, seed mode in seed_mode, physical mode in
+physical_mode, targets); this module only names them.
 """
 
 from __future__ import annotations

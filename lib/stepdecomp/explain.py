@@ -29,7 +29,7 @@ KV_BLOCKS_USED = "kv.blocks_used"
 #: Scheduler-work regressors: what schedule() walks, admits, budgets and allocates.
 SCHEDULER_WORK_COLUMNS = ("queue.running_depth", "queue.waiting_depth",
                           "batch.num_prefill_reqs", "batch.scheduled_tokens", KV_BLOCKS_USED)
-#: The physical GPU components (roofline.physical_components), used when present.
+#: The physical GPU components (physical_mode.physical_components), used when present.
 FLOP_COLUMNS = tuple(columns.PHYS_COMPONENTS)
 DEFAULT_TARGETS = (columns.DURATION, columns.PERIOD)
 #: Fewer complete rows than this (per experiment and target) give R² = NaN.

@@ -4,7 +4,7 @@ Every stage up to the per-experiment statistics needs one experiment's rows only
 one function of one experiment (:func:`process_experiment`)::
 
     load (load.load_experiment: the Parquet trace cache)          -> steps, journeys
-    seed and physical components (decompose, roofline)            -> components
+    seed and physical components (seed_mode, physical_mode)            -> components
     reconstruction and targets (reconstruct, targets, explain)    -> components + targets
     per-experiment statistics (PER_EXPERIMENT_STATISTICS)         -> small tables
 
@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from . import decompose, explain, load, measure, outputs, phases, reconstruct, roofline, stats, targets
+from . import seed_mode, explain, load, measure, outputs, phases, reconstruct, physical_mode, stats, targets
 from .experiments import Experiment, discover
 from .paths import INTERIM_DIR, MODELS_DIR, display_path
 from .specs import GpuSpec, ModelSpec, load_gpu_spec, load_model_specs
@@ -82,10 +82,10 @@ def decompose_experiment(steps: pd.DataFrame, journeys: pd.DataFrame,
     """(components, reconstruction report, step targets) of the steps and journeys given —
     what notebook 02 computes: seed components, the reconstruction from journeys, the
     physical components, the step-time targets and the scheduler-work regressors."""
-    seed = decompose.seed_components(steps, model_specs, gpu)
+    seed = seed_mode.seed_components(steps, model_specs, gpu)
     merged, rec_report = reconstruct.attach_reconstruction(steps, journeys, dict(budget_tokens))
-    physical = roofline.physical_components(merged, model_specs, gpu)
-    components = decompose.with_physical(seed, physical)
+    physical = physical_mode.physical_components(merged, model_specs, gpu)
+    components = seed_mode.with_physical(seed, physical)
     step_targets = targets.step_targets(steps, journeys)
     components = targets.attach(components, step_targets)
     components = explain.with_scheduler_work(components, steps)
@@ -407,7 +407,7 @@ def read_experiment_table(dirs: outputs.RunDirs, name: str) -> pd.DataFrame:
 
 
 #: The columns the pooled statistics read (the rest of step_components is not loaded).
-POOLED_COLUMNS = [EXP, "batch.prefill_tokens", "batch.decode_tokens", *decompose.SEED_COLUMNS,
+POOLED_COLUMNS = [EXP, "batch.prefill_tokens", "batch.decode_tokens", *seed_mode.SEED_COLUMNS,
                   *stats.PHYS_COMPONENTS, stats.PHYS_TOTAL, *measure.TARGETS]
 #: Statistics over all experiments' steps together.
 POOLED_STATISTICS: dict[str, Callable[[pd.DataFrame], pd.DataFrame]] = {

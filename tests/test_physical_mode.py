@@ -1,4 +1,4 @@
-"""The physical formulas (lib/stepdecomp/roofline.py), checked against hand arithmetic.
+"""The physical formulas (lib/stepdecomp/physical_mode.py), checked against hand arithmetic.
 
 Llama-2-7B: d = 4096, L = 32, H = H_kv = 32, d_head = 128, d_ff = 11008, vocab 32000, fp16.
 Mixtral-8x7B: d = 4096, L = 32, H = 32, H_kv = 8, d_head = 128, d_ff = 14336 per expert,
@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from stepdecomp import moefit
-from stepdecomp import roofline as rf
+from stepdecomp import physical_mode as rf
 from stepdecomp.refdata import kernels
 from stepdecomp.refdata.stepcost import build_step_cost
 from stepdecomp.specs import GpuSpec, load_gpu_spec, load_model_spec

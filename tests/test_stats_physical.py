@@ -336,7 +336,7 @@ def test_physical_plots_return_figures():
 
 @pytest.fixture(scope="module")
 def fixture_components(tmp_path_factory):
-    from stepdecomp import decompose, load, reconstruct, roofline
+    from stepdecomp import seed_mode, load, reconstruct, physical_mode
     from stepdecomp.paths import FIXTURE_ROOT
     from stepdecomp.specs import load_model_specs
 
@@ -344,10 +344,10 @@ def fixture_components(tmp_path_factory):
         warnings.simplefilter("ignore", load.TraceWarning)
         ds = load.load_dataset(FIXTURE_ROOT, cache_root=tmp_path_factory.mktemp("cache"))
     specs, gpu = load_model_specs(ds.steps["hf_id"]), load_gpu_spec()
-    seed = decompose.seed_components(ds.steps, specs, gpu)
+    seed = seed_mode.seed_components(ds.steps, specs, gpu)
     merged, rec = reconstruct.attach_reconstruction(ds.steps, ds.journeys)
-    phys = roofline.physical_components(merged, specs, gpu)
-    return decompose.with_physical(seed, phys), rec
+    phys = physical_mode.physical_components(merged, specs, gpu)
+    return seed_mode.with_physical(seed, phys), rec
 
 
 def test_fixture_end_to_end(fixture_components):

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stepdecomp import decompose
+from stepdecomp import seed_mode
 from stepdecomp.specs import load_gpu_spec, load_model_specs
 
 LLAMA7, MIXTRAL, LLAMA70 = "meta-llama/Llama-2-7b-hf", "mistralai/Mixtral-8x7B-v0.1", "meta-llama/Llama-2-70b-hf"
@@ -28,7 +28,7 @@ def test_seed_columns_by_hand(specs):
         ["b", "mixtral-8x7b-v0-1", "codegen", MIXTRAL, 2, 1, 100, 0, 100],
         ["c", "llama-2-70b", "general", LLAMA70, 4, 1, 0, 10, 100],
     ])
-    c = decompose.seed_components(steps, specs, load_gpu_spec())
+    c = seed_mode.seed_components(steps, specs, load_gpu_spec())
     # Llama-2-7B, one token, one layer: QKV 2(4096² + 2·4096·4096), O 2·4096², MLP 2·3·4096·11008
     per_layer = 2 * (4096**2 + 2 * 4096 * 4096) + 2 * 4096**2 + 2 * 3 * 4096 * 11008
     assert per_layer == 404_750_336
@@ -49,22 +49,22 @@ def test_seed_columns_by_hand(specs):
     assert c.loc[4, "decode_gemm_us"] == pytest.approx(10 * l70 * 80 / 4 / PEAK * 1e6, rel=1e-12)
     total = c[["prefill_gemm_us", "prefill_attn_us", "decode_gemm_us", "decode_attn_us"]].sum(axis=1)
     np.testing.assert_allclose(c["total_analytical_us"], total)
-    assert list(c.columns) == decompose.ID_COLUMNS + decompose.SEED_COLUMNS
+    assert list(c.columns) == seed_mode.ID_COLUMNS + seed_mode.SEED_COLUMNS
 
 
 def test_missing_spec_is_named(specs):
     steps = _steps([["a", "x", "general", "acme/X", 1, 1, 0, 1, 100]])
     with pytest.raises(KeyError, match="acme/X"):
-        decompose.seed_components(steps, specs, load_gpu_spec())
+        seed_mode.seed_components(steps, specs, load_gpu_spec())
 
 
 def test_architecture_table_is_a_view_of_the_model_table(specs):
     from stepdecomp.specs import model_table
 
-    arch = decompose.architecture_table(specs)
+    arch = seed_mode.architecture_table(specs)
     table = model_table(specs)
-    assert list(arch.columns) == ["hf_id", *decompose.SEED_ARCH_COLUMNS]
-    for arch_col, col in decompose.SEED_ARCH_COLUMNS.items():
+    assert list(arch.columns) == ["hf_id", *seed_mode.SEED_ARCH_COLUMNS]
+    for arch_col, col in seed_mode.SEED_ARCH_COLUMNS.items():
         assert arch[arch_col].tolist() == table[col].tolist()
     # the seed's d_head is d/H as a float: 8192/64 = 128.0 for Llama-2-70B, d_kv = 8·128.0
     row = arch.set_index("hf_id").loc[LLAMA70]

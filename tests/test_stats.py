@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sstats
 
-from stepdecomp import decompose, load, phases, stats
+from stepdecomp import seed_mode, load, phases, stats
 from stepdecomp.specs import load_gpu_spec, load_model_specs
 
 
@@ -22,7 +22,7 @@ def components(tmp_path_factory):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", load.TraceWarning)
         ds = load.load_dataset(FIXTURE_ROOT, cache_root=tmp_path_factory.mktemp("cache"))
-    return decompose.seed_components(ds.steps, load_model_specs(ds.steps["hf_id"]), load_gpu_spec())
+    return seed_mode.seed_components(ds.steps, load_model_specs(ds.steps["hf_id"]), load_gpu_spec())
 
 
 def test_phase_counts_on_fixture(components):
