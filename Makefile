@@ -113,6 +113,7 @@ lab: setup ## Open JupyterLab on notebooks/ with the library importable
 bench: setup ## Loader speed (vs a json.loads loop, cold load of all files, parser ceilings; MB/s); pipeline speed
 	$(PY) tests/bench_loader.py
 	$(PY) tests/bench_pipeline.py
+	$(PY) tests/bench_stats.py
 
 clean: ## Prune trace caches of vanished files; remove scratch output (keeps data/raw, live caches)
 	@$(PY) -m stepdecomp.load --prune-cache 2>/dev/null || rm -rf data/interim/traces

@@ -7,7 +7,7 @@ names every table and the notebook that writes it)::
     OUT/tables/*.csv                    (one per table, floats to FLOAT_SIG_DIGITS digits)
     OUT/tables/step_components.parquet
     OUT/site/                           (make site: the offline site of FINDINGS and notebooks)
-    OUT/notebooks/*.ipynb, *.html       (written by the runner)
+    OUT/notebooks/*.ipynb               (written by the runner)
     OUT/interim/                        (hand-over between notebooks; not part of the contract)
     FIGURES/*.png                       (figures/ for the default report, else OUT/figures)
 """

@@ -4,7 +4,8 @@
         [--data ROOT] [--out DIR] [--figures DIR] [--hardware NAME]
 
 Notebooks run in the order given, each in notebooks/ as working directory, writing
-OUT/notebooks/<name>.ipynb and .html. Only the options given become papermill parameters, and
+OUT/notebooks/<name>.ipynb (their HTML pages are the site's: `make site`, site.py, which loads
+nothing from the network). Only the options given become papermill parameters, and
 each notebook gets only those its parameters cell declares (stepdecomp.params), so the default
 report's executed notebooks equal the committed ones plus outputs. An unknown --hardware stops
 the run before any notebook starts. A failing
@@ -14,15 +15,10 @@ cell stops the run with exit status 1 and a message naming the notebook and the 
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from nbconvert import HTMLExporter
 
 from .params import ALL_NOTEBOOKS, DEFAULT_HARDWARE, notebook_parameters
 from .paths import HARDWARE_DIR, NOTEBOOKS_DIR, REPORTS_DIR, display_path, resolve_out_dir
@@ -30,22 +26,6 @@ from .paths import HARDWARE_DIR, NOTEBOOKS_DIR, REPORTS_DIR, display_path, resol
 
 class NotebookFailed(RuntimeError):
     pass
-
-
-@functools.lru_cache(maxsize=1)
-def _html_exporter() -> "HTMLExporter":
-    from nbconvert import HTMLExporter
-
-    return HTMLExporter()          # building its templates costs seconds: build it once
-
-
-def render_html(notebook: Path) -> Path:
-    import nbformat
-
-    body, _ = _html_exporter().from_notebook_node(nbformat.read(notebook, as_version=4))
-    out = notebook.with_suffix(".html")
-    out.write_text(body, encoding="utf-8")
-    return out
 
 
 def run_notebook(src: Path, dst: Path, parameters: dict[str, str]) -> None:
@@ -63,7 +43,6 @@ def run_notebook(src: Path, dst: Path, parameters: dict[str, str]) -> None:
             f"{exc.exec_count}): {exc.ename}: {exc.evalue}\n"
             f"the partially executed notebook is {display_path(dst)}") from None
     _relative_paths(dst)
-    render_html(dst)
 
 
 def declared_parameters(stem: str, given: dict[str, str]) -> dict[str, str]:
