@@ -42,11 +42,8 @@ from __future__ import annotations
 
 import argparse
 import gc
-import hashlib
-import json
 import multiprocessing
 import os
-import shutil
 import sys
 import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -63,11 +60,10 @@ from .experiments import Discovery, Experiment, discover
 from .otlp_columns import CHUNK_EVENTS, JOURNEY_KINDS, Columns, TypedLines
 from .otlp_rows import IGNORED, REPORT_COLUMNS, FileParser, ParseStats
 from .paths import INTERIM_DIR, MODELS_DIR, display_path
+from .tracecache import PARSER_VERSION  # noqa: F401  (load.PARSER_VERSION: the cache's version)
+from .tracecache import cache_dir, cached, from_cache, prune_cache, source_key, store
 from .tracefile import iter_lines, show_progress
 
-#: Bump when the parsed tables or the rules that fill them change: old caches are ignored.
-#: 4: typed (msgspec) decoding with the dict path per line as fallback.
-PARSER_VERSION = 4
 META_COLUMNS = ["experiment_id", "model", "hf_id", "tp", "workload"]
 JOURNEY_BASE_COLUMNS = ["experiment_id", "request_id", "event", "time_ns"]
 
@@ -333,100 +329,23 @@ def journeys_frame(journeys: pd.DataFrame | list[dict], exp: Experiment) -> pd.D
     return journeys
 
 
-# --------------------------------------------------------------------------- caching
-
-def _cache_dir(exp: Experiment, cache_root: Path) -> Path:
-    key = hashlib.sha1(str(exp.path.resolve()).encode()).hexdigest()[:12]
-    return cache_root / "traces" / f"{exp.experiment_id}-{key}"
-
-
-def _source_key(exp: Experiment, path: Path) -> dict:
-    """What a cached table depends on. ctime_ns changes on every write (and cannot be set
-    back like the mtime), inode/device change when the file is replaced; the resolved
-    experiment covers edits of exp-config.yaml and slugs.yaml."""
-    st = path.stat()
-    return {"source": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-            "ctime_ns": st.st_ctime_ns, "inode": st.st_ino, "device": st.st_dev,
-            "experiment_id": exp.experiment_id, "model": exp.model, "hf_id": exp.hf_id,
-            "tp": exp.tp, "workload": exp.workload, "parser_version": PARSER_VERSION}
-
-
-def _read_meta(meta_path: Path) -> dict | None:
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, ValueError):
-        return None
-    return meta if isinstance(meta, dict) else None
-
-
-def _from_cache(cdir: Path, key: dict) -> tuple[pd.DataFrame, pd.DataFrame, ParseStats] | None:
-    """The cached tables if the entry's key matches (an unreadable entry is a miss)."""
-    meta = _read_meta(cdir / "meta.json")
-    if meta is None or meta.get("key") != key:
-        return None
-    try:
-        stats = ParseStats(**meta["stats"])
-        steps = pd.read_parquet(cdir / "steps.parquet")
-        journeys = pd.read_parquet(cdir / "journeys.parquet")
-    except (OSError, ValueError, TypeError, KeyError):
-        return None
-    stats.from_cache = True
-    return steps, journeys, stats
-
-
-def _store(cdir: Path, key: dict, steps: pd.DataFrame, journeys: pd.DataFrame,
-           stats: ParseStats) -> None:
-    """Write the tables, then the meta that validates them (never a meta without them)."""
-    cdir.mkdir(parents=True, exist_ok=True)
-    (cdir / "meta.json").unlink(missing_ok=True)
-    steps.to_parquet(cdir / "steps.parquet", index=False)
-    journeys.to_parquet(cdir / "journeys.parquet", index=False)
-    tmp = cdir / "meta.json.tmp"
-    tmp.write_text(json.dumps({"key": key, "stats": asdict(stats)}, indent=1))
-    tmp.replace(cdir / "meta.json")
-
-
 def load_experiment(exp: Experiment, cache_root: Path = INTERIM_DIR, use_cache: bool = True,
                     progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, ParseStats]:
     """Steps, journeys and parse stats of one experiment, from the Parquet cache when its key
-    (see _source_key) still matches, else parsed (and cached). ``progress``: a bar over the
+    (see tracecache.source_key) still matches, else parsed (and cached). ``progress``: a bar over the
     bytes of a large file (see tracefile.show_progress)."""
     src = exp.trace_path
     if src is None:
         raise FileNotFoundError(f"{display_path(exp.path)}: needs exactly one of traces.json "
                                 f"and traces.json.gz")
-    cdir, key = _cache_dir(exp, cache_root), _source_key(exp, src)
-    if use_cache and (hit := _from_cache(cdir, key)) is not None:
+    cdir, key = cache_dir(exp, cache_root), source_key(exp, src)
+    if use_cache and (hit := from_cache(cdir, key)) is not None:
         return hit
     steps, journeys, stats = parse_trace_file(src, exp.experiment_id, progress=progress)
     steps, journeys = steps_frame(steps, exp), journeys_frame(journeys, exp)
     if use_cache:
-        _store(cdir, key, steps, journeys, stats)
+        store(cdir, key, steps, journeys, stats)
     return steps, journeys, stats
-
-
-def _cached(exp: Experiment, cache_root: Path) -> bool:
-    src = exp.trace_path
-    if src is None:
-        return False
-    meta = _read_meta(_cache_dir(exp, cache_root) / "meta.json")
-    return meta is not None and meta.get("key") == _source_key(exp, src)
-
-
-def prune_cache(cache_root: Path = INTERIM_DIR) -> list[Path]:
-    """Remove cache entries whose trace file no longer exists, or that this loader version
-    cannot use (other PARSER_VERSION, unreadable meta). Returns the removed directories."""
-    removed = []
-    base = cache_root / "traces"
-    for cdir in sorted(base.iterdir()) if base.is_dir() else ():
-        meta = _read_meta(cdir / "meta.json") if cdir.is_dir() else None
-        key = meta.get("key") if meta else None
-        if (isinstance(key, dict) and key.get("parser_version") == PARSER_VERSION
-                and Path(str(key.get("source"))).is_file()):
-            continue
-        shutil.rmtree(cdir) if cdir.is_dir() else cdir.unlink()
-        removed.append(cdir)
-    return removed
 
 
 # --------------------------------------------------------------------------- dataset
@@ -499,7 +418,7 @@ def _load_all(experiments: list[Experiment], cache_root: Path, use_cache: bool,
     """Load experiments in order; files that must be parsed are spread over ``jobs``
     processes (default: the CPU count), since parsing is CPU-bound and files independent.
     Several long files show one bar over the files (none per file)."""
-    todo = [e for e in experiments if not (use_cache and _cached(e, cache_root))]
+    todo = [e for e in experiments if not (use_cache and cached(e, cache_root))]
     parsed = {e.experiment_id for e in todo}
     jobs = min(jobs or os.cpu_count() or 1, len(todo))
     bar = _files_bar(todo)
