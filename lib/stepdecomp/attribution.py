@@ -61,8 +61,8 @@ from . import resample
 from .paths import MODELS_DIR, display_path
 from .stats import DURATION, MIN_ROWS
 
-GEMM = "phys_gemm_us"
-TERMS = [GEMM, col.PHYS_PREFILL_ATTN, col.PHYS_DECODE_ATTN, col.PHYS_ALLREDUCE, col.PHYS_LM_HEAD]
+GEMM = col.PHYS_GEMM
+TERMS = col.ATTRIBUTION_TERMS
 #: Belsley, Kuh & Welsch (1980): condition indices above 30 signal a strong near-dependency;
 #: the columns involved are those with more than half of their variance on that dimension.
 CONDITION_INDEX_MAX = 30.0

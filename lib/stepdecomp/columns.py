@@ -51,12 +51,15 @@ PHYS_DECODE_GEMM = "phys_decode_gemm_us"
 PHYS_DECODE_ATTN = "phys_decode_attn_us"
 PHYS_ALLREDUCE = "phys_allreduce_us"
 PHYS_LM_HEAD = "phys_lm_head_us"
+PHYS_GEMM = "phys_gemm_us"            # prefill + decode GEMM: one weight read, one term
 PHYS_TOTAL = "phys_total_us"
 PHYS_LOWER_BOUND = "phys_lower_bound_us"
 #: The four components of the seed's hypothesis, in the physical model.
 PHYS_COMPONENTS = [PHYS_PREFILL_GEMM, PHYS_PREFILL_ATTN, PHYS_DECODE_GEMM, PHYS_DECODE_ATTN]
 #: Every time term of phys_total_us (it is their sum).
 PHYS_TIME_COLUMNS = [*PHYS_COMPONENTS, PHYS_ALLREDUCE, PHYS_LM_HEAD]
+#: The identified terms of the component fit (attribution.py): one GEMM term, not the split.
+ATTRIBUTION_TERMS = [PHYS_GEMM, PHYS_PREFILL_ATTN, PHYS_DECODE_ATTN, PHYS_ALLREDUCE, PHYS_LM_HEAD]
 COMPONENT_COLORS = {PHYS_PREFILL_GEMM: "#d95f02", PHYS_PREFILL_ATTN: "#fdae6b",
                     PHYS_DECODE_GEMM: "#1b9e77", PHYS_DECODE_ATTN: "#66c2a5",
                     PHYS_ALLREDUCE: "#7570b3", PHYS_LM_HEAD: "#999999"}

@@ -15,12 +15,12 @@ from typing import Callable
 
 import pandas as pd
 
-from . import attribution, stats
+from . import attribution, columns, stats
 from .targets import TARGETS
 
 #: The target the physical section of FINDINGS (its verdict, fits and differences) reads:
 #: the forward pass, what the batch physics predicts.
-PRIMARY_TARGET = "step_forward_us"
+PRIMARY_TARGET = columns.FORWARD
 
 
 def on_targets(fn: Callable[..., pd.DataFrame], components: pd.DataFrame,
@@ -52,10 +52,16 @@ def verdicts_by_target(pure: pd.DataFrame, subsets: tuple[str, ...] = ("pure_pre
                        ) -> pd.DataFrame:
     """The physical hypothesis verdict per target and prefill subset: components passing,
     components required, supported."""
+    return _verdicts(stats.physical_verdict, pure, subsets)
+
+
+def _verdicts(verdict: Callable[[pd.DataFrame, str], "stats.Verdict"], stacked: pd.DataFrame,
+              subsets: tuple[str, ...]) -> pd.DataFrame:
+    """``verdict`` of each target's rows of a stacked table, per prefill subset."""
     rows = []
-    for target, table in pure.groupby("target", sort=False):
+    for target, table in stacked.groupby("target", sort=False):
         for subset in subsets:
-            v = stats.physical_verdict(table.drop(columns="target"), subset)
+            v = verdict(table.drop(columns="target"), subset)
             rows.append({"target": target, "prefill_subset": subset, "passing": v.passing,
                          "required": v.required, "supported": v.supported})
     return pd.DataFrame(rows)
@@ -120,13 +126,7 @@ def within_verdicts_by_target(within: pd.DataFrame, subsets: tuple[str, ...] = (
         "pure_prefill", "prefill_dominated")) -> pd.DataFrame:
     """The within-experiment verdict (stats.within_experiment_verdict) per target and prefill
     subset of a stacked within_experiment_verdict table: passing, required, supported."""
-    rows = []
-    for target, table in within.groupby("target", sort=False):
-        for subset in subsets:
-            v = stats.within_experiment_verdict(table.drop(columns="target"), subset)
-            rows.append({"target": target, "prefill_subset": subset, "passing": v.passing,
-                         "required": v.required, "supported": v.supported})
-    return pd.DataFrame(rows)
+    return _verdicts(stats.within_experiment_verdict, within, subsets)
 
 
 __all__ = ["PRIMARY_TARGET", "TARGETS", "on_targets", "for_target", "verdicts_by_target",

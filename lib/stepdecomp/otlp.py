@@ -1,4 +1,4 @@
-"""The trace format (../docs: trace-format): OTLP JSON lines carrying vLLM step and journey events.
+"""The trace format (docs/trace-format.md): OTLP JSON lines carrying vLLM step and journey events.
 
 One place knows the event names, attribute keys and their types; the loader decodes with
 it and the fixture / reference-data writers encode with it, so the two cannot drift.
@@ -340,18 +340,12 @@ class Attribute(Struct, gc=False):
     value: AnyValue
 
 
-class SpanValue(Struct, gc=False):
+class SpanValue(AnyValue, forbid_unknown_fields=False, gc=False):
     """A span attribute's AnyValue: only gen_ai.request.id is read from it (request_id
-    accepts a string or an int there), other members are skipped as the dict path skips
-    them."""
+    accepts a string or an int there, hence the wider stringValue), other members are
+    skipped as the dict path skips them."""
 
     stringValue: str | int | UnsetType = UNSET
-    intValue: str | int | UnsetType = UNSET
-    doubleValue: float | UnsetType = UNSET
-    boolValue: bool | UnsetType = UNSET
-    bytesValue: str | UnsetType = UNSET
-    arrayValue: Raw | UnsetType = UNSET
-    kvlistValue: Raw | UnsetType = UNSET
 
 
 class SpanAttribute(Struct, gc=False):

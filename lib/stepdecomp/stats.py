@@ -25,12 +25,11 @@ import numpy as np
 import pandas as pd
 
 from . import resample
+from .columns import DURATION, PHYS_COMPONENTS, PHYS_LOWER_BOUND, PHYS_TOTAL, SEED_COMPONENTS
 from .phases import phase_masks
 
-DURATION = "step.duration_us"
 MIN_ROWS = 10
 R_THRESHOLD = 0.8
-SEED_COMPONENTS = ["prefill_gemm_us", "prefill_attn_us", "decode_gemm_us", "total_analytical_us"]
 PREFILL_BASELINE = "batch.prefill_tokens (baseline)"
 DECODE_BASELINE = "batch.decode_tokens (baseline)"
 
@@ -163,10 +162,6 @@ def hypothesis_verdict(pure: pd.DataFrame,
 # untouched. The tables use the same N/A rules as the seed: rows where the component is
 # finite and the duration finite and > 0; N/A (NaN) below MIN_ROWS rows or at zero variance.
 
-PHYS_COMPONENTS = ["phys_prefill_gemm_us", "phys_prefill_attn_us", "phys_decode_gemm_us",
-                   "phys_decode_attn_us"]
-PHYS_TOTAL = "phys_total_us"
-PHYS_LOWER_BOUND = "phys_lower_bound_us"
 #: Short names of the four physical components (NNLS column suffixes, figure labels).
 PHYS_SHORT = {"phys_prefill_gemm_us": "prefill_gemm", "phys_prefill_attn_us": "prefill_attn",
               "phys_decode_gemm_us": "decode_gemm", "phys_decode_attn_us": "decode_attn"}

@@ -17,12 +17,12 @@ from typing import Any, Mapping
 
 import pandas as pd
 
+from .. import columns
 from .format import fmt_num, fmt_share_pct, fmt_us, isnan
 from .inputs import as_bool, exp, interval_method
 
 #: The terms of the component fit, in the order the tables show them (others follow).
-ATTRIBUTION_TERMS = ["phys_gemm_us", "phys_prefill_attn_us", "phys_decode_attn_us",
-                     "phys_allreduce_us", "phys_lm_head_us"]
+ATTRIBUTION_TERMS = columns.ATTRIBUTION_TERMS
 ATTRIBUTION_COLUMNS = ["experiment_id", "model", "workload", "term", "coef", "coef_ci_low",
                        "coef_ci_high", "identified", "lmg_share_r2", "lmg_ci_low",
                        "lmg_ci_high"]

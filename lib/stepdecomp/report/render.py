@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping
 
 import jinja2
 
+from .. import columns
 from ..stats import (HYPOTHESIS_MIN_PASSING, MIN_ROWS, PREFILL_DOMINATED_SHARE, R_THRESHOLD,
                      WITHIN_MIN_EXPERIMENTS)
 from .format import FORMATTERS, isnan, markdown_table
@@ -26,7 +27,7 @@ TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates"
 # --------------------------------------------------------------------------- thresholds
 
 #: The seed's step time (schedule() CPU time on the instrumented server).
-DURATION_TARGET = "step.duration_us"
+DURATION_TARGET = columns.DURATION
 #: The per-file accounting shown in Setup: lines = parsed + blank + malformed + ignored;
 #: events = steps + journey events + rejected (load.ParseStats).
 PARSE_COLUMNS = ["experiment_id", "lines", "parsed_lines", "blank_lines", "malformed_lines",
