@@ -11,6 +11,8 @@ from typing import Any
 
 import pandas as pd
 
+from ..specs import model_table
+
 from .format import fmt_g
 from .inputs import FindingsInput, data_kind, exp
 from .measurement import measurement_context
@@ -68,12 +70,14 @@ def summary_context(fi: FindingsInput) -> dict[str, Any]:
 
 
 def setup_context(fi: FindingsInput) -> dict[str, Any]:
-    models = pd.DataFrame(
-        [{"slugs": ", ".join(fi.models_by_hf_id.get(hf_id, [])), "hf_id": hf_id,
-          "layers": spec.num_layers, "d": spec.hidden_size,
-          "heads": f"{spec.num_heads} / {spec.num_kv_heads}", "d_ff": spec.intermediate_size,
-          "experts": f"{spec.num_experts} ({spec.experts_per_token})",
-          "moe_factor": fmt_g(spec.seed_moe_factor)} for hf_id, spec in sorted(fi.specs.items())])
+    t = model_table(dict(sorted(fi.specs.items())))      # the one model table, formatted
+    models = pd.DataFrame({
+        "slugs": [", ".join(fi.models_by_hf_id.get(h, [])) for h in t["hf_id"]], "hf_id": t["hf_id"],
+        "layers": t["num_layers"], "d": t["hidden_size"],
+        "heads": [f"{h} / {kv}" for h, kv in zip(t["num_heads"], t["num_kv_heads"])],
+        "d_ff": t["intermediate_size"],
+        "experts": [f"{e} ({k})" for e, k in zip(t["num_experts"], t["experts_per_token"])],
+        "moe_factor": [fmt_g(x) for x in t["seed_moe_factor"]]})
     parse = fi.parse_report[[c for c in PARSE_COLUMNS if c in fi.parse_report]]
     records = fi.skipped_records
     return {"custom_note": fi.dataset_note, "note": dataset_note_context(fi.data_root),
