@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stepdecomp.reconstruct import (REC_COLUMNS, attach_reconstruction, build_segments,
-                                    reconstruct, reconstruct_steps)
+from stepdecomp.reconstruct import (REC_COLUMNS, _step_grid, attach_reconstruction,
+                                    build_segments, reconstruct, reconstruct_steps)
 
 
 # --------------------------------------------------------------------------- journey builder
@@ -218,6 +218,22 @@ def test_open_segment_at_trace_end() -> None:
     assert [got[s][:2] for s in range(5, 9)] == [(0, 0), (1, 11), (1, 12), (0, 0)]
     assert got[8][3] == 40
     assert rec.diagnostics["open_segments"].iloc[0] == 2
+
+
+def test_step_grid_layout_and_clipping() -> None:
+    # experiments a: steps 5..7, b: no step (±inf from the event counts), c: step 10 only
+    events = pd.DataFrame({"first_step": [5.0, np.inf, 10.0], "last_step": [7.0, -np.inf, 10.0]})
+    grid = _step_grid(events)
+    assert grid.lo.tolist() == [5, 0, 10] and grid.hi.tolist() == [7, -1, 10]
+    # each range then one slack slot: widths 4, 1, 2
+    assert grid.base.tolist() == [0, 4, 5] and grid.n_glob == 7
+    assert grid.exp_of_g.tolist() == [0, 0, 0, 0, 1, 2, 2]
+    assert grid.step_of_g.tolist() == [5, 6, 7, 8, 0, 10, 11]
+    # steps outside a range clip to its first step or its slack slot; unselected rows drop
+    steps = np.array([4.0, 6.0, 9.0, 10.0, 12.0, 7.0])
+    exp = np.array([0, 0, 0, 2, 2, 0])
+    sel = np.array([True, True, True, True, True, False])
+    assert grid.index(steps, exp, sel).tolist() == [0, 1, 3, 5, 6]
 
 
 def test_attach_reconstruction_report() -> None:
