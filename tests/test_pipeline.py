@@ -25,7 +25,7 @@ def cluster_address():
     """One LocalCluster for the module (start-up costs seconds)."""
     distributed = pytest.importorskip("distributed")
     with distributed.LocalCluster(n_workers=pipeline.LOCAL_WORKERS, threads_per_worker=1,
-                                  processes=True, dashboard_address=None) as cluster:
+                                  processes=True, dashboard_address=":0") as cluster:
         yield cluster.scheduler_address
 
 

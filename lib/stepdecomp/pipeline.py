@@ -216,7 +216,7 @@ def dask_client(dask: str | None = None) -> Iterator["Client | None"]:
 
     if address == LOCAL:
         with LocalCluster(n_workers=LOCAL_WORKERS, threads_per_worker=THREADS_PER_WORKER,
-                          processes=True, dashboard_address=None) as cluster, \
+                          processes=True, dashboard_address=":0") as cluster, \
                 Client(cluster) as client:
             yield client
     else:
@@ -233,7 +233,7 @@ def export_backend(dask: str | None = None) -> str:
         from distributed import LocalCluster
 
         cluster = LocalCluster(n_workers=LOCAL_WORKERS, threads_per_worker=THREADS_PER_WORKER,
-                               processes=True, dashboard_address=None)
+                               processes=True, dashboard_address=":0")
         atexit.register(cluster.close)
         address = cluster.scheduler_address
     if address:
