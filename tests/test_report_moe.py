@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from stepdecomp import report
+from stepdecomp import moefit
 from stepdecomp.report import moe
 from test_report import _moe_check, _moe_delta, _report_tables
 
@@ -79,7 +80,7 @@ def test_moe_tables_need_their_columns():
 
 
 def test_moe_tables_from_the_physical_model():
-    """moe_tables runs moefit on the run's MoE models only: Mixtral at TP 2 (one row per
+    """moe_check_tables runs moefit on the run's MoE models only: Mixtral at TP 2 (one row per
     check token count), the dense model skipped; moe_delta_r on the one target asked for."""
     import numpy as np
 
@@ -97,11 +98,11 @@ def test_moe_tables_from_the_physical_model():
     comp["phys_total_us"] = comp["phys_gemm_us"] + 50.0
     comp["step_forward_us"] = 2.0 * comp["phys_total_us"]
     comp["step_period_us"] = comp["step_forward_us"]
-    check, delta = moe.moe_tables(steps, comp, specs, load_gpu_spec("h100-sxm"), "step_forward_us")
+    check, delta = moefit.moe_check_tables(steps, comp, specs, load_gpu_spec("h100-sxm"), "step_forward_us")
     assert check["hf_id"].unique().tolist() == [mixtral] and check["tp"].unique().tolist() == [2]
     assert check["tokens"].tolist() == list(MOE_CHECK_TOKENS)
     assert delta[["experiment_id", "target", "n_steps"]].values.tolist() == [
         ["m", "step_forward_us", n]]
     assert delta["r_new"].iloc[0] == pytest.approx(1.0)        # the target is 2 × the new total
-    assert moe.moe_tables(steps[steps.hf_id == llama], comp, specs, load_gpu_spec("h100-sxm"),
+    assert moefit.moe_check_tables(steps[steps.hf_id == llama], comp, specs, load_gpu_spec("h100-sxm"),
                           "step_forward_us") == (None, None)

@@ -121,3 +121,22 @@ def moe_delta_r(frame: pd.DataFrame, specs: Mapping[str, ModelSpec], gpu: GpuSpe
                          "r_old": r_old, "r_new": r_new, "delta_r": r_new - r_old})
     return pd.DataFrame(rows, columns=["experiment_id", "hf_id", "target", "n_steps", "r_old",
                                        "r_new", "delta_r"])
+
+
+def moe_check_tables(steps: pd.DataFrame, components: pd.DataFrame, specs: Mapping[str, ModelSpec],
+               gpu: GpuSpec, targets: str | Iterable[str] = DELTA_R_TARGETS
+               ) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    """The MoE check of a run (notebook 04 writes both; FINDINGS' MoE subsection reads them):
+    :func:`moe_gemm_check` on each (HF model, TP) of ``steps`` (dense models are skipped) and
+    :func:`moe_delta_r` of ``components`` (step_components, hf_id joined from ``steps`` on
+    experiment_id) on ``targets``. (None, None) when no experiment runs an MoE model."""
+    from .attribution import with_gemm
+
+    targets = (targets,) if isinstance(targets, str) else tuple(targets)
+    pairs = steps[["hf_id", "tp"]].drop_duplicates().itertuples(index=False)
+    check = moe_gemm_check(specs, pairs, gpu)
+    if check.empty:
+        return None, None
+    keys = steps[["experiment_id", "hf_id"]].drop_duplicates()
+    frame = with_gemm(components).merge(keys, on="experiment_id", how="inner")
+    return check, moe_delta_r(frame, specs, gpu, targets=targets)

@@ -57,7 +57,7 @@ PARAMETERS: tuple[Parameter, ...] = (
               ALL_NOTEBOOKS),
     Parameter("hardware", str, DEFAULT_HARDWARE,
               "GPU spec data/hardware/<name>.json of every roofline, bound and floor",
-              ("02_decompose", "05_plots", "06_report")),
+              ("02_decompose", "04_correlation", "05_plots", "06_report")),
     Parameter("max_points", int, MAX_POINTS, "points per panel in the per-experiment scatter plots",
               ("05_plots",)),
     Parameter("sample_seed", int, SAMPLE_SEED, "seed of the random subsample behind those plots",

@@ -32,7 +32,6 @@ from ..paths import RAW_DIR, display_path
 from .format import (FORMATTERS, fmt_ci, fmt_delta, fmt_frac, fmt_int, fmt_num, fmt_pct, fmt_r,
                      fmt_r3, fmt_share, fmt_us, markdown_table)
 from .inputs import FindingsInput, data_kind, model_names  # noqa: F401 (re-exported)
-from .moe import moe_tables
 from .measurement import MEASUREMENT_TABLES, measurement_context, measurement_tables
 from .physical import (PHYSICAL_TABLES, PhysicalTables, physical_context, physical_section,
                        physical_section_from_tables, read_physical_tables, table_target)
@@ -80,9 +79,8 @@ def collect(dirs: "RunDirs", hardware: str = DEFAULT_HARDWARE) -> FindingsInput:
     When the physical tables (``PHYSICAL_TABLES``; at least physical_pure_phase_correlations
     and physical_per_experiment_correlations) are in dirs.tables, their physical_section is
     appended to ``extra_sections`` and the conclusion's tables are filled in; without them the
-    result is the seed-only one. The MoE subsection's tables (moe_gemm_check, moe_delta_r) are
-    read from dirs.tables when a notebook wrote them, else computed here by the physical model's
-    producers (:func:`.moe.moe_tables`) from the steps, the step components and ``hardware``."""
+    result is the seed-only one. The MoE subsection reads moe_gemm_check and moe_delta_r, which notebook 04
+    writes (moefit.moe_check_tables) when the run has an MoE model; the report computes nothing."""
     from .. import outputs
     from ..specs import load_gpu_spec, load_model_specs
     from ..stats import hypothesis_verdict
@@ -98,9 +96,6 @@ def collect(dirs: "RunDirs", hardware: str = DEFAULT_HARDWARE) -> FindingsInput:
     specs = load_model_specs(steps["hf_id"])
     gpu = load_gpu_spec(hardware)
     if tables is not None:
-        if tables.moe_check is None:
-            tables.moe_check, tables.moe_delta = moe_tables(
-                steps, outputs.read_components(dirs), specs, gpu, target)
         extra.append(physical_section(tables, verdict, pure, target, by_hf_id,
                                       data_kind(meta["data_root"])))
     fi = FindingsInput(

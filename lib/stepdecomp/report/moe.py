@@ -100,22 +100,3 @@ def moe_check_context(check: pd.DataFrame, delta: pd.DataFrame | None = None,
             "change": None if math.isnan(med) else "up" if med > MOE_DELTA_NEGLIGIBLE
             else "down" if med < -MOE_DELTA_NEGLIGIBLE else "none"})
     return {"models": models}
-
-
-def moe_tables(steps: pd.DataFrame, components: pd.DataFrame,
-               specs: Mapping[str, Any], gpu: Any,
-               target: str) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
-    """The two tables of this section for the analysed run, from the physical model's own
-    producers: moefit.moe_gemm_check on each (HF model, TP) of ``steps`` (dense models are
-    skipped) and moefit.moe_delta_r of ``components`` on ``target``. (None, None) when no
-    experiment runs an MoE model."""
-    from ..attribution import with_gemm
-    from ..moefit import moe_delta_r, moe_gemm_check
-
-    pairs = steps[["hf_id", "tp"]].drop_duplicates().itertuples(index=False)
-    check = moe_gemm_check(specs, pairs, gpu)
-    if check.empty:
-        return None, None
-    keys = steps[["experiment_id", "hf_id"]].drop_duplicates()
-    frame = with_gemm(components).merge(keys, on="experiment_id", how="inner")
-    return check, moe_delta_r(frame, specs, gpu, targets=(target,))
