@@ -60,6 +60,16 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
 ALL = (GENERAL_7B, REASONING_7B, REASONING_70B, MIXTRAL, "aborts")
 
 
+@pytest.fixture(scope="module")
+def sync_runs(runs: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The same replays under vLLM's synchronous engine loop (``--no-async-scheduling``)."""
+    out = {name: R.simulate(WORKLOADS_DIR / name, seed=3, time_scale=0.05, record_decodes=True,
+                            engine_loop="sync") for name in (GENERAL_7B, REASONING_70B)}
+    out["aborts"] = R.simulate(runs["aborts"].experiment, seed=3, client_timeout_s=2.0,
+                               record_decodes=True, engine_loop="sync")
+    return out
+
+
 # --------------------------------------------------------------------------- configuration
 
 def test_kv_capacity_by_hand() -> None:
@@ -144,18 +154,60 @@ def test_step_invariants(runs: dict, name: str) -> None:
     assert (ch["count"].to_numpy() == s["num_prefill_reqs"].to_numpy()).all()
 
 
+def _timeline(s: pd.DataFrame) -> tuple[np.ndarray, ...]:
+    return tuple(s[c].to_numpy() for c in ("ts_start_ns", "ts_end_ns", "gpu_start_ns",
+                                           "fwd_end_ns", "upd_start_ns", "out_ns"))
+
+
 @pytest.mark.parametrize("name", ALL)
 def test_timeline_of_every_step(runs: dict, name: str) -> None:
+    """The async engine loop (the default): batch n starts on the GPU at max(end of batch
+    n−1, end of schedule(n) and its host work), update(n) follows its GPU end and runs
+    after schedule(n+1) (docs/measurement.md §5)."""
     s = runs[name].steps
-    start, end = s["ts_start_ns"].to_numpy(), s["ts_end_ns"].to_numpy()
-    fwd, out = s["fwd_end_ns"].to_numpy(), s["out_ns"].to_numpy()
-    assert ((start < end) & (end < fwd) & (fwd < out)).all()
-    assert (start[1:] >= out[:-1]).all()                     # the next step after update()
+    start, end, gpu0, gpu1, upd0, out = _timeline(s)
+    host = s["host_ns"].to_numpy()
+    assert ((start < end) & (end + host <= gpu0) & (gpu0 < gpu1) & (gpu1 <= upd0)
+            & (upd0 < out)).all()
+    assert (gpu0[1:] >= gpu1[:-1]).all()                     # one batch on the GPU at a time
+    assert (gpu0[1:] == np.maximum(gpu1[:-1], end[1:] + host[1:])).all()
+    # schedule(n+1) runs before update(n), and after update(n−1)
+    if name != "aborts":    # an abort of a running request waits for the batch in flight
+        busy = start[1:] - out[:-1] < 10**8
+        assert (start[1:][busy] < upd0[:-1][busy]).mean() > 0.99
+    assert (start[2:] >= out[:-2]).all()
     assert (s["duration_us"] == (end - start) // 1000).all()  # the server's integer division
-    np.testing.assert_allclose(s["forward_us"], (fwd - end) / 1000)
+    np.testing.assert_allclose(s["forward_us"], (gpu1 - gpu0) / 1000)
     # step.duration_us is the scheduler's CPU time: tens to hundreds of µs
     assert 20 <= s["duration_us"].median() <= 500
     assert s["forward_us"].median() > 20 * s["duration_us"].median()
+
+
+@pytest.mark.parametrize("name", (GENERAL_7B, REASONING_70B, "aborts"))
+def test_sync_timeline_of_every_step(sync_runs: dict, name: str) -> None:
+    """The sync loop: schedule(n) → host → forward(n) → update(n) → schedule(n+1)."""
+    s = sync_runs[name].steps
+    start, end, gpu0, gpu1, upd0, out = _timeline(s)
+    assert (gpu0 == end + s["host_ns"].to_numpy()).all()
+    assert ((gpu0 < gpu1) & (upd0 == gpu1) & (upd0 < out)).all()
+    assert (start[1:] >= out[:-1]).all()                     # the next step after update()
+    assert sync_runs[name].truth()["gpu_waited_for_cpu"].iloc[1:].all()
+
+
+def test_async_loop_changes_time_not_work(runs: dict, sync_runs: dict) -> None:
+    """Both loops schedule the same tokens (vLLM's output placeholders); the async loop
+    hides the CPU work behind the GPU, so its steps follow each other faster, and a finished
+    request holds its seat one iteration longer."""
+    a, b = runs[GENERAL_7B].steps, sync_runs[GENERAL_7B].steps
+    assert a["prefill_tokens"].sum() == b["prefill_tokens"].sum()
+    assert a["decode_tokens"].sum() == b["decode_tokens"].sum()
+    ta = runs[GENERAL_7B].truth()
+    tb = sync_runs[GENERAL_7B].truth()
+    assert ta["gpu_waited_for_cpu"].mean() < 0.05 < tb["gpu_waited_for_cpu"].mean()
+    per_a = np.median(np.diff(a["ts_start_ns"].to_numpy()))
+    per_b = np.median(np.diff(b["ts_start_ns"].to_numpy()))
+    cpu = np.median((b["sched_ns"] + b["upd_ns"]).to_numpy())
+    assert per_a < per_b - 0.5 * cpu
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -272,16 +324,30 @@ def test_structure_emerges(runs: dict) -> None:
     assert (s["prefill_tokens"] == 0).mean() > 0.6
 
 
-def test_truth_sidecar(runs: dict) -> None:
+def test_truth_sidecar(runs: dict, sync_runs: dict) -> None:
     res = runs[MIXTRAL]
     t = res.truth()
-    assert list(t.columns) == ["step_id", "start_ns", "sched_cpu_us", "forward_us", "update_cpu_us",
-                               "prefill_tokens", "decode_tokens", "decode_ctx_tokens", "sampled"]
+    assert list(t.columns) == ["step_id", "start_ns", "gpu_start_ns", "gpu_end_ns",
+                               "update_start_ns", "update_end_ns", "gpu_idle_before_us",
+                               "gpu_waited_for_cpu", "sched_cpu_us", "host_us", "forward_us",
+                               "update_cpu_us", "prefill_tokens", "decode_tokens",
+                               "decode_ctx_tokens", "sampled"]
     assert len(t) == len(res.steps)
     assert (t["start_ns"] == R.MONOTONIC_ORIGIN_NS + res.steps["ts_start_ns"]).all()
-    period = np.diff(t["start_ns"].to_numpy()) / 1000
+    np.testing.assert_allclose(t["forward_us"], (t["gpu_end_ns"] - t["gpu_start_ns"]) / 1000)
+    # async, GPU-bound: the period from schedule(n+1) to schedule(n+2) is batch n's forward time
+    start = t["start_ns"].to_numpy()
+    waited = t["gpu_waited_for_cpu"].to_numpy()
+    period = (start[2:] - start[1:-1]) / 1000
+    steady = ~waited[:-2] & ~waited[1:-1] & ~waited[2:] & (period < 1e5)
+    rel = period[steady] / t["forward_us"].to_numpy()[:-2][steady] - 1
+    assert steady.mean() > 0.9 and np.median(np.abs(rel)) < 0.02
+    # sync: the period of step n is its schedule, host, forward and update
+    ts = sync_runs[GENERAL_7B].truth()
+    period = np.diff(ts["start_ns"].to_numpy()) / 1000
     busy = period < 1e5
-    phases = (t["sched_cpu_us"] + t["forward_us"] + t["update_cpu_us"]).to_numpy()[:-1]
+    phases = (ts["sched_cpu_us"] + ts["host_us"] + ts["forward_us"]
+              + ts["update_cpu_us"]).to_numpy()[:-1]
     np.testing.assert_allclose(period[busy], phases[busy], atol=0.01)
 
 
@@ -465,7 +531,8 @@ def test_cli_is_deterministic(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     a, b = _tree(tmp_path / "a"), _tree(tmp_path / "b")
     assert sorted(a) == sorted(f"{n}/{f}" for n in names for f in
                                ("exp-config.yaml", "profile.yaml", "traces.json", TRUTH_FILE,
-                                "results/config.yaml", "results/summary_lifecycle_metrics.json"))
+                                "results/config.yaml", "results/summary_lifecycle_metrics.json",
+                                "results/stage_0_lifecycle_metrics.json"))
     assert a == b
     printed = capsys.readouterr().out
     assert all(f"{n}:" in printed and "sampled" in printed for n in names)

@@ -26,6 +26,7 @@ from typing import Any, Iterable, Sequence
 from ..paths import WORKLOADS_DIR, display_path
 from ..specs import load_gpu_spec
 from .replay import DEFAULT_HARDWARE, DEFAULT_PRECISION, simulate
+from .scheduler import DEFAULT_ENGINE_LOOP, ENGINE_LOOPS
 from .writer import write_experiment
 
 
@@ -44,11 +45,11 @@ def workload_dirs(root: Path = WORKLOADS_DIR, names: Sequence[str] | None = None
     return dirs
 
 
-def _run_one(job: tuple[str, str, int, float, str, str]) -> str:
-    path, out, seed, time_scale, hardware, precision = job
+def _run_one(job: tuple[str, str, int, float, str, str, str]) -> str:
+    path, out, seed, time_scale, hardware, precision, engine_loop = job
     t0 = time.perf_counter()
     res = simulate(Path(path), seed=seed, time_scale=time_scale, hardware=hardware,
-                   precision=precision)
+                   precision=precision, engine_loop=engine_loop)
     write_experiment(res, Path(out))
     r = res.requests
     return (f"{res.experiment.experiment_id}: {len(res.steps)} steps simulated, "
@@ -95,6 +96,8 @@ def _parser() -> argparse.ArgumentParser:
                     help=f"data/hardware/<name>.json (default {DEFAULT_HARDWARE}, the best fit)")
     ap.add_argument("--precision", default=DEFAULT_PRECISION,
                     help=f"weight precision, bf16 or fp8 (default {DEFAULT_PRECISION})")
+    ap.add_argument("--engine-loop", default=DEFAULT_ENGINE_LOOP, choices=ENGINE_LOOPS,
+                    help=f"vLLM's engine loop (default {DEFAULT_ENGINE_LOOP}, what the study ran)")
     ap.add_argument("--scale", type=int, default=1,
                     help="also write N-1 copies <name>-<k> of every experiment (a synthetic N× set)")
     return ap
@@ -113,11 +116,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                  f"not {args.precision!r}")
     dirs = workload_dirs(args.workloads, args.experiments)
     args.out.mkdir(parents=True, exist_ok=True)
-    jobs = [(str(p), str(args.out), args.seed, args.time_scale, args.hardware, args.precision)
-            for p in dirs]
+    jobs = [(str(p), str(args.out), args.seed, args.time_scale, args.hardware, args.precision,
+             args.engine_loop) for p in dirs]
     t0 = time.perf_counter()
     print(f"replaying {len(jobs)} experiment(s) into {display_path(args.out)} on {args.hardware} "
-          f"{args.precision} (seed {args.seed}, time scale {args.time_scale}, {args.jobs} job(s))",
+          f"{args.precision}, {args.engine_loop} engine loop (seed {args.seed}, time scale "
+          f"{args.time_scale}, {args.jobs} job(s))",
           flush=True)
     if args.jobs > 1 and len(jobs) > 1:
         with mp.get_context().Pool(min(args.jobs, len(jobs))) as pool:

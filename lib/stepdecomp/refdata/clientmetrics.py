@@ -99,14 +99,23 @@ def request_metrics(req: np.ndarray, t_ns: np.ndarray, send_ns: np.ndarray) -> p
     return frame
 
 
-def summary(requests: pd.DataFrame, segments: pd.DataFrame, out_ns: np.ndarray) -> dict[str, Any]:
+def summary(requests: pd.DataFrame, segments: pd.DataFrame, out_ns: np.ndarray,
+            stage: int | None = None) -> dict[str, Any]:
     """results/summary_lifecycle_metrics.json (inference-perf schema, seconds) from the
-    replay's requests (status, arrival_ns, prompt/output tokens, end_ns) and token times."""
-    ok = (requests["status"] == "length").to_numpy()
-    send = requests["arrival_ns"].to_numpy()
-    req, tok_ns = token_times_ns(segments, out_ns, ok)
+    replay's requests (status, arrival_ns, prompt/output tokens, end_ns, stage) and token
+    times; with ``stage``, stage_<stage>_lifecycle_metrics.json: the requests sent in that
+    load stage only."""
+    sent = (np.ones(len(requests), dtype=bool) if stage is None
+            else (requests["stage"] == stage).to_numpy())
+    success = (requests["status"] == "length").to_numpy()
+    req, tok_ns = token_times_ns(segments, out_ns, success & sent)
     r, t = event_times_ns(req, tok_ns)
-    m = request_metrics(r, t, send)
+    send_all = requests["arrival_ns"].to_numpy()
+    out_all = requests["output_tokens"].to_numpy()      # by request index (row position)
+    m = request_metrics(r, t, send_all)
+    requests = requests[sent]
+    ok = success[sent]
+    send = send_all[sent]
     prompt = requests["prompt_tokens"].to_numpy()
     out = requests["output_tokens"].to_numpy()
     fail_lat = (requests["end_ns"].to_numpy() - send)[~ok] / 1e9
@@ -114,7 +123,7 @@ def summary(requests: pd.DataFrame, segments: pd.DataFrame, out_ns: np.ndarray) 
     t_last = t.max() if len(t) else t_first
     span_s = (t_last - t_first) / 1e9
     per_s = (lambda v: float(v / span_s) if span_s > 0 else 0.0)
-    o = out[m["request"].to_numpy()]
+    o = out_all[m["request"].to_numpy()]
     return {
         "load_summary": {"count": int(len(requests)),
                          "schedule_delay": distribution(np.zeros(len(requests)))},
@@ -133,3 +142,10 @@ def summary(requests: pd.DataFrame, segments: pd.DataFrame, out_ns: np.ndarray) 
         "failures": {"count": int((~ok).sum()), "request_latency": distribution(fail_lat),
                      "prompt_len": distribution(prompt[~ok])},
     }
+
+
+def stage_summaries(requests: pd.DataFrame, segments: pd.DataFrame,
+                    out_ns: np.ndarray) -> list[dict[str, Any]]:
+    """One summary per load stage, in stage order (stage_<k>_lifecycle_metrics.json)."""
+    stages = np.unique(requests["stage"].to_numpy())
+    return [summary(requests, segments, out_ns, int(k)) for k in stages]

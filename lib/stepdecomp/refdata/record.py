@@ -29,10 +29,13 @@ class StepWork(NamedTuple):
     prefill_attn_us: float = 0.0
 
 
-#: One row per executed step (all steps; ``sampled`` marks the BATCH_SUMMARY sample).
+#: One row per executed step (all steps; ``sampled`` marks the BATCH_SUMMARY sample). Times
+#: on the replay clock: schedule() from ``ts_start_ns`` for ``sched_ns``, then the host work
+#: that submits the batch (``host_ns``), the forward pass on the GPU from ``gpu_start_ns`` for
+#: ``fwd_ns``, update_from_output() from ``upd_start_ns`` for ``upd_ns``.
 STEP_COLUMNS: dict[str, Any] = {
-    "step_id": np.int64, "ts_start_ns": np.int64, "sched_ns": np.int64, "fwd_ns": np.int64,
-    "upd_ns": np.int64, "prefill_tokens": np.int64, "decode_tokens": np.int64,
+    "step_id": np.int64, "ts_start_ns": np.int64, "sched_ns": np.int64, "host_ns": np.int64,
+    "gpu_start_ns": np.int64, "fwd_ns": np.int64, "upd_start_ns": np.int64, "upd_ns": np.int64, "prefill_tokens": np.int64, "decode_tokens": np.int64,
     "num_prefill_reqs": np.int64, "num_decode_reqs": np.int64, "num_finished": np.int64,
     "num_preempted": np.int64, "running": np.int64, "waiting": np.int64,
     "kv_blocks_used": np.int64, "decode_ctx_tokens": np.int64, "prefill_attn_pairs": np.int64,
@@ -79,9 +82,6 @@ class Recorder:
         self.first_hit = [-1] * num_requests
         self.first_token_ns = [-1] * num_requests
         self.end_ns = [-1] * num_requests
-        self.pending_finished = 0
-        self.pending_preempted = 0
-        self._row = -1
 
     # ------------------------------------------------------------------ events and requests
 
@@ -135,11 +135,14 @@ class Recorder:
         self._di += 1
         return bool(self._draws[self._di - 1])
 
-    def step(self, step_id: int, start_ns: int, sched_ns: int, fwd_ns: int, work: StepWork,
-             running_depth: int, waiting: int, kv_used: int) -> None:
-        r = self._row = self.steps.reserve()
+    def step(self, step_id: int, start_ns: int, sched_ns: int, host_ns: int, gpu_start_ns: int,
+             fwd_ns: int, work: StepWork, running_depth: int, waiting: int, kv_used: int) -> int:
+        """Record step ``step_id`` as schedule() built it; returns its row (closed by
+        :meth:`close_step` when its update runs). Preemptions of this schedule() count here."""
+        r = self.steps.reserve()
         c = self.steps.cols
         for key, value in (("step_id", step_id), ("ts_start_ns", start_ns), ("sched_ns", sched_ns),
+                           ("host_ns", host_ns), ("gpu_start_ns", gpu_start_ns),
                            ("fwd_ns", fwd_ns), ("prefill_tokens", work.prefill_tokens),
                            ("decode_tokens", work.decode_tokens),
                            ("num_prefill_reqs", work.prefill_reqs),
@@ -152,11 +155,10 @@ class Recorder:
                            ("looked_up_blocks", work.looked_up)):
             c[key][r] = value
         c["sampled"][r] = self._sampled_draw()
+        return r
 
-    def close_step(self, upd_ns: int) -> None:
-        """update(n) returned: its duration and the lifecycle counts carrying step n."""
-        c, r = self.steps.cols, self._row
-        c["upd_ns"][r] = upd_ns
-        c["num_finished"][r] = self.pending_finished
-        c["num_preempted"][r] = self.pending_preempted
-        self.pending_finished = self.pending_preempted = 0
+    def close_step(self, row: int, upd_start_ns: int, upd_ns: int) -> None:
+        """update(n) ran: its start and duration."""
+        c = self.steps.cols
+        c["upd_start_ns"][row] = upd_start_ns
+        c["upd_ns"][row] = upd_ns

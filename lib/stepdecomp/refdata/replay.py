@@ -21,7 +21,7 @@ from .. import otlp, params
 from ..experiments import Experiment, read_experiment
 from ..specs import load_gpu_spec, load_model_spec
 from .record import Recorder
-from .scheduler import DONE, Simulator
+from .scheduler import DEFAULT_ENGINE_LOOP, DONE, Simulator
 from .stepcost import build_step_cost, kv_cache_blocks
 from .timeline import CpuModel
 from .workload import CLIENT_TIMEOUT_S, Workload, generate_requests, read_workload
@@ -48,9 +48,10 @@ class SimResult:
     ``steps``: one row per executed step (``sampled`` marks the 10 % written as
     BATCH_SUMMARY) with the generator's truth: tokens, request counts, queue depths, KV
     blocks, Σ decode context (incl. the token being fed), prefill attention pairs, and the
-    timeline (``ts_start_ns``, ``ts_end_ns``, ``fwd_end_ns``, ``out_ns`` on the replay clock;
-    ``sched_cpu_us``, ``forward_us``, ``update_cpu_us``; ``duration_us`` as the server records
-    it). ``chunks``: one row per (step, prefilling request). ``decodes`` (``record_decodes``):
+    timeline on the replay clock (``ts_start_ns``, ``ts_end_ns`` of schedule();
+    ``gpu_start_ns``, ``fwd_end_ns`` of the batch's forward pass; ``upd_start_ns``,
+    ``out_ns`` of its update_from_output(); ``sched_cpu_us``, ``host_us``, ``forward_us`` (GPU
+    time of the batch), ``update_cpu_us``; ``duration_us`` as the server records it). ``chunks``: one row per (step, prefilling request). ``decodes`` (``record_decodes``):
     one row per (step, decoding request). ``requests``: shape and outcome per request.
     ``events``: the journey events as written. ``segments``: token-producing runs.
     """
@@ -61,6 +62,7 @@ class SimResult:
     time_scale: float
     hardware: str
     precision: str
+    engine_loop: str
     kv_blocks_total: int
     epoch_ns: int
     steps: pd.DataFrame
@@ -93,12 +95,22 @@ class SimResult:
         return out[["experiment_id", "request_id", "event", "time_ns", *otlp.JOURNEY_ATTRS]]
 
     def truth(self) -> pd.DataFrame:
-        """Generator truth, one row per simulated step (replay_truth.parquet): the step's
-        start on the traces' monotonic clock and its three phases."""
+        """Generator truth, one row per simulated step (replay_truth.parquet), times on the
+        traces' monotonic clock: schedule() start, the batch's GPU start and end, its
+        update_from_output() start and end, the phases' durations, and whether the GPU sat
+        idle before the batch waiting for the CPU (``gpu_waited_for_cpu``: the batch started
+        after the previous one ended; always so in the sync loop, where schedule and update
+        run between forward passes)."""
         s = self.steps
+        o = MONOTONIC_ORIGIN_NS
         return pd.DataFrame({
-            "step_id": s["step_id"], "start_ns": MONOTONIC_ORIGIN_NS + s["ts_start_ns"],
-            "sched_cpu_us": s["sched_cpu_us"], "forward_us": s["forward_us"],
+            "step_id": s["step_id"], "start_ns": o + s["ts_start_ns"],
+            "gpu_start_ns": o + s["gpu_start_ns"], "gpu_end_ns": o + s["fwd_end_ns"],
+            "update_start_ns": o + s["upd_start_ns"], "update_end_ns": o + s["out_ns"],
+            "gpu_idle_before_us": s["gpu_idle_before_us"],
+            "gpu_waited_for_cpu": s["gpu_idle_before_us"] > 0,
+            "sched_cpu_us": s["sched_cpu_us"], "host_us": s["host_us"],
+            "forward_us": s["forward_us"],
             "update_cpu_us": s["update_cpu_us"], "prefill_tokens": s["prefill_tokens"],
             "decode_tokens": s["decode_tokens"], "decode_ctx_tokens": s["decode_ctx_tokens"],
             "sampled": s["sampled"]})
@@ -147,9 +159,11 @@ def _config(exp: Experiment, key: str) -> int:
 def simulate(experiment: Experiment | str | Path, seed: int = 0, time_scale: float = 1.0,
              client_timeout_s: float = CLIENT_TIMEOUT_S, record_decodes: bool = False,
              sample_fraction: float = SAMPLE_FRACTION, hardware: str = DEFAULT_HARDWARE,
-             precision: str = DEFAULT_PRECISION, cpu: CpuModel | None = None) -> SimResult:
+             precision: str = DEFAULT_PRECISION, cpu: CpuModel | None = None,
+             engine_loop: str = DEFAULT_ENGINE_LOOP) -> SimResult:
     """Replay one experiment on ``hardware`` (data/hardware/<name>.json) with weights at
-    ``precision``; returns the per-step truth and the journey events."""
+    ``precision`` under vLLM's ``engine_loop`` (async, the default, or sync:
+    scheduler.ENGINE_LOOPS); returns the per-step truth and the journey events."""
     exp = experiment if isinstance(experiment, Experiment) else read_experiment(Path(experiment))
     wl = read_workload(exp.path)
     spec = load_model_spec(exp.hf_id)
@@ -166,18 +180,27 @@ def simulate(experiment: Experiment | str | Path, seed: int = 0, time_scale: flo
     total_blocks = kv_cache_blocks(spec, exp.tp, gpu, precision)
     rec = Recorder(len(reqs), rng_sample, sample_fraction, record_decodes)
     sim = Simulator(reqs, cost, total_blocks, B, max_seqs, int(round(client_timeout_s * 1e9)),
-                    exp.tp, cpu or CpuModel(), rec, rng_noise, rng_cpu)
+                    exp.tp, cpu or CpuModel(), rec, rng_noise, rng_cpu, engine_loop)
     sim.run()
-    return _result(sim, exp, wl, seed, time_scale, hardware, precision)
+    return _result(sim, exp, wl, seed, time_scale, hardware, precision, engine_loop)
 
 
-def _steps_frame(rec: Recorder, total_blocks: int) -> pd.DataFrame:
+def _steps_frame(rec: Recorder, total_blocks: int, events: pd.DataFrame) -> pd.DataFrame:
+    """The recorder's step rows with the derived timeline columns; ``num_finished`` and
+    ``num_preempted`` of step n count the FINISHED (completed or aborted) and PREEMPTED
+    journey events that carry ``scheduler.step`` = n."""
     s = rec.steps.frame()
+    for col, name in (("num_finished", "FINISHED"), ("num_preempted", "PREEMPTED")):
+        steps_of = events.loc[events["event"] == name, "scheduler.step"]
+        s[col] = steps_of.value_counts().reindex(s["step_id"], fill_value=0).to_numpy()
     s["ts_end_ns"] = s["ts_start_ns"] + s["sched_ns"]
-    s["fwd_end_ns"] = s["ts_end_ns"] + s["fwd_ns"]
-    s["out_ns"] = s["fwd_end_ns"] + s["upd_ns"]
+    s["fwd_end_ns"] = s["gpu_start_ns"] + s["fwd_ns"]
+    s["out_ns"] = s["upd_start_ns"] + s["upd_ns"]
+    prev_end = np.r_[0, s["fwd_end_ns"].to_numpy()[:-1]]
+    s["gpu_idle_before_us"] = np.maximum(s["gpu_start_ns"].to_numpy() - prev_end, 0) / 1000.0
     s["duration_us"] = s["sched_ns"] // 1000
     s["sched_cpu_us"] = s["sched_ns"] / 1000.0
+    s["host_us"] = s["host_ns"] / 1000.0
     s["forward_us"] = s["fwd_ns"] / 1000.0
     s["update_cpu_us"] = s["upd_ns"] / 1000.0
     s.insert(s.columns.get_loc("kv_blocks_used") + 1, "kv_blocks_total", total_blocks)
@@ -199,7 +222,7 @@ def _events_frame(rec: Recorder, prompt: np.ndarray, output: np.ndarray) -> pd.D
 
 
 def _result(sim: Simulator, exp: Experiment, wl: Workload, seed: int, time_scale: float,
-            hardware: str, precision: str) -> SimResult:
+            hardware: str, precision: str, engine_loop: str) -> SimResult:
     reqs, rec = sim.reqs, sim.rec
     n = len(reqs)
     status = np.asarray(sim.status)
@@ -220,15 +243,18 @@ def _result(sim: Simulator, exp: Experiment, wl: Workload, seed: int, time_scale
         cat = (lambda xs: np.concatenate(xs) if xs else np.zeros(0, np.int64))
         decodes = pd.DataFrame({"step_id": cat(rec.dec_step), "request": cat(rec.dec_req),
                                 "ctx_tokens": cat(rec.dec_ctx)})
+    events = _events_frame(rec, reqs.prompt_tokens, reqs.output_tokens)
     segs = pd.DataFrame(np.asarray(rec.segs, dtype=np.int64).reshape(-1, 3),
                         columns=["request", "first_step", "last_step"])
     return SimResult(experiment=exp, workload=wl, seed=seed, time_scale=time_scale,
-                     hardware=hardware, precision=precision, kv_blocks_total=sim.cache.total,
+                     hardware=hardware, precision=precision, engine_loop=engine_loop,
+                     kv_blocks_total=sim.cache.total,
                      epoch_ns=experiment_epoch_ns(exp.experiment_id),
-                     steps=_steps_frame(rec, sim.cache.total), chunks=chunks, requests=requests,
-                     events=_events_frame(rec, reqs.prompt_tokens, reqs.output_tokens),
+                     steps=_steps_frame(rec, sim.cache.total, events), chunks=chunks,
+                     requests=requests, events=events,
                      decodes=decodes, segments=segs)
 
 
 __all__ = ["SimResult", "simulate", "experiment_seed", "experiment_epoch_ns", "request_id",
-           "SAMPLE_FRACTION", "MONOTONIC_ORIGIN_NS", "DEFAULT_HARDWARE", "DEFAULT_PRECISION"]
+           "SAMPLE_FRACTION", "MONOTONIC_ORIGIN_NS", "DEFAULT_HARDWARE", "DEFAULT_PRECISION",
+           "DEFAULT_ENGINE_LOOP"]

@@ -20,17 +20,33 @@ These rules make the chunking exactly otlp.py's greedy rule (decodes first, then
 admission order, each min(remaining, B − used)): at most one prefill is ever left partial and
 it is always the last in running order.
 
-Timeline of step n (timeline.py): schedule(n) starts at ``now`` (``ts_start``); its CPU time
-depends on the work just decided, its SCHEDULED / PREEMPTED events are stamped inside it and
-``ts_end`` = now + its duration; the forward pass follows; FIRST_TOKEN / FINISHED are stamped
-inside update(n), which ends at ``out_ns`` — when step n's tokens leave for the clients and
-step n+1 may start. Requests that arrived meanwhile are queued before schedule(n+1). A client
-that gives up (``CLIENT_TIMEOUT_S`` after sending) is aborted between steps.
+Timeline (timeline.py), in either of vLLM 0.15.1's engine loops (docs/measurement.md §5):
+schedule(n) starts at ``now`` (``ts_start``); its CPU time depends on the work just decided,
+its SCHEDULED / PREEMPTED events are stamped inside it and ``ts_end`` = now + its duration;
+the host prepares and launches batch n (``host``), which runs on the GPU from
+max(end of batch n−1, end of its host work). FIRST_TOKEN / FINISHED of step n are stamped
+inside update_from_output(n), whose end (``out_ns``) is when step n's tokens leave for the
+clients.
+
+* ``sync`` (``EngineCore.step``): update(n) runs as soon as batch n ends, and schedule(n+1)
+  starts when update(n) returns.
+* ``async`` (``EngineCore.step_with_batch_queue``, the default, what the study ran): after
+  submitting batch n the loop blocks on the older batch n−1 (if one is in flight), runs
+  update(n−1), and schedules n+1 while batch n runs on the GPU. schedule(n+1) therefore works
+  on n's output placeholders: a running request is scheduled for its next token before the
+  previous one is processed (the token arithmetic is the same as in the sync loop), while a
+  request that finished with batch n keeps its seat and its KV blocks until update(n)
+  (``deferred_seats``), as vLLM's running list holds it until then.
+
+Requests that arrived meanwhile are queued before the next schedule(). A client that gives up
+(``CLIENT_TIMEOUT_S`` after sending) is aborted between iterations; when the aborted request is
+running, the batch in flight is retired first, so its events never follow the abort.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -44,6 +60,21 @@ from .workload import Requests
 PENDING, WAITING, RUNNING, DONE, ABORTED = range(5)
 # journey event codes (index into otlp.JOURNEY_EVENTS)
 QUEUED, SCHEDULED, FIRST, FINISHED, PREEMPTED = range(5)
+#: vLLM 0.15.1's engine loops (docs/measurement.md §5); async is its default and what ran.
+ENGINE_LOOPS = ("async", "sync")
+DEFAULT_ENGINE_LOOP = "async"
+
+
+@dataclass
+class Batch:
+    """A scheduled batch whose outputs update_from_output() has not processed yet."""
+
+    row: int                        # its row in the recorder's step table
+    gpu_end_ns: int                 # end of its forward pass on the GPU
+    work: StepWork
+    events: list[int] = field(default_factory=list)   # FIRST_TOKEN / FINISHED, stamped in update
+    firsts: list[int] = field(default_factory=list)   # requests whose first token it carries
+    done: list[tuple[int, int]] = field(default_factory=list)   # (request, KV tokens) finishing
 
 
 class Simulator:
@@ -52,15 +83,24 @@ class Simulator:
 
     def __init__(self, reqs: Requests, cost: StepCost, total_blocks: int, budget: int,
                  max_seqs: int, timeout_ns: int, tp: int, cpu: CpuModel, rec: Recorder,
-                 rng_noise: np.random.Generator, rng_cpu: np.random.Generator) -> None:
+                 rng_noise: np.random.Generator, rng_cpu: np.random.Generator,
+                 engine_loop: str = DEFAULT_ENGINE_LOOP) -> None:
+        if engine_loop not in ENGINE_LOOPS:
+            raise ValueError(f"engine_loop must be one of {ENGINE_LOOPS}, got {engine_loop!r}")
         self.reqs, self.cost, self.rec, self.cpu, self.tp = reqs, cost, rec, cpu, tp
+        self.is_async = engine_loop == "async"
+        self.inflight: Batch | None = None   # async: the batch submitted last, not yet updated
+        self.gpu_free_ns = 0                 # end of the last batch submitted to the GPU
+        self.deferred_seats = 0              # finished requests still held until their update
         self.B, self.max_seqs, self.timeout_ns = budget, max_seqs, timeout_ns
         self.cpu_noise = CpuNoise(cpu, rng_cpu)
         self.rng_noise = rng_noise
         n = len(reqs)
         self.prompt = reqs.prompt_tokens.tolist()
         self.out = reqs.output_tokens.tolist()
-        self.arrival = reqs.arrival_ns.tolist()
+        self.sent = reqs.arrival_ns.tolist()          # the client's send time
+        api_ns = int(round(cpu.api_arrival_us * 1000.0))
+        self.arrival = (reqs.arrival_ns + api_ns).tolist()   # arrival at the engine core
         self.status = [PENDING] * n
         self.k = [0] * n                   # output tokens generated
         self.npre = [0] * n
@@ -168,11 +208,11 @@ class Simulator:
         self.waiting.appendleft(rid)
         self.nwait += 1
         self.nrun = j
-        self.rec.pending_preempted += 1
         return self._event(rid, PREEMPTED, self.now, 0, min(comp, self.prompt[rid]), k)
 
-    def _abort(self, rid: int, ts_ns: int) -> None:
-        """The client gave up at ``ts_ns`` (between steps): the request leaves."""
+    def _abort(self, rid: int, ts_ns: int, client_ns: int) -> None:
+        """The client gave up at ``client_ns``; the server processes the abort at ``ts_ns``
+        (between iterations): the request leaves."""
         st = self.status[rid]
         if st == WAITING:
             self.nwait -= 1
@@ -192,8 +232,7 @@ class Simulator:
         else:
             return
         self.status[rid] = ABORTED
-        self.rec.end_ns[rid] = ts_ns
-        self.rec.pending_finished += 1
+        self.rec.end_ns[rid] = client_ns
 
     # ------------------------------------------------------------------ main loop
 
@@ -202,7 +241,7 @@ class Simulator:
         else the general path. Both follow the same rules; the fast path only avoids
         touching the running rows (their decode progress is applied lazily, ``_sync``)."""
         N = len(self.reqs)
-        arrival, status, timeout = self.arrival, self.status, self.timeout_ns
+        arrival, sent, status, timeout = self.arrival, self.sent, self.status, self.timeout_ns
         ai = bi = 0
         while True:
             now = self.now
@@ -212,15 +251,20 @@ class Simulator:
                 self.nwait += 1
                 self._event(ai, QUEUED, arrival[ai], 0, 0, 0, step=self.step_id - 1)
                 ai += 1
-            while bi < N and arrival[bi] + timeout <= now:
+            while bi < N and sent[bi] + timeout <= now:
                 if status[bi] == RUNNING:
+                    self._retire_inflight()
                     self._sync()
-                    self._abort(bi, arrival[bi] + timeout)
+                    self._abort(bi, max(sent[bi] + timeout, self.now), sent[bi] + timeout)
                     self._refresh_fast()
-                else:
-                    self._abort(bi, arrival[bi] + timeout)
+                elif status[bi] != PENDING:
+                    self._abort(bi, sent[bi] + timeout, sent[bi] + timeout)
                 bi += 1
+            now = self.now                   # a retired batch may have moved the clock
             if self.nrun == 0 and self.nwait == 0:
+                if self.inflight is not None:       # nothing to schedule: wait for the GPU
+                    self._retire_inflight()
+                    continue
                 if ai >= N:
                     break
                 self.now = max(now, arrival[ai])
@@ -230,7 +274,8 @@ class Simulator:
             self._sync()
             self._general_step(now)
             self._refresh_fast()
-        assert self.nrun == 0 and self.nwait == 0
+        assert self.nrun == 0 and self.nwait == 0 and self.inflight is None
+        assert self.deferred_seats == 0
 
     # ------------------------------------------------------------------ fast path
 
@@ -255,7 +300,7 @@ class Simulator:
 
     def _head_admissible(self, budget: int, free: int) -> bool:
         """Would the head of the waiting queue be admitted with ``free`` blocks?"""
-        if budget <= 0 or self.nrun >= self.max_seqs:
+        if budget <= 0 or self.nrun + self.deferred_seats >= self.max_seqs:
             return False
         while self.nwait > 0:
             rid = self.waiting[0]
@@ -289,9 +334,9 @@ class Simulator:
             return False
         work = StepWork(running=n, prefill_tokens=0, prefill_reqs=0, decode_tokens=n,
                         ctx_sum=self.base_ctx + n * (p + 1), new_blocks=need, sampled=n)
-        t_fwd = self._schedule_and_forward(now, work, [])
-        self._update(t_fwd, work, [], finished=0)
+        batch = self._schedule_and_forward(now, work, [])
         self.pending = p + 1
+        self._submit(batch)
         return True
 
     # ------------------------------------------------------------------ general path
@@ -342,7 +387,7 @@ class Simulator:
         cache, BT, status = self.cache, KV_BLOCK_TOKENS, self.status
         admitted = new_blocks = looked_up = 0
         events: list[int] = []
-        while budget > 0 and self.nrun < self.max_seqs and self.nwait > 0:
+        while budget > 0 and self.nrun + self.deferred_seats < self.max_seqs and self.nwait > 0:
             rid = self.waiting[0]
             if status[rid] != WAITING:
                 self.waiting.popleft()
@@ -389,17 +434,21 @@ class Simulator:
             ev += ev_a
         n = self.nrun
         if n == 0:
-            if self.nwait > 0 and not preempted:
+            if self.nwait > 0 and not preempted and self.inflight is None:
                 raise RuntimeError("scheduler made no progress with an idle GPU")
-            self._stamp(ev, now, us_to_ns(self.cpu_noise.apply(
-                self.cpu.schedule_us(running_before, 0, len(ev), 0, 0))))
-            return                      # everything was preempted: schedule again
+            sched_ns = us_to_ns(self.cpu_noise.apply(
+                self.cpu.schedule_us(running_before, 0, len(ev), 0, 0)))
+            self._stamp(ev, now, sched_ns)
+            self.now = now + sched_ns   # an empty batch: the loop then waits for the GPU
+            self._retire_inflight()
+            return                      # everything was preempted (or held): schedule again
         ids, comp, tgt = self.r_id[:n], self.r_comp[:n], self.r_tgt[:n]
         work = self.rec.batch_work(self.step_id, ids, comp, tgt, tok, dec, chunk_rows, self.cost)
         work = work._replace(running=running_before, admitted=admitted, new_blocks=new_blocks,
                              looked_up=looked_up, events=len(ev))
-        t_fwd = self._schedule_and_forward(now, work, ev)
-        self._after_forward(t_fwd, work, ids, comp, tgt, tok, dec)
+        batch = self._schedule_and_forward(now, work, ev)
+        self._after_forward(batch, ids, comp, tgt, tok, dec)
+        self._submit(batch)
 
     # ------------------------------------------------------------------ timeline
 
@@ -414,20 +463,32 @@ class Simulator:
         self._fi += 1
         return float(self._fnoise[self._fi - 1])
 
-    def _schedule_and_forward(self, now: int, work: StepWork, events: list[int]) -> int:
-        """Price schedule() and the forward pass, stamp the schedule-phase events, record the
-        step; returns the forward pass's end (ns)."""
+    def _schedule_and_forward(self, now: int, work: StepWork, events: list[int]) -> Batch:
+        """Price schedule() (its events stamped inside it), the host work that submits the
+        batch and the forward pass, which starts at max(end of the previous batch, end of the
+        host work); record the step. Returns the batch, not yet updated."""
         cpu = self.cpu
         sched_us = self.cpu_noise.apply(cpu.schedule_us(work.running, work.admitted, work.events,
                                                         work.new_blocks, work.looked_up))
         sched_ns = us_to_ns(sched_us)
         self._stamp(events, now, sched_ns)
         gpu_us = self.cost_gpu_us(work) * self._forward_noise()
-        host_us = self.cpu_noise.apply(cpu.host_us(work.prefill_reqs + work.decode_tokens, self.tp))
-        fwd_ns = us_to_ns(gpu_us + host_us)
-        self.rec.step(self.step_id, now, sched_ns, fwd_ns, work, self.nrun, self.nwait,
-                      self.cache.used)
-        return now + sched_ns + fwd_ns
+        scheduled = work.prefill_reqs + work.decode_tokens
+        host_us = self.cpu_noise.apply(cpu.host_us(scheduled, self.tp))
+        # one jitter draw for the host work, split into its part before the GPU start and its
+        # part on the GPU's critical path (counted in the batch's GPU time); host + GPU are
+        # rounded as one sum, so the sync loop's step ends do not depend on the split
+        base_us = cpu.host_us(scheduled, self.tp)
+        prep_us = host_us * cpu.prep_us(self.tp) / base_us if base_us > 0 else 0.0
+        host_ns = us_to_ns(prep_us) if prep_us > 0 else 0
+        gpu_ns = max(us_to_ns(gpu_us + host_us) - host_ns, 0)
+        ready_ns = now + sched_ns + host_ns
+        gpu_start_ns = max(ready_ns, self.gpu_free_ns)
+        self.gpu_free_ns = gpu_start_ns + gpu_ns
+        row = self.rec.step(self.step_id, now, sched_ns, host_ns, gpu_start_ns, gpu_ns, work,
+                            self.nrun, self.nwait, self.cache.used)
+        self.now = ready_ns
+        return Batch(row=row, gpu_end_ns=self.gpu_free_ns, work=work)
 
     def cost_gpu_us(self, w: StepWork) -> float:
         """GPU time of the step's forward pass from the cost tables (stepcost.py)."""
@@ -435,50 +496,68 @@ class Simulator:
         return (float(c.gemm_us[T]) + float(c.comm_us[T]) + w.prefill_attn_us
                 + c.decode_attention_us(w.decode_tokens, w.ctx_sum) + float(c.lm_head_us[w.sampled]))
 
-    def _update(self, t_fwd: int, work: StepWork, events: list[int], finished: int) -> int:
-        """update_from_output(): its duration, the update-phase stamps, the step's end."""
-        upd_ns = us_to_ns(self.cpu_noise.apply(self.cpu.update_us(
-            work.prefill_reqs + work.decode_tokens, len(events), finished)))
-        self._stamp(events, t_fwd, upd_ns)
-        out_ns = t_fwd + upd_ns
-        self.rec.close_step(upd_ns)
+    def _submit(self, batch: Batch) -> None:
+        """The batch is on the GPU and the step counter moves on. sync: update it at once.
+        async: if an older batch is in flight, block on it and update it; else return to
+        schedule the next batch while this one runs (vLLM's batch queue of 2)."""
         self.step_id += 1
-        self.now = out_ns
-        return out_ns
+        if not self.is_async:
+            self._update(batch)
+            return
+        older, self.inflight = self.inflight, batch
+        if older is not None:
+            self._update(older)
 
-    def _after_forward(self, t_fwd: int, work: StepWork, ids: np.ndarray, comp: np.ndarray,
-                       tgt: np.ndarray, tok: np.ndarray, dec: np.ndarray) -> None:
-        """Step 3: KV grows, tokens are sampled, prefills complete, requests finish."""
+    def _retire_inflight(self) -> None:
+        """async: block on the batch in flight and update it (nothing else to schedule)."""
+        if self.inflight is not None:
+            batch, self.inflight = self.inflight, None
+            self._update(batch)
+
+    def _update(self, batch: Batch) -> None:
+        """update_from_output() of ``batch``, from max(now, its GPU end): its duration, the
+        update-phase stamps, the release of its finished requests; ``now`` moves to its end."""
+        work = batch.work
+        start_ns = max(self.now, batch.gpu_end_ns)
+        upd_ns = us_to_ns(self.cpu_noise.apply(self.cpu.update_us(
+            work.prefill_reqs + work.decode_tokens, len(batch.events), len(batch.done))))
+        self._stamp(batch.events, start_ns, upd_ns)
+        out_ns = start_ns + upd_ns
+        for rid, comp in batch.done:
+            self._release(rid, comp)
+            self.rec.end_ns[rid] = out_ns
+        self.deferred_seats -= len(batch.done)
+        for rid in batch.firsts:
+            self.rec.first_token_ns[rid] = out_ns
+        self.rec.close_step(batch.row, start_ns, upd_ns)
+        self.now = out_ns
+
+    def _after_forward(self, batch: Batch, ids: np.ndarray, comp: np.ndarray, tgt: np.ndarray,
+                       tok: np.ndarray, dec: np.ndarray) -> None:
+        """Step 3, as schedule(n+1) will see it: KV grows, tokens are sampled, prefills
+        complete, requests finish and leave the running rows. Their FIRST_TOKEN / FINISHED
+        events, the release of their blocks and seats wait for update(n) (``batch``)."""
         n, sid = len(ids), self.step_id
         new_comp = comp + tok
         sampled_rows = (new_comp >= tgt) & (tok > 0)
         self.r_comp[:n] = new_comp
         self.r_k[:n] += sampled_rows
-        events: list[int] = []
-        firsts: list[int] = []
         for j in np.flatnonzero(sampled_rows & ~dec).tolist():      # prefill completed
             rid = int(ids[j])
             self.seg_start[rid] = sid
             self._cache_prompt(rid)
             if int(self.r_k[j]) == 1 and self.rec.first_token_ns[rid] < 0:
-                firsts.append(rid)
-                events.append(self._event(rid, FIRST, t_fwd, 2, self.prompt[rid], 1))
+                batch.firsts.append(rid)
+                batch.events.append(self._event(rid, FIRST, 0, 2, self.prompt[rid], 1))
         fin = self.r_k[:n] >= self.r_out[:n]
-        done: list[int] = []
         for j in np.flatnonzero(fin).tolist():
             rid = int(ids[j])
             k1 = int(self.r_k[j])
             self.k[rid] = k1
             self.rec.segment(rid, self.seg_start[rid], sid)
-            events.append(self._event(rid, FINISHED, t_fwd, 2, self.prompt[rid], k1, status=1))
-            self._release(rid, int(self.r_comp[j]))
+            batch.events.append(self._event(rid, FINISHED, 0, 2, self.prompt[rid], k1, status=1))
             self.status[rid] = DONE
-            done.append(rid)
-            self.rec.pending_finished += 1
-        if done:
+            batch.done.append((rid, int(self.r_comp[j])))
+        if batch.done:
             self._keep_rows(~fin)
-        out_ns = self._update(t_fwd, work, events, finished=len(done))
-        for rid in firsts:
-            self.rec.first_token_ns[rid] = out_ns
-        for rid in done:
-            self.rec.end_ns[rid] = out_ns
+            self.deferred_seats += len(batch.done)

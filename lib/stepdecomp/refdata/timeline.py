@@ -1,6 +1,7 @@
-"""The engine's timeline per step: schedule() CPU → forward pass → update_from_output() CPU.
+"""The engine's CPU work per step: schedule(), the host work of execute_model,
+update_from_output(), and the API server's work before a request reaches the engine.
 
-vLLM v1's ``EngineCore.step()`` (docs/measurement.md §1) runs, for step n:
+vLLM v1's engine core (docs/measurement.md §1, §5) runs, for step n:
 
 1. ``schedule()`` on the CPU. The instrumented server takes ``step.ts_start_ns`` on its
    first lines and emits ``step.BATCH_SUMMARY`` near its end with ``step.ts_end_ns``;
@@ -13,8 +14,18 @@ vLLM v1's ``EngineCore.step()`` (docs/measurement.md §1) runs, for step n:
    checked for completion; FIRST_TOKEN and FINISHED of step n are emitted here, after the
    forward pass. The outputs of step n leave for the API server when it returns.
 
-Step n+1 starts when update(n) returns (no async scheduling: the study's servers ran vLLM's
-default synchronous engine loop at these batch sizes — an assumption).
+How these phases follow each other is the engine loop's (scheduler.py): in the synchronous
+loop step n+1 starts when update(n) returns; in the asynchronous loop (vLLM 0.15.1's default,
+what the study ran: docs/measurement.md §5) schedule(n+1) runs while batch n is on the GPU and
+update(n) after it.
+
+Host work of execute_model is split in two: what runs before batch n can start on the GPU
+and overlaps the previous batch in the async loop (``prep_us``: with TP > 1 the broadcast of
+the scheduler output to the workers), and what lies on the GPU's critical path in both loops
+(``critical_us``: the calibrated constants below).
+
+The API server (a separate process) receives a request, tokenizes the prompt and hands it to
+the engine core ``api_arrival_us`` after the client sent it; the client's TTFT includes it.
 
 CPU cost model (:class:`CpuModel`): each phase is a base cost plus costs per unit of work,
 times lognormal jitter exp(N(0, σ²)), plus a rare pause (Python's cyclic garbage collector).
@@ -38,6 +49,10 @@ import numpy as np
 #: calibrated values (data/calibration.json).
 HOST_OVERHEAD_US = 0.0
 HOST_PER_REQUEST_US = 1.0
+#: Time from the client's send to the request's arrival at the engine core (HTTP handling,
+#: prompt tokenization, input processing in the API server). Calibrated (calibrate.py) as the
+#: median gap between the published and the replayed TTFT of the runs that did not overload.
+API_ARRIVAL_US = 0.0
 
 
 @dataclass(frozen=True)
@@ -68,6 +83,8 @@ class CpuModel:
     host_per_request_us: float = HOST_PER_REQUEST_US
     # extra host work with TP > 1: broadcasting the scheduler output to the workers.
     tp_broadcast_us: float = 100.0
+    # API server: client send → the request reaches the engine core (see API_ARRIVAL_US).
+    api_arrival_us: float = API_ARRIVAL_US
     # lognormal jitter of each CPU phase (σ of its log): OS scheduling, cache misses.
     jitter_sigma: float = 0.15
     # a generation-2 GC pause lands in a given CPU phase with this probability ...
@@ -87,6 +104,10 @@ class CpuModel:
         """The same model with the two calibrated host constants replaced."""
         return replace(self, host_overhead_us=overhead_us, host_per_request_us=per_request_us)
 
+    def with_api(self, api_arrival_us: float) -> "CpuModel":
+        """The same model with the calibrated API-server constant replaced."""
+        return replace(self, api_arrival_us=api_arrival_us)
+
     def schedule_us(self, running: int, admitted: int, events: int, new_blocks: int,
                     lookup_blocks: int) -> float:
         """Noise-free schedule() time: base + running·r + admitted·a + events·e + blocks·b +
@@ -102,8 +123,16 @@ class CpuModel:
 
     def host_us(self, scheduled: int, tp: int) -> float:
         """Host part of execute_model: overhead + scheduled·h (+ broadcast when tp > 1)."""
-        return (self.host_overhead_us + self.host_per_request_us * scheduled
-                + (self.tp_broadcast_us if tp > 1 else 0.0))
+        return self.critical_us(scheduled) + self.prep_us(tp)
+
+    def critical_us(self, scheduled: int) -> float:
+        """Host work on the GPU's critical path: overhead + scheduled·h."""
+        return self.host_overhead_us + self.host_per_request_us * scheduled
+
+    def prep_us(self, tp: int) -> float:
+        """Host work before the batch can start, overlapping the previous batch in the async
+        loop: the broadcast of the scheduler output when tp > 1."""
+        return self.tp_broadcast_us if tp > 1 else 0.0
 
 
 class CpuNoise:

@@ -2,7 +2,8 @@
 
 ``<out>/<experiment>/``: ``exp-config.yaml``, ``profile.yaml`` and ``results/config.yaml``
 copied verbatim; ``traces.json`` (OTLP JSON lines in the format of ``otlp.py``);
-``results/summary_lifecycle_metrics.json`` (clientmetrics.py); ``replay_truth.parquet``, the
+``results/summary_lifecycle_metrics.json`` and one ``results/stage_<k>_lifecycle_metrics.json``
+per load stage (clientmetrics.py); ``replay_truth.parquet``, the
 GENERATOR TRUTH per simulated step (read by tests and validation only, never by the report).
 
 Traces: ``step.BATCH_SUMMARY`` for the seeded 10 % sample (one ``scheduler_steps`` span each,
@@ -119,6 +120,11 @@ def summary_metrics(res: SimResult) -> dict:
     return clientmetrics.summary(res.requests, res.segments, res.steps["out_ns"].to_numpy())
 
 
+def stage_metrics(res: SimResult) -> list[dict]:
+    """The load generator's per-stage summaries of this replay, in stage order."""
+    return clientmetrics.stage_summaries(res.requests, res.segments, res.steps["out_ns"].to_numpy())
+
+
 def write_truth(res: SimResult, path: Path) -> None:
     """replay_truth.parquet: the generator's truth, one row per simulated step."""
     table = res.truth()
@@ -137,5 +143,8 @@ def write_experiment(res: SimResult, out_root: Path) -> Path:
     write_traces(res, d / "traces.json")
     (d / "results" / "summary_lifecycle_metrics.json").write_bytes(
         orjson.dumps(summary_metrics(res), option=orjson.OPT_INDENT_2) + b"\n")
+    for k, stage in enumerate(stage_metrics(res)):
+        (d / "results" / f"stage_{k}_lifecycle_metrics.json").write_bytes(
+            orjson.dumps(stage, option=orjson.OPT_INDENT_2) + b"\n")
     write_truth(res, d / TRUTH_FILE)
     return d
