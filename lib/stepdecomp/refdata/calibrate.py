@@ -1,15 +1,20 @@
-"""Fit the replay's hardware, weight precision and host overhead to the published client
-metrics: ``python -m stepdecomp.refdata.calibrate`` (``make calibrate``).
+"""Fit the replay's hardware, weight precision, engine loop and host constants to the
+published client metrics: ``python -m stepdecomp.refdata.calibrate`` (``make calibrate``).
 
 Candidates are every data/hardware/*.json with measured kernel tables (``kernel_system``)
-at each of its ``weight_precisions``; for each, the two calibrated CPU constants — the host
-overhead of execute_model per step and per scheduled request (timeline.HOST_OVERHEAD_US,
-HOST_PER_REQUEST_US) — are chosen from HOST_OVERHEAD_GRID_US × HOST_PER_REQUEST_GRID_US.
-Each (candidate, host constants) replays the 12 published runs with every
-load stage shortened to FIT_TIME_SCALE of its length and compares mean TPOT and mean TTFT
-with data/published_client_metrics.json. The fit of a candidate is its median |TPOT error|
-(TTFT is reported, not fitted: see data/README.md); the default hardware/precision/overhead
-is the best fit, written to data/calibration.json with the whole table. The four
+at each of its ``weight_precisions``, under each engine loop (scheduler.ENGINE_LOOPS); for
+each, the two calibrated host constants on the GPU's critical path — per step and per
+scheduled request (timeline.HOST_OVERHEAD_US, HOST_PER_REQUEST_US) — are chosen from
+HOST_OVERHEAD_GRID_US × HOST_PER_REQUEST_GRID_US. Each (candidate, loop, host constants)
+replays the 12 published runs with every load stage shortened to FIT_TIME_SCALE of its length
+and compares mean TPOT and mean TTFT with data/published_client_metrics.json, for the whole
+run and for each load stage (each stage runs at its own rate). The fit of a candidate is its
+median |TPOT error| over those summaries. TTFT then fixes one more constant in closed form:
+the API server's time from the client's send to the engine (timeline.API_ARRIVAL_US) is the
+median gap between published and replayed TTFT over the summaries of runs that did not
+overload (no failed request), since it shifts every TTFT of such a run by itself. The
+default hardware/precision/loop/constants are the best fit, written to
+data/calibration.json with the whole table, and the best fit per loop is reported. The four
 codellama-34b runs are held out: they are not in the published file and are never replayed
 here.
 
@@ -34,13 +39,16 @@ import yaml
 from ..paths import DATA_DIR, HARDWARE_DIR, WORKLOADS_DIR, display_path
 from ..specs import load_gpu_spec
 from .replay import simulate
+from .scheduler import ENGINE_LOOPS
 from .timeline import CpuModel
-from .writer import summary_metrics
+from .writer import stage_metrics, summary_metrics
 
 PUBLISHED_FILE = DATA_DIR / "published_client_metrics.json"
 CALIBRATION_FILE = DATA_DIR / "calibration.json"
 HOST_OVERHEAD_GRID_US = (0.0, 500.0, 1000.0, 2000.0, 4000.0)
 HOST_PER_REQUEST_GRID_US = (1.0, 10.0, 25.0, 50.0)
+#: The summary of a whole run is stage "all"; stage k is stage_<k>_lifecycle_metrics.json.
+WHOLE_RUN = "all"
 FIT_TIME_SCALE = 0.25
 #: Runs whose published summaries are held back for validation: never calibrated on.
 HELD_OUT_MODEL_SLUG = "codellama-34b"
@@ -75,6 +83,25 @@ def published_runs(path: Path = PUBLISHED_FILE) -> dict[str, dict[str, Any]]:
     return runs
 
 
+def published_stages(path: Path = PUBLISHED_FILE) -> dict[str, list[dict[str, Any]]]:
+    """The published per-stage summaries by run, in stage order (none for a held-out run)."""
+    stages = json.loads(Path(path).read_text()).get("stages", {})
+    held = [r for r in stages if HELD_OUT_MODEL_SLUG in r]
+    if held:
+        raise ValueError(f"{display_path(path)} holds held-out runs {held}")
+    return stages
+
+
+def summary_rows(whole: dict[str, Any], stages: Sequence[dict[str, Any]],
+                 prefix: str) -> list[dict[str, Any]]:
+    """Mean TPOT / TTFT / failures of a run's whole-run summary and of each of its stages,
+    one row each (``stage`` = WHOLE_RUN or the stage index), columns prefixed."""
+    rows = [{"stage": WHOLE_RUN, **{f"{prefix}_{k}": v for k, v in published_means(whole).items()}}]
+    rows += [{"stage": str(k), **{f"{prefix}_{m}": v for m, v in published_means(st).items()}}
+             for k, st in enumerate(stages)]
+    return rows
+
+
 def published_means(summary: dict[str, Any]) -> dict[str, float]:
     """Mean TPOT and TTFT (ms) and the failure count of one summary."""
     lat = summary["successes"]["latency"]
@@ -83,46 +110,77 @@ def published_means(summary: dict[str, Any]) -> dict[str, float]:
             "failures": summary["failures"]["count"]}
 
 
-def _replay_one(job: tuple[str, str, str, float, float, float]) -> dict[str, Any]:
-    run, hardware, precision, host_us, per_req_us, time_scale = job
+Job = tuple[str, str, str, str, float, float, float]
+
+
+def _replay_one(job: Job) -> list[dict[str, Any]]:
+    run, hardware, precision, loop, host_us, per_req_us, time_scale = job
     res = simulate(WORKLOADS_DIR / run, time_scale=time_scale, hardware=hardware,
-                   precision=precision, cpu=CpuModel().with_host(host_us, per_req_us))
-    return {"run": run, "hardware": hardware, "precision": precision, "host_overhead_us": host_us,
-            "host_per_request_us": per_req_us,
-            **{f"replay_{k}": v for k, v in published_means(summary_metrics(res)).items()}}
+                   precision=precision, cpu=CpuModel().with_host(host_us, per_req_us),
+                   engine_loop=loop)
+    key = {"run": run, "hardware": hardware, "precision": precision, "engine_loop": loop,
+           "host_overhead_us": host_us, "host_per_request_us": per_req_us}
+    return [{**key, **row} for row in summary_rows(summary_metrics(res), stage_metrics(res),
+                                                   "replay")]
 
 
 def fit_table(runs: dict[str, dict[str, Any]], cands: Sequence[Candidate],
               grid: Sequence[float] = HOST_OVERHEAD_GRID_US,
               per_request_grid: Sequence[float] = HOST_PER_REQUEST_GRID_US,
-              time_scale: float = FIT_TIME_SCALE, jobs: int = 2) -> pd.DataFrame:
-    """One row per (run, candidate, host constants): published vs replay means, errors."""
-    work = [(r, c.hardware, c.precision, float(h), float(q), time_scale) for c in cands
-            for h in grid for q in per_request_grid for r in sorted(runs)]
+              time_scale: float = FIT_TIME_SCALE, jobs: int = 2,
+              loops: Sequence[str] = ENGINE_LOOPS,
+              stages: dict[str, list[dict[str, Any]]] | None = None) -> pd.DataFrame:
+    """One row per (run, stage, candidate, loop, host constants): published vs replay means
+    and errors; ``stage`` is WHOLE_RUN for the whole-run summary."""
+    work: list[Job] = [(r, c.hardware, c.precision, lp, float(h), float(q), time_scale)
+                       for c in cands for lp in loops for h in grid for q in per_request_grid
+                       for r in sorted(runs)]
     if jobs > 1:
         with mp.get_context().Pool(jobs) as pool:
-            rows = pool.map(_replay_one, work)
+            chunks = pool.map(_replay_one, work)
     else:
-        rows = [_replay_one(w) for w in work]
-    t = pd.DataFrame(rows)
-    pub = pd.DataFrame([{"run": r, **{f"published_{k}": v for k, v in published_means(s).items()}}
-                        for r, s in runs.items()])
-    t = t.merge(pub, on="run")
+        chunks = [_replay_one(w) for w in work]
+    t = pd.DataFrame([row for chunk in chunks for row in chunk])
+    stages = stages or {}
+    pub = pd.DataFrame([{"run": r, **row} for r, s in runs.items()
+                        for row in summary_rows(s, stages.get(r, []), "published")])
+    t = t.merge(pub, on=["run", "stage"])
     for m in ("tpot_ms", "ttft_ms"):
         t[f"{m[:4]}_error"] = t[f"replay_{m}"] / t[f"published_{m}"] - 1.0
     return t
 
 
+def api_arrival_fit_us(table: pd.DataFrame) -> float:
+    """API-server time (µs) that closes the median TTFT gap of the runs that did not
+    overload (no published failure): median of published − replay TTFT over their summaries,
+    at least 0."""
+    calm = table[table["published_failures"] == 0]
+    if not len(calm):
+        return 0.0
+    gap_ms = (calm["published_ttft_ms"] - calm["replay_ttft_ms"]).to_numpy()
+    return max(float(np.median(gap_ms)) * 1e3, 0.0)
+
+
 def choose(table: pd.DataFrame) -> pd.DataFrame:
-    """Per candidate the host constants with the smallest median |TPOT error|, ranked."""
-    g = table.assign(abs_tpot=table["tpot_error"].abs(), abs_ttft=table["ttft_error"].abs())
-    key = ["hardware", "precision", "host_overhead_us", "host_per_request_us"]
-    med = g.groupby(key, as_index=False)[["abs_tpot", "abs_ttft"]].median()
+    """Per candidate and engine loop the host constants with the smallest median |TPOT
+    error| over all summaries (whole runs and stages), ranked; with the API constant fitted
+    to that choice and the TTFT error of the calm runs before and after it."""
+    key = ["hardware", "precision", "engine_loop", "host_overhead_us", "host_per_request_us"]
+    g = table.assign(abs_tpot=table["tpot_error"].abs())
+    med = g.groupby(key, as_index=False)["abs_tpot"].median()
     best = med.sort_values(["abs_tpot", "host_overhead_us", "host_per_request_us"]).groupby(
-        ["hardware", "precision"], as_index=False).head(1)
-    best = best.rename(columns={"abs_tpot": "median_abs_tpot_error",
-                                "abs_ttft": "median_abs_ttft_error"})
-    return best.sort_values("median_abs_tpot_error").reset_index(drop=True)
+        ["hardware", "precision", "engine_loop"], as_index=False).head(1)
+    rows = []
+    for r in best.itertuples(index=False):
+        sub = table.merge(pd.DataFrame([r._asdict()])[key], on=key)
+        api_us = api_arrival_fit_us(sub)
+        calm = sub[sub["published_failures"] == 0]
+        shifted = (calm["replay_ttft_ms"] + api_us / 1e3) / calm["published_ttft_ms"] - 1.0
+        rows.append({**{k: getattr(r, k) for k in key}, "api_arrival_us": round(api_us, 1),
+                     "median_abs_tpot_error": float(r.abs_tpot),
+                     "median_abs_ttft_error_calm": float(calm["ttft_error"].abs().median()),
+                     "median_abs_ttft_error_calm_with_api": float(shifted.abs().median())})
+    return pd.DataFrame(rows).sort_values("median_abs_tpot_error").reset_index(drop=True)
 
 
 def retokenization_fit(runs: dict[str, dict[str, Any]]) -> dict[str, float]:
@@ -143,18 +201,24 @@ def retokenization_fit(runs: dict[str, dict[str, Any]]) -> dict[str, float]:
 def calibration_record(table: pd.DataFrame, time_scale: float) -> dict[str, Any]:
     ranked = choose(table)
     top = ranked.iloc[0]
-    keep = table.merge(ranked[["hardware", "precision", "host_overhead_us", "host_per_request_us"]])
+    keep = table.merge(ranked[["hardware", "precision", "engine_loop", "host_overhead_us",
+                               "host_per_request_us"]])
     return {
         "note": "GENERATED by python -m stepdecomp.refdata.calibrate: an inference from data "
-                "(which configuration reproduces the 12 published client summaries best under "
-                "this replay), not a fact about the testbed. codellama-34b runs held out.",
+                "(which configuration reproduces the 12 published client summaries, whole run "
+                "and per load stage, best under this replay), not a fact about the testbed. "
+                "codellama-34b runs held out.",
         "time_scale": time_scale,
         "chosen": {"hardware": top["hardware"], "precision": top["precision"],
+                   "engine_loop": top["engine_loop"],
                    "host_overhead_us": float(top["host_overhead_us"]),
-                   "host_per_request_us": float(top["host_per_request_us"])},
+                   "host_per_request_us": float(top["host_per_request_us"]),
+                   "api_arrival_us": float(top["api_arrival_us"])},
+        "best_per_loop": json.loads(ranked.groupby("engine_loop").head(1).round(6)
+                                    .to_json(orient="records")),
         "candidates": json.loads(ranked.round(6).to_json(orient="records")),
-        "runs": json.loads(keep.sort_values(["hardware", "precision", "run"]).round(6)
-                           .to_json(orient="records")),
+        "runs": json.loads(keep.sort_values(["hardware", "precision", "engine_loop", "run",
+                                             "stage"]).round(6).to_json(orient="records")),
     }
 
 
@@ -164,13 +228,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--time-scale", type=float, default=FIT_TIME_SCALE)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--out", type=Path, default=CALIBRATION_FILE)
+    ap.add_argument("--hardware", nargs="*", default=None,
+                    help="only these data/hardware names (default: every one with kernel tables)")
+    ap.add_argument("--precision", nargs="*", default=None,
+                    help="only these weight precisions (default: every measured one)")
+    ap.add_argument("--loops", nargs="*", default=list(ENGINE_LOOPS), choices=ENGINE_LOOPS)
     args = ap.parse_args(argv)
     runs = published_runs()
-    cands = candidates()
-    print(f"fitting {len(cands)} candidates × {len(HOST_OVERHEAD_GRID_US)} × "
-          f"{len(HOST_PER_REQUEST_GRID_US)} host constants on "
+    cands = [c for c in candidates() if (not args.hardware or c.hardware in args.hardware)
+             and (not args.precision or c.precision in args.precision)]
+    print(f"fitting {len(cands)} candidates × {len(args.loops)} loops × "
+          f"{len(HOST_OVERHEAD_GRID_US)} × {len(HOST_PER_REQUEST_GRID_US)} host constants on "
           f"{len(runs)} published runs (stages × {args.time_scale})", flush=True)
-    table = fit_table(runs, cands, time_scale=args.time_scale, jobs=args.jobs)
+    table = fit_table(runs, cands, time_scale=args.time_scale, jobs=args.jobs, loops=args.loops,
+                      stages=published_stages())
     rec = calibration_record(table, args.time_scale)
     args.out.write_text(json.dumps(rec, indent=1) + "\n")
     print(choose(table).to_string(index=False))

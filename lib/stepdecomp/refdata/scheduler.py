@@ -38,7 +38,9 @@ clients.
   request that finished with batch n keeps its seat and its KV blocks until update(n)
   (``deferred_seats``), as vLLM's running list holds it until then.
 
-Requests that arrived meanwhile are queued before the next schedule(). A client that gives up
+Requests that arrived meanwhile are taken in at the top of the next loop iteration, right
+before schedule(): their QUEUED events are stamped then, with ``scheduler.step`` = the
+current step counter (the last step scheduled). A client that gives up
 (``CLIENT_TIMEOUT_S`` after sending) is aborted between iterations; when the aborted request is
 running, the batch in flight is retired first, so its events never follow the abort.
 """
@@ -249,7 +251,9 @@ class Simulator:
                 self.status[ai] = WAITING
                 self.waiting.append(ai)
                 self.nwait += 1
-                self._event(ai, QUEUED, arrival[ai], 0, 0, 0, step=self.step_id - 1)
+                # stamped when the engine loop takes it in: at the top of the iteration,
+                # right before schedule() (EngineCore._process_input_queue)
+                self._event(ai, QUEUED, now, 0, 0, 0, step=self.step_id - 1)
                 ai += 1
             while bi < N and sent[bi] + timeout <= now:
                 if status[bi] == RUNNING:
