@@ -14,6 +14,8 @@ HARDWARE  ?=
 PRECISION ?=
 # make data SCALE=10: a synthetic 10x set (each experiment and 9 copies) in data/raw-x10, not data/raw
 SCALE  ?= 1
+# make data ENGINE_LOOP=sync replays vLLM's synchronous engine loop (default: async, what the study ran)
+ENGINE_LOOP ?=
 # make report DASK=local (a LocalCluster of 2 processes) or DASK=tcp://host:8786 (a running
 # scheduler) runs the per-experiment stages on Dask; default: in process (or env STEPDECOMP_DASK)
 DASK   ?=
@@ -55,21 +57,21 @@ REFDATA_SOURCES := $(wildcard lib/stepdecomp/refdata/*.py) $(wildcard data/workl
 	$(wildcard data/workloads/*/results/config.yaml) $(wildcard data/hardware/*.json)
 
 # `make data HARDWARE=… PRECISION=…` always regenerates; `make report HARDWARE=…` does not.
-$(BUNDLED_STAMP): $(REFDATA_SOURCES) $(if $(filter data,$(MAKECMDGOALS)),$(if $(HARDWARE)$(PRECISION),FORCE)) | $(VENV)/.installed
+$(BUNDLED_STAMP): $(REFDATA_SOURCES) $(if $(filter data,$(MAKECMDGOALS)),$(if $(HARDWARE)$(PRECISION)$(ENGINE_LOOP),FORCE)) | $(VENV)/.installed
 	rm -f $@
 	$(PY) -m stepdecomp.refdata --out $(BUNDLED) $(if $(HARDWARE),--hardware $(HARDWARE)) \
-		$(if $(PRECISION),--precision $(PRECISION))
+		$(if $(PRECISION),--precision $(PRECISION)) $(if $(ENGINE_LOOP),--engine-loop $(ENGINE_LOOP))
 	@touch $@
 
 data/raw-x%/.complete: $(REFDATA_SOURCES) | $(VENV)/.installed
 	rm -f $@
 	$(PY) -m stepdecomp.refdata --out $(@D) --scale $* $(if $(HARDWARE),--hardware $(HARDWARE)) \
-		$(if $(PRECISION),--precision $(PRECISION))
+		$(if $(PRECISION),--precision $(PRECISION)) $(if $(ENGINE_LOOP),--engine-loop $(ENGINE_LOOP))
 	@touch $@
 
-data: $(if $(filter-out 1,$(SCALE)),data/raw-x$(SCALE)/.complete,$(BUNDLED_STAMP)) ## Generate the bundled reference dataset in data/raw (HARDWARE=, PRECISION=, SCALE=)
+data: $(if $(filter-out 1,$(SCALE)),data/raw-x$(SCALE)/.complete,$(BUNDLED_STAMP)) ## Generate the bundled reference dataset in data/raw (HARDWARE=, PRECISION=, ENGINE_LOOP=, SCALE=)
 
-calibrate: setup ## Fit hardware, weight precision and host overhead to the 12 published runs
+calibrate: setup ## Fit hardware, weight precision, engine loop and host constants to the 12 published runs (whole run and per stage)
 	$(PY) -m stepdecomp.refdata.calibrate
 
 validate: $(BUNDLED_STAMP) ## Published vs replayed client metrics of data/raw -> data/README.md tables
