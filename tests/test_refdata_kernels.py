@@ -148,3 +148,37 @@ def test_moe_measured_point(tables: K.KernelTables) -> None:
     assert got == pytest.approx(float(row["latency"].iloc[0]) * 1000.0, rel=1e-12)
     with pytest.raises(LookupError):
         K.moe_latency_us(1, 4096, 14336, 2, 8, 3, tables)
+
+
+# --------------------------------------------------------------------------- kernel scaling
+
+def test_kernel_scale_multiplies_each_family_alone() -> None:
+    """Each factor scales exactly its family's table (sensitivity runs); 1 is as measured."""
+    from stepdecomp.refdata.stepcost import KernelScale, build_step_cost
+    from stepdecomp.specs import load_model_spec
+
+    spec = load_model_spec("mistralai/Mixtral-8x7B-v0.1")
+    base = build_step_cost(spec, 2, 256, 16, 1024)
+    moe = build_step_cost(spec, 2, 256, 16, 1024, scale=KernelScale(moe=1.2))
+    dense = build_step_cost(spec, 2, 256, 16, 1024, scale=KernelScale(gemm=0.8))
+    both = build_step_cost(spec, 2, 256, 16, 1024, scale=KernelScale(gemm=0.8, moe=1.2))
+    np.testing.assert_allclose(both.gemm_us - base.gemm_us,
+                               (moe.gemm_us - base.gemm_us) + (dense.gemm_us - base.gemm_us))
+    assert (moe.gemm_us[1:] > base.gemm_us[1:]).all() and (dense.gemm_us[1:] < base.gemm_us[1:]).all()
+    for field, arr in (("allreduce", "comm_us"), ("lm_head", "lm_head_us"),
+                       ("prefill_attention", "prefill_attn_us"),
+                       ("decode_attention", "decode_attn_us")):
+        scaled = build_step_cost(spec, 2, 256, 16, 1024, scale=KernelScale(**{field: 1.15}))
+        np.testing.assert_allclose(getattr(scaled, arr), 1.15 * getattr(base, arr))
+        np.testing.assert_array_equal(scaled.gemm_us, base.gemm_us)
+
+
+@pytest.mark.parametrize("items, message", [(["gemm"], "expected family=factor"),
+                                            (["flash=1.1"], "expected family=factor"),
+                                            (["gemm=fast"], "is not a number"),
+                                            (["gemm=0"], "finite factor > 0"),
+                                            (["moe=nan"], "finite factor > 0")])
+def test_kernel_scale_refuses_bad_factors(items: list[str], message: str) -> None:
+    from stepdecomp.refdata.stepcost import KernelScale
+    with pytest.raises(ValueError, match=message):
+        KernelScale.parse(items)

@@ -27,6 +27,7 @@ from ..paths import WORKLOADS_DIR, display_path
 from ..specs import load_gpu_spec
 from .replay import DEFAULT_HARDWARE, DEFAULT_PRECISION, simulate
 from .scheduler import DEFAULT_ENGINE_LOOP, ENGINE_LOOPS
+from .stepcost import KernelScale
 from .writer import write_experiment
 
 
@@ -45,11 +46,11 @@ def workload_dirs(root: Path = WORKLOADS_DIR, names: Sequence[str] | None = None
     return dirs
 
 
-def _run_one(job: tuple[str, str, int, float, str, str, str]) -> str:
-    path, out, seed, time_scale, hardware, precision, engine_loop = job
+def _run_one(job: tuple[str, str, int, float, str, str, str, KernelScale]) -> str:
+    path, out, seed, time_scale, hardware, precision, engine_loop, scale = job
     t0 = time.perf_counter()
     res = simulate(Path(path), seed=seed, time_scale=time_scale, hardware=hardware,
-                   precision=precision, engine_loop=engine_loop)
+                   precision=precision, engine_loop=engine_loop, kernel_scale=scale)
     write_experiment(res, Path(out))
     r = res.requests
     return (f"{res.experiment.experiment_id}: {len(res.steps)} steps simulated, "
@@ -98,6 +99,9 @@ def _parser() -> argparse.ArgumentParser:
                     help=f"weight precision, bf16 or fp8 (default {DEFAULT_PRECISION})")
     ap.add_argument("--engine-loop", default=DEFAULT_ENGINE_LOOP, choices=ENGINE_LOOPS,
                     help=f"vLLM's engine loop (default {DEFAULT_ENGINE_LOOP}, what the study ran)")
+    ap.add_argument("--kernel-scale", nargs="*", default=[], metavar="FAMILY=FACTOR",
+                    help="multiply a kernel family's measured latencies (sensitivity runs): "
+                         f"families {sorted(KernelScale.__dataclass_fields__)}")
     ap.add_argument("--scale", type=int, default=1,
                     help="also write N-1 copies <name>-<k> of every experiment (a synthetic N× set)")
     return ap
@@ -114,10 +118,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.precision not in gpu.weight_precisions:
         ap.error(f"{args.hardware} has measured kernel tables for {list(gpu.weight_precisions)}, "
                  f"not {args.precision!r}")
+    try:
+        kernel_scale = KernelScale.parse(args.kernel_scale)
+    except ValueError as exc:
+        ap.error(str(exc))
     dirs = workload_dirs(args.workloads, args.experiments)
     args.out.mkdir(parents=True, exist_ok=True)
     jobs = [(str(p), str(args.out), args.seed, args.time_scale, args.hardware, args.precision,
-             args.engine_loop) for p in dirs]
+             args.engine_loop, kernel_scale) for p in dirs]
     t0 = time.perf_counter()
     print(f"replaying {len(jobs)} experiment(s) into {display_path(args.out)} on {args.hardware} "
           f"{args.precision}, {args.engine_loop} engine loop (seed {args.seed}, time scale "

@@ -22,7 +22,7 @@ from ..experiments import Experiment, read_experiment
 from ..specs import load_gpu_spec, load_model_spec
 from .record import Recorder
 from .scheduler import DEFAULT_ENGINE_LOOP, DONE, Simulator
-from .stepcost import build_step_cost, kv_cache_blocks
+from .stepcost import KernelScale, build_step_cost, kv_cache_blocks
 from .timeline import CpuModel
 from .workload import CLIENT_TIMEOUT_S, Workload, generate_requests, read_workload
 
@@ -160,10 +160,13 @@ def simulate(experiment: Experiment | str | Path, seed: int = 0, time_scale: flo
              client_timeout_s: float = CLIENT_TIMEOUT_S, record_decodes: bool = False,
              sample_fraction: float = SAMPLE_FRACTION, hardware: str = DEFAULT_HARDWARE,
              precision: str = DEFAULT_PRECISION, cpu: CpuModel | None = None,
-             engine_loop: str = DEFAULT_ENGINE_LOOP) -> SimResult:
+             engine_loop: str = DEFAULT_ENGINE_LOOP,
+             kernel_scale: KernelScale = KernelScale()) -> SimResult:
     """Replay one experiment on ``hardware`` (data/hardware/<name>.json) with weights at
     ``precision`` under vLLM's ``engine_loop`` (async, the default, or sync:
-    scheduler.ENGINE_LOOPS); returns the per-step truth and the journey events."""
+    scheduler.ENGINE_LOOPS), the measured kernel latencies scaled per family by
+    ``kernel_scale`` (sensitivity runs; 1: as measured); returns the per-step truth and the
+    journey events."""
     exp = experiment if isinstance(experiment, Experiment) else read_experiment(Path(experiment))
     wl = read_workload(exp.path)
     spec = load_model_spec(exp.hf_id)
@@ -176,7 +179,8 @@ def simulate(experiment: Experiment | str | Path, seed: int = 0, time_scale: flo
     rng_work, rng_noise, rng_sample, rng_cpu = (np.random.default_rng(s) for s in
                                                 experiment_seed(seed, exp.experiment_id).spawn(4))
     reqs = generate_requests(wl, rng_work, time_scale)
-    cost = build_step_cost(spec, exp.tp, B, max_seqs, max_len, gpu.kernel_system, precision)
+    cost = build_step_cost(spec, exp.tp, B, max_seqs, max_len, gpu.kernel_system, precision,
+                           kernel_scale)
     total_blocks = kv_cache_blocks(spec, exp.tp, gpu, precision)
     rec = Recorder(len(reqs), rng_sample, sample_fraction, record_decodes)
     sim = Simulator(reqs, cost, total_blocks, B, max_seqs, int(round(client_timeout_s * 1e9)),

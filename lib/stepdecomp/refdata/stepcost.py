@@ -56,6 +56,41 @@ def kv_cache_blocks(spec: ModelSpec, tp: int, gpu: GpuSpec, precision: str = "bf
 
 
 @dataclass(frozen=True)
+class KernelScale:
+    """Multipliers of the measured latencies per kernel family, for the sensitivity study
+    (``make sensitivity``): how much do the analysis's conclusions depend on the replay's
+    costs agreeing with the analysis's assumptions? All 1 is the measured tables."""
+
+    gemm: float = 1.0                # dense linear layers (QKV, O, gate/up, down, router)
+    moe: float = 1.0                 # the fused MoE kernel
+    allreduce: float = 1.0
+    prefill_attention: float = 1.0
+    decode_attention: float = 1.0
+    lm_head: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name, value in self.__dict__.items():
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"KernelScale.{name} must be a finite factor > 0, got {value!r}")
+
+    @classmethod
+    def parse(cls, items: list[str] | tuple[str, ...]) -> "KernelScale":
+        """From ``family=factor`` strings (e.g. ``gemm=1.2 moe=0.8``)."""
+        known = set(cls.__dataclass_fields__)
+        values: dict[str, float] = {}
+        for item in items:
+            name, sep, factor = item.partition("=")
+            if not sep or name not in known:
+                raise ValueError(f"kernel scale {item!r}: expected family=factor with a family "
+                                 f"of {sorted(known)}")
+            try:
+                values[name] = float(factor)
+            except ValueError:
+                raise ValueError(f"kernel scale {item!r}: {factor!r} is not a number") from None
+        return cls(**values)
+
+
+@dataclass(frozen=True)
 class StepCost:
     """Lookup tables (µs per forward pass, all layers) of the GPU time."""
 
@@ -81,33 +116,38 @@ class StepCost:
         return float(self.prefill_attn_us[n])
 
 
-def _layer_gemm_us(spec: ModelSpec, tp: int, tok: np.ndarray, t: kernels.KernelTables) -> np.ndarray:
+def _layer_gemm_us(spec: ModelSpec, tp: int, tok: np.ndarray, t: kernels.KernelTables,
+                   scale: KernelScale = KernelScale()) -> np.ndarray:
     """One layer's linear layers (and MoE) for every token count in ``tok``."""
     d = spec.hidden_size
     per_layer = (kernels.gemm_latency_us(tok, (spec.q_dim + 2 * spec.kv_dim) // tp, d, t)
                  + kernels.gemm_latency_us(tok, d, spec.q_dim // tp, t))
     if spec.is_moe:
-        return (per_layer + kernels.gemm_latency_us(tok, spec.num_experts, d, t)
-                + kernels.moe_latency_us(tok, d, spec.intermediate_size, spec.experts_per_token,
-                                         spec.num_experts, tp, t))
-    return (per_layer + kernels.gemm_latency_us(tok, 2 * spec.intermediate_size // tp, d, t)
-            + kernels.gemm_latency_us(tok, d, spec.intermediate_size // tp, t))
+        return (scale.gemm * (per_layer + kernels.gemm_latency_us(tok, spec.num_experts, d, t))
+                + scale.moe * kernels.moe_latency_us(tok, d, spec.intermediate_size,
+                                                     spec.experts_per_token, spec.num_experts, tp, t))
+    return scale.gemm * (per_layer + kernels.gemm_latency_us(tok, 2 * spec.intermediate_size // tp, d, t)
+                         + kernels.gemm_latency_us(tok, d, spec.intermediate_size // tp, t))
 
 
 def build_step_cost(spec: ModelSpec, tp: int, budget_tokens: int, max_num_seqs: int,
                     max_model_len: int, system: str = kernels.SYSTEM,
-                    precision: str = kernels.PRECISION) -> StepCost:
-    """Per-model lookup arrays from the measured kernels of ``system`` at ``precision``."""
+                    precision: str = kernels.PRECISION,
+                    scale: KernelScale = KernelScale()) -> StepCost:
+    """Per-model lookup arrays from the measured kernels of ``system`` at ``precision``, each
+    kernel family multiplied by its ``scale`` factor (1: as measured)."""
     t = kernels.load_tables(system, precision)
     L, d = spec.num_layers, spec.hidden_size
     tok = np.arange(budget_tokens + 1)
     heads, kv_heads = spec.num_heads // tp, int(physical_mode.kv_heads_per_gpu(spec, tp))
-    comm = (2 * L + 1) * kernels.allreduce_tokens_us(tok, d, tp, t)
+    comm = scale.allreduce * (2 * L + 1) * kernels.allreduce_tokens_us(tok, d, tp, t)
     m = np.arange(max_num_seqs + 1)
-    lm = kernels.gemm_latency_us(m, spec.vocab_size // tp, d, t)
+    lm = scale.lm_head * kernels.gemm_latency_us(m, spec.vocab_size // tp, d, t)
     n_max = int(math.sqrt(budget_tokens**2 + 2.0 * budget_tokens * max_model_len)) + 2
-    pre = L * kernels.context_attention_us(np.arange(n_max + 1), heads, kv_heads, spec.head_dim, t)
+    pre = scale.prefill_attention * L * kernels.context_attention_us(
+        np.arange(n_max + 1), heads, kv_heads, spec.head_dim, t)
     kv = np.arange(max_model_len // KV_BUCKET_TOKENS + 2) * KV_BUCKET_TOKENS
-    dec = L * kernels.generation_attention_grid_us(m, kv, heads, kv_heads, spec.head_dim, t)
-    return StepCost(gemm_us=L * _layer_gemm_us(spec, tp, tok, t), comm_us=comm, lm_head_us=lm,
+    dec = scale.decode_attention * L * kernels.generation_attention_grid_us(
+        m, kv, heads, kv_heads, spec.head_dim, t)
+    return StepCost(gemm_us=L * _layer_gemm_us(spec, tp, tok, t, scale), comm_us=comm, lm_head_us=lm,
                     prefill_attn_us=pre, decode_attn_us=dec)
