@@ -525,6 +525,8 @@ def test_defaults_are_the_calibrated_fit() -> None:
     assert (R.DEFAULT_HARDWARE, R.DEFAULT_PRECISION) == (chosen["hardware"], chosen["precision"])
     assert timeline.HOST_OVERHEAD_US == chosen["host_overhead_us"]
     assert timeline.HOST_PER_REQUEST_US == chosen["host_per_request_us"]
+    assert timeline.API_ARRIVAL_US == chosen["api_arrival_us"]
+    assert R.DEFAULT_ENGINE_LOOP == chosen["engine_loop"] == "async"
 
 
 def _tree(root: Path) -> dict[str, bytes]:
