@@ -55,6 +55,8 @@ import pandas as pd
 from .paths import DATA_DIR, display_path
 from .specs import SUPPORTED_MODEL_TYPES, GpuSpec, ModelSpec, UnsupportedModelError
 
+#: The BLIS commit this port follows (inference-sim/inference-sim).
+BLIS_COMMIT = "f90a1e3a"
 #: BLIS's KV cache element size (bytes), whatever the weights' dtype.
 KV_BYTES_PER_ELEMENT = 2
 #: BLIS's activation element size (bytes) in the TP all-reduce volume.
