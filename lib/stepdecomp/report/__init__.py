@@ -111,7 +111,8 @@ def collect(dirs: "RunDirs", hardware: str = DEFAULT_HARDWARE) -> FindingsInput:
         within=None if tables is None else tables.within, physical_target=target)
     from .stepmodel import stepmodel_section
 
-    step_model = stepmodel_section(dirs)          # notebook 07's tables, when it has run
+    # notebook 07's tables, when it has run
+    step_model = stepmodel_section(dirs, data_kind(meta["data_root"]) == "bundled")
     if step_model is not None:
         fi.extra_sections.append(step_model)
     if meta["data_root"] == display_path(RAW_DIR):

@@ -32,7 +32,8 @@ def _read(dirs: "RunDirs") -> dict[str, pd.DataFrame] | None:
     return {t: outputs.read_table(dirs, t, "07_model") for t in stepmodel_tables.TABLES}
 
 
-def stepmodel_context(tables: dict[str, pd.DataFrame], figure: str | None) -> dict[str, Any]:
+def stepmodel_context(tables: dict[str, pd.DataFrame], figure: str | None,
+                      generated: bool = False) -> dict[str, Any]:
     """The section's numbers: the per-hardware coefficients, the pooled held-out errors, the
     winner of each scheme, the basis-vs-physical ratios and the largest disagreement."""
     coef = tables[stepmodel_tables.COEFFICIENTS]
@@ -70,7 +71,7 @@ def stepmodel_context(tables: dict[str, pd.DataFrame], figure: str | None) -> di
         "per_model_identified": per_model.groupby("scope")["identified"].sum().astype(int).to_dict(),
         "pooled": pooled[["scheme", "predictor", "n_steps", "mape_pct", "median_ape_pct",
                           "bias_pct", "pearson_r"]],
-        "schemes": schemes, "figure": figure,
+        "schemes": schemes, "figure": figure, "generated": generated,
         "comparison": comp[["model", "component", "unit", "n_steps", "ratio_median",
                             "ratio_of_sums"]],
         "agree_components": [c for c, dev in agree.items() if dev <= AGREE_FACTOR],
@@ -83,11 +84,12 @@ def stepmodel_context(tables: dict[str, pd.DataFrame], figure: str | None) -> di
     }
 
 
-def stepmodel_section(dirs: "RunDirs") -> str | None:
-    """The rendered section, or None when notebook 07 has not written its tables."""
+def stepmodel_section(dirs: "RunDirs", generated: bool = False) -> str | None:
+    """The rendered section, or None when notebook 07 has not written its tables;
+    ``generated``: the run analyses the bundled generated dataset."""
     tables = _read(dirs)
     if tables is None:
         return None
     fig_path = dirs.figures / f"{stepmodel_tables.FIGURE}.png"
     figure = os.path.relpath(fig_path, dirs.out) if fig_path.is_file() else None
-    return render_section("stepmodel", stepmodel_context(tables, figure))
+    return render_section("stepmodel", stepmodel_context(tables, figure, generated))
