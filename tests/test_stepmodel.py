@@ -243,3 +243,16 @@ def test_price_one_batch_with_a_fitted_vector(hardware_fit) -> None:
                          blis_basis.BlisHardware.from_gpu(gpu))[0]
     assert got == math.trunc(float((x * coeffs.beta_array).sum()))
     assert 4000 < got < 10_000      # a 7B decode step streams ~13 GB of weights: ms, not µs
+
+
+def test_no_blis_export_for_hardware_blis_does_not_know(tmp_path) -> None:
+    from stepdecomp import outputs, stepmodel_tables
+
+    dirs = outputs.RunDirs(tmp_path, tmp_path / "out", tmp_path / "figures").make()
+    stale = dirs.out / stepmodel_tables.BLIS_DIR / blis_export.DEFAULTS_FILE
+    stale.parent.mkdir(parents=True)
+    stale.write_text("from an earlier run")
+    results = stepmodel_tables.StepModelResults(None, [], [], {}, pd.DataFrame(), "h200-sxm")
+    with pytest.warns(UserWarning, match="no BLIS export for h200-sxm"):
+        assert stepmodel_tables.export_blis(dirs, results) == []
+    assert not stale.exists()

@@ -150,11 +150,21 @@ def hardware_coefficients(results: StepModelResults) -> blis_basis.TrainedPhysic
                                                  beta=tuple(fit.beta))
 
 
-def export_blis(dirs: outputs.RunDirs, results: StepModelResults) -> tuple[Path, Path]:
-    """``<out>/blis/defaults.yaml`` (BLIS's accepted keys only) and its README."""
+def export_blis(dirs: outputs.RunDirs, results: StepModelResults) -> list[Path]:
+    """``<out>/blis/defaults.yaml`` (BLIS's accepted keys only) and its README. For hardware
+    BLIS has no entry for (blis_export.BLIS_GPU_NAMES) nothing is written, earlier files of
+    the export are removed (they would describe another run) and a warning says why."""
+    import warnings
+
     from .report.render import environment
 
     out = dirs.out / BLIS_DIR
+    if results.hardware not in blis_export.BLIS_GPU_NAMES:
+        for name in (blis_export.DEFAULTS_FILE, blis_export.README_FILE):
+            (out / name).unlink(missing_ok=True)
+        warnings.warn(f"no BLIS export for {results.hardware}: BLIS has no hardware entry for "
+                      f"it (known: {', '.join(blis_export.BLIS_GPU_NAMES)})", stacklevel=2)
+        return []
     coeffs = hardware_coefficients(results)
     entries = blis_export.model_entries(results.models, results.hardware)
     doc = blis_export.defaults_document(coeffs, entries)
@@ -175,7 +185,7 @@ def export_blis(dirs: outputs.RunDirs, results: StepModelResults) -> tuple[Path,
            "blis_commit": blis_basis.BLIS_COMMIT})
     readme_path = out / blis_export.README_FILE
     readme_path.write_text(readme, encoding="utf-8")
-    return yaml_path, readme_path
+    return [yaml_path, readme_path]
 
 
 def main(argv: list[str] | None = None) -> int:
