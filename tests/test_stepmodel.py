@@ -256,3 +256,20 @@ def test_no_blis_export_for_hardware_blis_does_not_know(tmp_path) -> None:
     with pytest.warns(UserWarning, match="no BLIS export for h200-sxm"):
         assert stepmodel_tables.export_blis(dirs, results) == []
     assert not stale.exists()
+
+
+def test_a_term_one_experiment_carries_has_an_interval_reaching_zero() -> None:
+    # column 1 is non-zero in experiment e1 only: resamples without e1 cannot use it
+    rng = np.random.default_rng(4)
+    n = 4000
+    x = np.zeros((n, 11))
+    x[:, 0] = rng.uniform(10, 1000, n)
+    x[:, 6] = 1.0
+    labels = np.repeat(np.array(["e1", "e2", "e3", "e4"]), n // 4)
+    x[labels == "e1", 1] = rng.uniform(10, 1000, n // 4)
+    y = 2.0 * x[:, 0] + 1.0 * x[:, 1] + 300.0
+    data = stepmodel.StepData(x, y, labels, labels, labels, np.full(n, np.nan))
+    fit = stepmodel.fit(data, "hand", n_resamples=200)
+    assert fit.beta[1] == pytest.approx(1.0) and fit.ci_low[1] == 0.0
+    assert fit.reason[1] == stepmodel.WEAK
+    assert fit.reason[0] == fit.reason[6] == stepmodel.IDENTIFIED

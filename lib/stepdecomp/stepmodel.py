@@ -29,6 +29,8 @@ Identification, per coefficient (:data:`REASONS`):
   condition index exceeds :data:`CONDITION_INDEX_LIMIT`: the data fix a combination, not it;
 * ``at the bound``: not collinear, and the non-negative fit put it at 0 (the data would
   take it negative or have no use for it);
+* ``interval reaches 0``: positive, but the bootstrap over experiments puts the lower end
+  of its interval at 0: which experiments are drawn decides whether the term is used;
 * ``identified`` otherwise.
 """
 
@@ -64,7 +66,8 @@ ZERO_COLUMN = "zero column"
 CONSTANT_COLUMN = "constant column"
 COLLINEAR = "collinear"
 AT_BOUND = "at the bound"
-REASONS = (IDENTIFIED, ZERO_COLUMN, CONSTANT_COLUMN, COLLINEAR, AT_BOUND)
+WEAK = "interval reaches 0"
+REASONS = (IDENTIFIED, ZERO_COLUMN, CONSTANT_COLUMN, COLLINEAR, AT_BOUND, WEAK)
 #: The per-step constant column (β7): the one constant column a fit keeps.
 CONSTANT_TERM = "blis_one"
 
@@ -295,6 +298,8 @@ def fit(data: StepData, scope: str, n_resamples: int = N_RESAMPLES,
                          for b in boot])
         for j in range(k):
             low[j], high[j] = resample.percentile_interval(reps[:, j], CONFIDENCE)
+            if reasons[j] == IDENTIFIED and active[j] and low[j] <= 0:
+                reasons[j] = WEAK
     return CoefficientFit(scope=scope, target=data.target, beta=beta, ci_low=low, ci_high=high,
                           reason=tuple(reasons), condition_index=cond, n_steps=len(data),
                           n_experiments=len(per))
