@@ -98,8 +98,10 @@ notebooks: report ## Refresh the committed notebooks' outputs from the default r
 unit: setup ## Unit tests of lib/ (pytest)
 	$(PY) -m pytest tests
 
+# The notebooks are given in NOTEBOOKS order (not the directory's): 06_report must run after
+# 07_model, whose tables it reads, as in make report.
 nbval: setup $(BUNDLED_STAMP) ## Re-execute the committed notebooks and compare outputs (nbval)
-	@tmp=$$(mktemp -d) && STEPDECOMP_OUT=$$tmp/nbval-out $(PY) -m pytest --nbval notebooks \
+	@tmp=$$(mktemp -d) && STEPDECOMP_OUT=$$tmp/nbval-out $(PY) -m pytest --nbval $(NOTEBOOK_FILES) \
 		--nbval-sanitize-with $(SANITIZE) -p no:cacheprovider; rc=$$?; \
 	if [ $$rc -eq 0 ] && [ -n "$(NBVAL_SITE)" ]; then \
 		$(PY) -m stepdecomp.site --out $$tmp/nbval-out --notebooks notebooks && \
