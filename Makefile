@@ -24,7 +24,8 @@ SITE   ?= 1
 SITE_DIR = $(if $(OUT),$(OUT),reports)/site
 SITE_ARGS = $(if $(OUT),--out "$(OUT)") $(if $(DATA),--data "$(DATA)")
 # The report notebooks, in the order they run (each reads what the previous ones wrote).
-NOTEBOOKS := 01_load 02_decompose 03_phases 04_correlation 05_plots 06_report
+# 07_model (the step-time model, its tables and reports/blis/) runs before 06_report, which reads them.
+NOTEBOOKS := 01_load 02_decompose 03_phases 04_correlation 05_plots 07_model 06_report
 NOTEBOOK_FILES := $(NOTEBOOKS:%=notebooks/%.ipynb)
 BUNDLED := data/raw
 # The bundled dataset is complete when its generator wrote this stamp last.
@@ -34,7 +35,7 @@ SANITIZE := tests/nbval-sanitize.cfg
 export TQDM_DISABLE ?= 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: FORCE help setup data calibrate validate report site site-check test unit nbval lab bench notebooks clean distclean
+.PHONY: FORCE help setup data calibrate validate report export-blis site site-check test unit nbval lab bench notebooks clean distclean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -77,12 +78,15 @@ calibrate: setup ## Fit hardware, weight precision, engine loop and host constan
 validate: $(BUNDLED_STAMP) ## Published vs replayed client metrics of data/raw -> data/README.md tables
 	$(PY) -m stepdecomp.refdata.validate
 
-report: setup $(if $(DATA),,$(BUNDLED_STAMP)) ## Run notebooks 01-06 -> reports/ + figures/ (or DATA=... OUT=... HARDWARE=...)
+report: setup $(if $(DATA),,$(BUNDLED_STAMP)) ## Run notebooks 01-07 -> reports/ + figures/ (or DATA=... OUT=... HARDWARE=...)
 	@echo "running $(words $(NOTEBOOKS)) notebooks on $(if $(DATA),$(DATA),the bundled dataset)"
 	$(PY) -m stepdecomp.runner $(NOTEBOOK_FILES) $(if $(DATA),--data "$(DATA)") $(if $(OUT),--out "$(OUT)") \
 		$(if $(HARDWARE),--hardware "$(HARDWARE)") $(if $(DASK),--dask "$(DASK)")
 	@echo "findings: $(if $(OUT),$(OUT),reports)/FINDINGS.md"
 	$(if $(filter 1,$(SITE)),$(PY) -m stepdecomp.site $(SITE_ARGS))
+
+export-blis: setup ## BLIS defaults file of the fitted step-time model -> reports/blis/ (after make report; OUT=, HARDWARE=)
+	$(PY) -m stepdecomp.stepmodel_tables $(if $(OUT),--out "$(OUT)") $(if $(HARDWARE),--hardware "$(HARDWARE)")
 
 site: setup ## Offline site of the report: FINDINGS + one page per notebook -> reports/site/ (OUT=)
 	$(PY) -m stepdecomp.site $(SITE_ARGS)
@@ -96,8 +100,10 @@ notebooks: report ## Refresh the committed notebooks' outputs from the default r
 unit: setup ## Unit tests of lib/ (pytest)
 	$(PY) -m pytest tests
 
+# The notebooks are given in NOTEBOOKS order (not the directory's): 06_report must run after
+# 07_model, whose tables it reads, as in make report.
 nbval: setup $(BUNDLED_STAMP) ## Re-execute the committed notebooks and compare outputs (nbval)
-	@tmp=$$(mktemp -d) && STEPDECOMP_OUT=$$tmp/nbval-out $(PY) -m pytest --nbval notebooks \
+	@tmp=$$(mktemp -d) && STEPDECOMP_OUT=$$tmp/nbval-out $(PY) -m pytest --nbval $(NOTEBOOK_FILES) \
 		--nbval-sanitize-with $(SANITIZE) -p no:cacheprovider; rc=$$?; \
 	if [ $$rc -eq 0 ] && [ -n "$(NBVAL_SITE)" ]; then \
 		$(PY) -m stepdecomp.site --out $$tmp/nbval-out --notebooks notebooks && \
@@ -112,10 +118,11 @@ test: unit nbval ## Everything CI runs: unit tests, nbval on the notebooks, the 
 lab: setup ## Open JupyterLab on notebooks/ with the library importable
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
 
-bench: setup ## Loader speed (vs a json.loads loop, cold load of all files, parser ceilings; MB/s); pipeline speed
+bench: setup ## Loader speed (vs a json.loads loop, cold load of all files, parser ceilings; MB/s); pipeline, statistics and step-model speed
 	$(PY) tests/bench_loader.py
 	$(PY) tests/bench_pipeline.py
 	$(PY) tests/bench_stats.py
+	$(PY) tests/bench_stepmodel.py
 
 clean: ## Prune trace caches of vanished files; remove scratch output (keeps data/raw, live caches)
 	@$(PY) -m stepdecomp.load --prune-cache 2>/dev/null || rm -rf data/interim/traces

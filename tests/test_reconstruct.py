@@ -305,7 +305,7 @@ def simulate_reference(n_steps: int, budget: int, seed: int) -> tuple[pd.DataFra
         for r in running:                                           # then prefills in order
             if r["left"] > 0 and budget - used > 0:
                 c = min(r["left"], budget - used)
-                chunks.append((c, r["kv"]))
+                chunks.append((c, r["kv"], r["kv"] + r["left"]))   # s = prompt + k0
                 used, r["kv"], r["left"] = used + c, r["kv"] + c, r["left"] - c
                 if r["left"] == 0:
                     sampled.append(r)
@@ -316,7 +316,7 @@ def simulate_reference(n_steps: int, budget: int, seed: int) -> tuple[pd.DataFra
                         cached=cached, k0=r["gen"])
             r["seen"], r["kv"], r["left"] = True, cached, r["prompt"] + r["gen"] - cached
             c = min(r["left"], budget - used)
-            chunks.append((c, r["kv"]))
+            chunks.append((c, r["kv"], r["kv"] + r["left"]))   # s = prompt + k0
             used, r["kv"], r["left"] = used + c, r["kv"] + c, r["left"] - c
             running.append(r)
             if r["left"] == 0:
@@ -328,12 +328,14 @@ def simulate_reference(n_steps: int, budget: int, seed: int) -> tuple[pd.DataFra
             if r["gen"] == r["max"]:
                 j.finished(x, r["id"], s, r["gen"], "length")
                 running.remove(r)
-        truth.append({"step.id": s, "rec_decode_reqs": used - sum(c for c, _ in chunks),
+        truth.append({"step.id": s, "rec_decode_reqs": used - sum(c for c, _, _ in chunks),
                       "rec_decode_ctx_tokens": ctx, "rec_prefill_reqs": len(chunks),
-                      "rec_prefill_tokens": sum(c for c, _ in chunks),
-                      "rec_prefill_attn_pairs": sum(c * k + c * (c + 1) // 2 for c, k in chunks),
-                      "rec_prefill_kv_read_tokens": sum(k + c for c, k in chunks),
-                      "rec_sampled_tokens": len(sampled)})
+                      "rec_prefill_tokens": sum(c for c, _, _ in chunks),
+                      "rec_prefill_attn_pairs": sum(c * k + c * (c + 1) // 2 for c, k, _ in chunks),
+                      "rec_prefill_kv_read_tokens": sum(k + c for c, k, _ in chunks),
+                      "rec_sampled_tokens": len(sampled),
+                      "rec_prefill_chunk_input_tokens": sum(c * n for c, _, n in chunks),
+                      "rec_prefill_chunk_sq_tokens": sum(c * c for c, _, _ in chunks)})
     return j.frame(), pd.DataFrame(truth)
 
 

@@ -22,7 +22,11 @@ MAX_POINTS = 3000
 #: Seed of the random subsample behind those scatter plots.
 SAMPLE_SEED = 0
 
-ALL_NOTEBOOKS = ("01_load", "02_decompose", "03_phases", "04_correlation", "05_plots", "06_report")
+ALL_NOTEBOOKS = ("01_load", "02_decompose", "03_phases", "04_correlation", "05_plots", "07_model",
+                 "06_report")
+#: The step-time model's defaults (07_model): the fit target and the held-out schemes.
+DEFAULT_STEP_MODEL_TARGET = "step_forward_us"
+DEFAULT_HELD_OUT = "workload,model"
 
 
 @dataclass(frozen=True)
@@ -57,11 +61,17 @@ PARAMETERS: tuple[Parameter, ...] = (
               ALL_NOTEBOOKS),
     Parameter("hardware", str, DEFAULT_HARDWARE,
               "GPU spec data/hardware/<name>.json of every roofline, bound and floor",
-              ("02_decompose", "04_correlation", "05_plots", "06_report")),
+              ("02_decompose", "04_correlation", "05_plots", "07_model", "06_report")),
     Parameter("max_points", int, MAX_POINTS, "points per panel in the per-experiment scatter plots",
               ("05_plots",)),
     Parameter("sample_seed", int, SAMPLE_SEED, "seed of the random subsample behind those plots",
               ("05_plots",)),
+    Parameter("target", str, DEFAULT_STEP_MODEL_TARGET,
+              "step-time column of step_components the BLIS coefficients are fitted to",
+              ("07_model",)),
+    Parameter("held_out", str, DEFAULT_HELD_OUT,
+              "held-out schemes, comma-separated: workload (leave one out), model (leave one out)",
+              ("07_model",)),
 )
 
 HEADER = "# Parameters: `make report` passes them; see stepdecomp/params.py"

@@ -40,7 +40,13 @@ PHYS_COLUMNS = [
     "phys_allreduce_us", "phys_lm_head_us", "phys_total_us", "phys_lower_bound_us",
     "phys_arith_intensity_flops_per_byte", "phys_achieved_tflops", "phys_attn_from_journeys",
     "phys_gemm_us", "phys_moe_us", "phys_moe_source",
+    *("phys_batch_reqs", "phys_decode_prior_ctx_tokens", "phys_prefill_chunk_input_tokens",
+      "phys_prefill_chunk_sq_tokens"),
 ]
+#: The batch aggregates physical_components passes on for other step-time bases
+#: (blis_basis): requests in the batch, Σ decode context before the step's token, and the
+#: chunk sums Σ c·s, Σ c² (reconstruct.REC_CHUNK_COLUMNS). Counts, not times.
+BATCH_AGGREGATE_COLUMNS = PHYS_COLUMNS[-4:]
 
 #: All-reduces per forward pass under tensor parallelism, counted as the reference replay
 #: counts them (refdata/stepcost.py, build_step_cost: ``comm = (2 * L + 1) * ...``): two per
@@ -408,6 +414,12 @@ def physical_components(steps: pd.DataFrame, specs: Mapping[str, ModelSpec],
     * LM head: roofline of lm_head_flops / lm_head_weight_bytes of rec_sampled_tokens.
     * All-reduce: allreduce_us(P + D). phys_total_us = the sum of the six times.
     * phys_lower_bound_us = hbm_lower_bound_us (0 for a step without tokens).
+    * Batch aggregates (``BATCH_AGGREGATE_COLUMNS``, for blis_basis): phys_batch_reqs =
+      batch.num_prefill_reqs + batch.num_decode_reqs; phys_decode_prior_ctx_tokens =
+      rec_decode_ctx_tokens − rec_decode_reqs (each decoder's KV tokens before this step's
+      token); phys_prefill_chunk_input_tokens / _sq_tokens = rec_prefill_chunk_input_tokens
+      / rec_prefill_chunk_sq_tokens. Without journeys they are NaN where D > 0 (context) or
+      P > 0 (chunks), 0 otherwise: no fallback.
 
     Fallback where the rec_* columns are NaN (no journeys for the experiment, or a step
     outside the journey range; ``phys_attn_from_journeys`` is False there): prefill
@@ -470,6 +482,13 @@ def physical_components(steps: pd.DataFrame, specs: Mapping[str, ModelSpec],
     out["phys_gemm_us"] = out["phys_prefill_gemm_us"] + out["phys_decode_gemm_us"]
     out["phys_moe_us"] = moe_us
     out["phys_moe_source"] = moe_source
+    out["phys_batch_reqs"] = _col(steps, "batch.num_prefill_reqs") + _col(steps, "batch.num_decode_reqs")
+    out["phys_decode_prior_ctx_tokens"] = np.where(
+        dec == 0, 0.0, np.where(has_rec, ctx - _col(steps, "rec_decode_reqs"), np.nan))
+    for name in ("input", "sq"):
+        rec = _col(steps, f"rec_prefill_chunk_{name}_tokens")
+        out[f"phys_prefill_chunk_{name}_tokens"] = np.where(
+            p == 0, 0.0, np.where(has_rec, rec, np.nan))
     return out[PHYS_COLUMNS]
 
 

@@ -62,6 +62,13 @@ REC_COLUMNS = [
     "rec_prefill_kv_read_tokens",  # Σ (k + c) KV tokens the chunk attention reads
     "rec_sampled_tokens",          # decoders + prefills completing in the step
 ]
+#: Prefill-chunk sums a step-time basis with whole-prompt attention needs (blis_basis: BLIS
+#: prices a chunk of c tokens as attending the whole prefill length s = prompt + k0 of its
+#: segment, not the k + c tokens computed so far). Merged like ``REC_COLUMNS``.
+REC_CHUNK_COLUMNS = [
+    "rec_prefill_chunk_input_tokens",  # Σ c·s, s = the segment's prefill length prompt + k0
+    "rec_prefill_chunk_sq_tokens",     # Σ c²
+]
 KEY = ["experiment_id", "step.id"]
 
 
@@ -232,13 +239,15 @@ def _greedy_chunks(segs: pd.DataFrame, g_start: np.ndarray, g_last: np.ndarray,
 
 
 def _step_table(grid: _StepGrid, names: pd.Series, sa: _SegmentArrays, E: np.ndarray,
-                dec_reqs: np.ndarray, dec_ctx: np.ndarray, c_step: np.ndarray,
+                dec_reqs: np.ndarray, dec_ctx: np.ndarray, c_seg: np.ndarray, c_step: np.ndarray,
                 c_tok: np.ndarray, c_k: np.ndarray) -> pd.DataFrame:
-    """The per-step table (experiment_id, step.id, ``REC_COLUMNS``) over every step of the
-    journey ranges (slack slots dropped): decodes, the chunk sums (c, c·k + c(c+1)/2,
-    k + c per chunk) and sampled tokens = decoders + segments completing there."""
+    """The per-step table (experiment_id, step.id, ``REC_COLUMNS``, ``REC_CHUNK_COLUMNS``)
+    over every step of the journey ranges (slack slots dropped): decodes, the chunk sums (c,
+    c·k + c(c+1)/2, k + c, c·s and c² per chunk, s = prompt + k0 of the chunk's segment
+    ``c_seg``) and sampled tokens = decoders + segments completing there."""
     tok = c_tok.astype(np.float64)
     kk = c_k.astype(np.float64)
+    seg_len = (sa.prompt + sa.k0)[c_seg] if len(c_seg) else np.zeros(0)
     n_glob, hi, e = grid.n_glob, grid.hi, sa.exp
 
     def per_step(weights: np.ndarray | None = None) -> np.ndarray:
@@ -259,6 +268,8 @@ def _step_table(grid: _StepGrid, names: pd.Series, sa: _SegmentArrays, E: np.nda
         "rec_prefill_attn_pairs": per_step(tok * kk + tok * (tok + 1) / 2)[keep],
         "rec_prefill_kv_read_tokens": per_step(kk + tok)[keep],
         "rec_sampled_tokens": sampled[keep].astype(np.int64),
+        "rec_prefill_chunk_input_tokens": per_step(tok * seg_len)[keep],
+        "rec_prefill_chunk_sq_tokens": per_step(tok * tok)[keep],
     })
     return steps.reset_index(drop=True)
 
@@ -309,7 +320,7 @@ def reconstruct(journeys: pd.DataFrame,
     # open segments the greedy rule completed: completion step, then decodes as above
     E = np.where(open_no_e & (done_at >= 0), grid.step_of_g[np.maximum(done_at, 0)], E)
     dec_reqs, dec_ctx, _ = _decodes(grid, sa, E)
-    steps = _step_table(grid, names, sa, E, dec_reqs, dec_ctx, c_step, c_tok, c_k)
+    steps = _step_table(grid, names, sa, E, dec_reqs, dec_ctx, c_seg, c_step, c_tok, c_k)
     segs = segs.assign(complete_step=E, chunk_mismatch=chunk_mismatch)
     return Reconstruction(steps=steps,
                           segments=segs.drop(columns=["_exp", "_pos"]),
@@ -346,13 +357,13 @@ def attach_reconstruction(steps: pd.DataFrame, journeys: pd.DataFrame,
     rec = reconstruction if reconstruction is not None else (
         reconstruct(journeys, budget_tokens) if len(journeys) else None)
     rec_steps = rec.steps if rec is not None else pd.DataFrame(
-        {c: pd.Series(dtype="float64") for c in REC_COLUMNS}
+        {c: pd.Series(dtype="float64") for c in (*REC_COLUMNS, *REC_CHUNK_COLUMNS)}
         | {"experiment_id": pd.Series(dtype="string"), "step.id": pd.Series(dtype="int64")})
-    left = steps.drop(columns=[c for c in REC_COLUMNS if c in steps])
+    left = steps.drop(columns=[c for c in (*REC_COLUMNS, *REC_CHUNK_COLUMNS) if c in steps])
     key_left = left[KEY].astype({"experiment_id": "string", "step.id": "int64"})
     merged_cols = key_left.merge(rec_steps, on=KEY, how="left")
     merged = left.copy()
-    for c in REC_COLUMNS:
+    for c in (*REC_COLUMNS, *REC_CHUNK_COLUMNS):
         merged[c] = merged_cols[c].to_numpy(dtype=np.float64, na_value=np.nan)
 
     covered = merged["rec_decode_reqs"].notna()

@@ -79,7 +79,8 @@ def collect(dirs: "RunDirs", hardware: str = DEFAULT_HARDWARE) -> FindingsInput:
     When the physical tables (``PHYSICAL_TABLES``; at least physical_pure_phase_correlations
     and physical_per_experiment_correlations) are in dirs.tables, their physical_section is
     appended to ``extra_sections`` and the conclusion's tables are filled in; without them the
-    result is the seed-only one. The MoE subsection reads moe_gemm_check and moe_delta_r, which notebook 04
+    result is the seed-only one. "A Step-Time Model for Simulators" (report.stepmodel) is
+    appended when notebook 07_model has written its tables. The MoE subsection reads moe_gemm_check and moe_delta_r, which notebook 04
     writes (moefit.moe_check_tables) when the run has an MoE model; the report computes nothing."""
     from .. import outputs
     from ..specs import load_gpu_spec, load_model_specs
@@ -108,6 +109,12 @@ def collect(dirs: "RunDirs", hardware: str = DEFAULT_HARDWARE) -> FindingsInput:
         measurement=measurement_tables(dirs),
         physical_pure=None if tables is None else tables.pure,
         within=None if tables is None else tables.within, physical_target=target)
+    from .stepmodel import stepmodel_section
+
+    # notebook 07's tables, when it has run
+    step_model = stepmodel_section(dirs, data_kind(meta["data_root"]) == "bundled")
+    if step_model is not None:
+        fi.extra_sections.append(step_model)
     if meta["data_root"] == display_path(RAW_DIR):
         from ..refdata.validate import client_comparison
 

@@ -1,0 +1,95 @@
+"""FINDINGS' "A Step-Time Model for Simulators": reads the tables notebook 07_model wrote
+(stepmodel_tables.TABLES) and computes nothing beyond what the sentences need."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from .. import blis_export, stepmodel, stepmodel_eval, stepmodel_tables
+from .render import render_section
+
+if TYPE_CHECKING:
+    from ..outputs import RunDirs
+
+#: BLIS's own step-model research on the same runs (inference-sim/inference-sim, branch
+#: stepml-experiments, hypotheses/h-stepml/LEADERBOARD_ALL_ROUNDS.md, as cited in issue 18):
+#: best per-step MAPE (XGBoost), the analytical decomposition's and the old blackbox's, all
+#: fitted to step.duration_us with a random split of requests.
+LEADERBOARD_MAPE_PCT = {"XGBoost (best)": 34.0, "analytical decomposition": 78.7,
+                        "blackbox": 70.4}
+#: A BLIS / physical ratio within this factor of 1 (either way) is agreement.
+AGREE_FACTOR = 1.05
+
+
+def _read(dirs: "RunDirs") -> dict[str, pd.DataFrame] | None:
+    from .. import outputs
+
+    if not all((dirs.tables / f"{t}.csv").is_file() for t in stepmodel_tables.TABLES):
+        return None
+    return {t: outputs.read_table(dirs, t, "07_model") for t in stepmodel_tables.TABLES}
+
+
+def stepmodel_context(tables: dict[str, pd.DataFrame], figure: str | None,
+                      generated: bool = False) -> dict[str, Any]:
+    """The section's numbers: the per-hardware coefficients, the pooled held-out errors, the
+    winner of each scheme, the basis-vs-physical ratios and the largest disagreement."""
+    coef = tables[stepmodel_tables.COEFFICIENTS]
+    hw = coef[coef["scope"] == stepmodel.ALL_MODELS]
+    per_model = coef[coef["scope"] != stepmodel.ALL_MODELS]
+    errors = tables[stepmodel_tables.HELD_OUT]
+    pooled = errors[errors["held_out"] == stepmodel_eval.ALL_GROUPS].copy()
+    pooled["predictor"] = pooled["predictor"].map(stepmodel_eval.PREDICTOR_LABELS)
+    schemes = []
+    for scheme in pooled["scheme"].unique():
+        best, best_v, second, second_v = stepmodel_eval.winner(errors, scheme)
+        fitted = pooled[(pooled["scheme"] == scheme)]
+        schemes.append({"scheme": scheme, "best": stepmodel_eval.PREDICTOR_LABELS[best],
+                        "best_value": best_v,
+                        "second": stepmodel_eval.PREDICTOR_LABELS[second],
+                        "second_value": second_v,
+                        "fitted_label": stepmodel_eval.PREDICTOR_LABELS["fitted"], "ratio": second_v / best_v if best_v else None,
+                        "fitted_median_ape": float(fitted.loc[
+                            fitted["predictor"] == stepmodel_eval.PREDICTOR_LABELS["fitted"],
+                            "median_ape_pct"].iloc[0])})
+    comp = tables[stepmodel_tables.BASIS_VS_PHYSICAL].dropna(subset=["ratio_median"])
+    off = comp.assign(dev=(comp["ratio_of_sums"].apply(lambda r: max(r, 1 / r))))
+    agree = off.groupby("component", sort=False)["dev"].max()
+    disagree = off[off["dev"] > AGREE_FACTOR].sort_values("dev", ascending=False)
+    data = tables[stepmodel_tables.DATA_SUMMARY].set_index("item")["value"]
+    return {
+        "target": str(hw["target"].iloc[0]), "hardware": str(hw["hardware"].iloc[0]),
+        "n_steps": int(data["steps used"]), "n_experiments": int(data["experiments"]),
+        "n_models": int(data["models"]),
+        "dropped": {k.removeprefix("steps dropped: "): int(v) for k, v in data.items()
+                    if k.startswith("steps dropped")},
+        "coefficients": hw[["beta", "basis", "value", "ci_low", "ci_high", "reason",
+                            "condition_index"]],
+        "unidentified": hw.loc[~hw["identified"].astype(bool), ["beta", "reason"]].to_dict("records"),
+        "per_model_identified": per_model.groupby("scope")["identified"].sum().astype(int).to_dict(),
+        "pooled": pooled[["scheme", "predictor", "n_steps", "mape_pct", "median_ape_pct",
+                          "bias_pct", "pearson_r"]],
+        "schemes": schemes, "figure": figure, "generated": generated,
+        "comparison": comp[["model", "component", "unit", "n_steps", "ratio_median",
+                            "ratio_of_sums"]],
+        "agree_components": [c for c, dev in agree.items() if dev <= AGREE_FACTOR],
+        "disagree": disagree[["model", "component", "ratio_of_sums"]].to_dict("records"),
+        "agree_factor": AGREE_FACTOR, "leaderboard": LEADERBOARD_MAPE_PCT,
+        "alpha_statement": blis_export.ALPHA_STATEMENT, "weighting": stepmodel.WEIGHTING,
+        "condition_limit": stepmodel.CONDITION_INDEX_LIMIT,
+        "confidence_pct": stepmodel.CONFIDENCE * 100,
+        "variance_limit": stepmodel.VARIANCE_PROPORTION_LIMIT,
+    }
+
+
+def stepmodel_section(dirs: "RunDirs", generated: bool = False) -> str | None:
+    """The rendered section, or None when notebook 07 has not written its tables;
+    ``generated``: the run analyses the bundled generated dataset."""
+    tables = _read(dirs)
+    if tables is None:
+        return None
+    fig_path = dirs.figures / f"{stepmodel_tables.FIGURE}.png"
+    figure = os.path.relpath(fig_path, dirs.out) if fig_path.is_file() else None
+    return render_section("stepmodel", stepmodel_context(tables, figure, generated))
