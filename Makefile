@@ -16,6 +16,8 @@ PRECISION ?=
 SCALE  ?= 1
 # make data ENGINE_LOOP=sync replays vLLM's synchronous engine loop (default: async, what the study ran)
 ENGINE_LOOP ?=
+# make data STEP_MODEL=reports/blis/defaults.yaml prices the forward pass with fitted BLIS coefficients
+STEP_MODEL ?=
 # make report DASK=local (a LocalCluster of 2 processes) or DASK=tcp://host:8786 (a running
 # scheduler) runs the per-experiment stages on Dask; default: in process (or env STEPDECOMP_DASK)
 DASK   ?=
@@ -58,11 +60,17 @@ REFDATA_SOURCES := $(wildcard lib/stepdecomp/refdata/*.py) $(wildcard data/workl
 	$(wildcard data/workloads/*/results/config.yaml) $(wildcard data/hardware/*.json)
 
 # `make data HARDWARE=… PRECISION=…` always regenerates; `make report HARDWARE=…` does not.
-$(BUNDLED_STAMP): $(REFDATA_SOURCES) $(if $(filter data,$(MAKECMDGOALS)),$(if $(HARDWARE)$(PRECISION)$(ENGINE_LOOP),FORCE)) | $(VENV)/.installed
+# The generator's arguments; the stamp records those of the data in data/raw, so `make data`
+# regenerates whenever they differ (back to the default too). `make report HARDWARE=…` does not.
+DATA_ARGS := $(strip $(if $(HARDWARE),--hardware $(HARDWARE)) $(if $(PRECISION),--precision $(PRECISION)) \
+	$(if $(ENGINE_LOOP),--engine-loop $(ENGINE_LOOP)) $(if $(STEP_MODEL),--step-model $(STEP_MODEL)))
+STAMP_ARGS := $(strip $(shell cat $(BUNDLED_STAMP) 2>/dev/null))
+DATA_STALE := $(if $(filter-out $(DATA_ARGS),$(STAMP_ARGS))$(filter-out $(STAMP_ARGS),$(DATA_ARGS)),FORCE)
+
+$(BUNDLED_STAMP): $(REFDATA_SOURCES) $(if $(filter data,$(MAKECMDGOALS)),$(DATA_STALE)) | $(VENV)/.installed
 	rm -f $@
-	$(PY) -m stepdecomp.refdata --out $(BUNDLED) $(if $(HARDWARE),--hardware $(HARDWARE)) \
-		$(if $(PRECISION),--precision $(PRECISION)) $(if $(ENGINE_LOOP),--engine-loop $(ENGINE_LOOP))
-	@touch $@
+	$(PY) -m stepdecomp.refdata --out $(BUNDLED) $(DATA_ARGS)
+	@echo "$(DATA_ARGS)" > $@
 
 data/raw-x%/.complete: $(REFDATA_SOURCES) | $(VENV)/.installed
 	rm -f $@
@@ -70,7 +78,7 @@ data/raw-x%/.complete: $(REFDATA_SOURCES) | $(VENV)/.installed
 		$(if $(PRECISION),--precision $(PRECISION)) $(if $(ENGINE_LOOP),--engine-loop $(ENGINE_LOOP))
 	@touch $@
 
-data: $(if $(filter-out 1,$(SCALE)),data/raw-x$(SCALE)/.complete,$(BUNDLED_STAMP)) ## Generate the bundled reference dataset in data/raw (HARDWARE=, PRECISION=, ENGINE_LOOP=, SCALE=)
+data: $(if $(filter-out 1,$(SCALE)),data/raw-x$(SCALE)/.complete,$(BUNDLED_STAMP)) ## Generate the bundled reference dataset in data/raw (HARDWARE=, PRECISION=, ENGINE_LOOP=, STEP_MODEL=, SCALE=)
 
 calibrate: setup ## Fit hardware, weight precision, engine loop and host constants to the 12 published runs (whole run and per stage)
 	$(PY) -m stepdecomp.refdata.calibrate

@@ -226,3 +226,28 @@ def test_physical_mode_passes_the_aggregates() -> None:
     agg = out[list(physical_mode.BATCH_AGGREGATE_COLUMNS)]
     assert agg.iloc[0].tolist() == [4.0, 3000.0, 300_000.0, 10_000.0]
     assert agg.iloc[1, 0] == 3.0 and agg.iloc[1, 1:].isna().all()
+
+
+# --------------------------------------------------------------------------- the line a replay prices with
+
+@pytest.mark.parametrize("hf_id, tp", [("meta-llama/Llama-2-7b-hf", 1),
+                                       ("mistralai/Mixtral-8x7B-v0.1", 2),
+                                       ("meta-llama/Llama-2-70b-hf", 4)])
+def test_linear_step_time_is_the_basis(hf_id: str, tp: int) -> None:
+    """c0 + Σ slope·sum equals Σ β·basis on random batches (prefill only, decode only,
+    mixed, empty), for random non-negative β."""
+    from stepdecomp.specs import load_gpu_spec, load_model_spec
+
+    rng = np.random.default_rng(7)
+    spec, gpu = load_model_spec(hf_id), load_gpu_spec("h100-sxm")
+    m, hw = bb.BlisModel.from_spec(spec), bb.BlisHardware.from_gpu(gpu)
+    beta = rng.uniform(0.0, 2.0, bb.N_BETA)
+    line = bb.linear_step_time(spec, tp, gpu, beta)
+    assert set(line) == {"constant", *bb.LINEAR_TERMS}
+    for n_pre, n_dec in [(0, 0), (1, 0), (0, 7), (3, 90), (2, 128)]:
+        pre = [(int(rng.integers(1, 600)), int(rng.integers(600, 3000))) for _ in range(n_pre)]
+        dec = [int(c) for c in rng.integers(50, 3000, n_dec)]
+        agg = bb.BatchAggregates.from_requests(pre, dec)
+        exact = bb.step_time_unrounded_us(bb.basis(agg, m, tp, hw), beta)[0]
+        line_us = line["constant"] + sum(line[t] * float(getattr(agg, t)[0]) for t in bb.LINEAR_TERMS)
+        assert line_us == pytest.approx(exact, rel=1e-9, abs=1e-9)

@@ -587,3 +587,26 @@ def test_step_targets_recover_the_replay_truth(name: str) -> None:
         assert ok.mean() >= 0.12
         assert np.median(np.abs(est[ok] / true[ok] - 1)) <= 0.05
         assert np.corrcoef(est[ok], true[ok])[0, 1] >= 0.98
+
+
+def test_a_step_model_prices_the_forward_pass() -> None:
+    """make data STEP_MODEL=…: the forward pass of a pure-decode step is BLIS's StepTime of
+    its batch (D decoders, their context before the step's token) × the kernel noise, plus
+    the host work on the GPU's critical path (1 µs per request)."""
+    from stepdecomp import blis_basis as B
+
+    res = R.simulate(WORKLOADS_DIR / GENERAL_7B, seed=3, time_scale=0.05,
+                     step_model=B.SHIPPED_COEFFICIENTS_PATH)
+    s = res.steps[(res.steps["prefill_tokens"] == 0) & (res.steps["decode_tokens"] > 0)]
+    spec, gpu = load_model_spec("meta-llama/Llama-2-7b-hf"), load_gpu_spec("h100-sxm")
+    beta = B.load_coefficients().beta_array
+    d = s["decode_tokens"].to_numpy(np.float64)
+    agg = B.BatchAggregates(prefill_tokens=np.zeros(len(s)), prefill_chunk_input_tokens=np.zeros(len(s)),
+                            prefill_chunk_sq_tokens=np.zeros(len(s)), decode_reqs=d,
+                            decode_context_tokens=s["decode_ctx_tokens"].to_numpy(np.float64) - d,
+                            batch_reqs=d)
+    blis_us = B.step_time_us(B.basis(agg, B.BlisModel.from_spec(spec), 1, B.BlisHardware.from_gpu(gpu)), beta)
+    ratio = (s["forward_us"].to_numpy() - d * timeline.HOST_PER_REQUEST_US) / blis_us
+    assert len(s) > 100 and abs(np.median(ratio) - 1) < 0.005 and np.std(np.log(ratio)) < 0.05
+    with pytest.raises(SystemExit):
+        main(["--out", "/nonexistent", "--step-model", "/no/such.yaml"])

@@ -400,3 +400,29 @@ def price_batch_us(model: ModelSpec | BlisModel, tp: int, gpu: GpuSpec | BlisHar
     hw = gpu if isinstance(gpu, BlisHardware) else BlisHardware.from_gpu(gpu)
     x = basis(BatchAggregates.from_requests(prefill, decode_contexts), m, tp, hw)
     return int(step_time_us(x, coefficients.beta_array)[0])
+
+
+#: The per-step sums a batch's StepTime is linear in. BLIS's prefill terms vanish with P and
+#: its decode terms with D ("0 when P = 0"): each is a line through 0 in its own sums, so
+#: the StepTime is linear in all of them together.
+LINEAR_TERMS: tuple[str, ...] = ("prefill_tokens", "prefill_chunk_input_tokens",
+                                 "prefill_chunk_sq_tokens", "decode_reqs",
+                                 "decode_context_tokens", "batch_reqs")
+
+
+def linear_step_time(model: ModelSpec | BlisModel, tp: int, gpu: GpuSpec | BlisHardware,
+                     beta: np.ndarray | Sequence[float]) -> dict[str, float]:
+    """The unrounded StepTime of one model, TP and GPU as a line in the batch sums:
+    ``{"constant": c0, <each of LINEAR_TERMS>: slope}`` (µs per unit). Read off the basis
+    itself — at the empty batch, and around a batch with one prefill and one decode token (so
+    that neither branch is switched off) plus one unit of each sum — not re-derived, so a
+    replay prices a batch as c0 + Σ slope·sum without building the basis per step."""
+    m = model if isinstance(model, BlisModel) else BlisModel.from_spec(model)
+    hw = gpu if isinstance(gpu, BlisHardware) else BlisHardware.from_gpu(gpu)
+    k = len(LINEAR_TERMS)
+    base = np.array([1.0 if n in ("prefill_tokens", "decode_reqs") else 0.0 for n in LINEAR_TERMS])
+    points = np.vstack([np.zeros(k), base, base + np.eye(k)])
+    agg = BatchAggregates(**{name: points[:, i] for i, name in enumerate(LINEAR_TERMS)})
+    t = step_time_unrounded_us(basis(agg, m, tp, hw), beta)
+    return {"constant": float(t[0]), **{name: float(t[i + 2] - t[1])
+                                        for i, name in enumerate(LINEAR_TERMS)}}

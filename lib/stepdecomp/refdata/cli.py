@@ -46,11 +46,12 @@ def workload_dirs(root: Path = WORKLOADS_DIR, names: Sequence[str] | None = None
     return dirs
 
 
-def _run_one(job: tuple[str, str, int, float, str, str, str, KernelScale]) -> str:
-    path, out, seed, time_scale, hardware, precision, engine_loop, scale = job
+def _run_one(job: tuple[str, str, int, float, str, str, str, KernelScale, str | None]) -> str:
+    path, out, seed, time_scale, hardware, precision, engine_loop, scale, step_model = job
     t0 = time.perf_counter()
     res = simulate(Path(path), seed=seed, time_scale=time_scale, hardware=hardware,
-                   precision=precision, engine_loop=engine_loop, kernel_scale=scale)
+                   precision=precision, engine_loop=engine_loop, kernel_scale=scale,
+                   step_model=Path(step_model) if step_model else None)
     write_experiment(res, Path(out))
     r = res.requests
     return (f"{res.experiment.experiment_id}: {len(res.steps)} steps simulated, "
@@ -102,6 +103,9 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--kernel-scale", nargs="*", default=[], metavar="FAMILY=FACTOR",
                     help="multiply a kernel family's measured latencies (sensitivity runs): "
                          f"families {sorted(KernelScale.__dataclass_fields__)}")
+    ap.add_argument("--step-model", default=None, metavar="YAML",
+                    help="price the forward pass with BLIS trained-physics coefficients from this "
+                         "file (an exported defaults.yaml) instead of the kernel tables")
     ap.add_argument("--scale", type=int, default=1,
                     help="also write N-1 copies <name>-<k> of every experiment (a synthetic N× set)")
     return ap
@@ -122,10 +126,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         kernel_scale = KernelScale.parse(args.kernel_scale)
     except ValueError as exc:
         ap.error(str(exc))
+    if args.step_model and not Path(args.step_model).is_file():
+        ap.error(f"--step-model {args.step_model}: no such file")
     dirs = workload_dirs(args.workloads, args.experiments)
     args.out.mkdir(parents=True, exist_ok=True)
     jobs = [(str(p), str(args.out), args.seed, args.time_scale, args.hardware, args.precision,
-             args.engine_loop, kernel_scale) for p in dirs]
+             args.engine_loop, kernel_scale, args.step_model) for p in dirs]
     t0 = time.perf_counter()
     print(f"replaying {len(jobs)} experiment(s) into {display_path(args.out)} on {args.hardware} "
           f"{args.precision}, {args.engine_loop} engine loop (seed {args.seed}, time scale "

@@ -27,6 +27,8 @@ class StepWork(NamedTuple):
     pairs: int = 0                # prefill attention (query, key) pairs
     kv_read: int = 0              # prefill KV reads Σ (p + c)
     prefill_attn_us: float = 0.0
+    chunk_input: int = 0          # Σ c·s over prefill chunks, s = the request's input length
+    chunk_sq: int = 0             # Σ c² over prefill chunks
 
 
 #: One row per executed step (all steps; ``sampled`` marks the BATCH_SUMMARY sample). Times
@@ -109,11 +111,13 @@ class Recorder:
         """The batch's token counts, chunk attention and decode contexts; records chunks
         (and decode contexts with ``record_decodes``)."""
         ctx = comp[dec] + 1
-        P_tok = pairs = kv_read = 0
+        P_tok = pairs = kv_read = chunk_input = chunk_sq = 0
         attn_pre = 0.0
         for j in chunk_rows:
             c, p = int(tok[j]), int(comp[j])
             P_tok += c
+            chunk_input += c * int(tgt[j])
+            chunk_sq += c * c
             pairs += c * p + c * (c + 1) // 2
             kv_read += p + c
             attn_pre += cost.prefill_attention_us(c, p)
@@ -126,7 +130,8 @@ class Recorder:
         sampled = int(np.count_nonzero((comp + tok >= tgt) & (tok > 0)))
         return StepWork(running=len(ids), prefill_tokens=P_tok, prefill_reqs=len(chunk_rows),
                         decode_tokens=D, ctx_sum=int(ctx.sum()), sampled=sampled, pairs=pairs,
-                        kv_read=kv_read, prefill_attn_us=attn_pre)
+                        kv_read=kv_read, prefill_attn_us=attn_pre, chunk_input=chunk_input,
+                        chunk_sq=chunk_sq)
 
     def _sampled_draw(self) -> bool:
         if self._di == len(self._draws):

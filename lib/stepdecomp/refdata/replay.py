@@ -161,12 +161,15 @@ def simulate(experiment: Experiment | str | Path, seed: int = 0, time_scale: flo
              sample_fraction: float = SAMPLE_FRACTION, hardware: str = DEFAULT_HARDWARE,
              precision: str = DEFAULT_PRECISION, cpu: CpuModel | None = None,
              engine_loop: str = DEFAULT_ENGINE_LOOP,
-             kernel_scale: KernelScale = KernelScale()) -> SimResult:
+             kernel_scale: KernelScale = KernelScale(),
+             step_model: Path | None = None) -> SimResult:
     """Replay one experiment on ``hardware`` (data/hardware/<name>.json) with weights at
     ``precision`` under vLLM's ``engine_loop`` (async, the default, or sync:
     scheduler.ENGINE_LOOPS), the measured kernel latencies scaled per family by
     ``kernel_scale`` (sensitivity runs; 1: as measured); returns the per-step truth and the
-    journey events."""
+    journey events. With ``step_model`` (a YAML file of BLIS trained-physics coefficients: an
+    exported defaults.yaml or data/blis/trained_physics_shipped.yaml) the forward pass is
+    priced by that step-time model instead of the kernel tables (`make data STEP_MODEL=…`)."""
     exp = experiment if isinstance(experiment, Experiment) else read_experiment(Path(experiment))
     wl = read_workload(exp.path)
     spec = load_model_spec(exp.hf_id)
@@ -183,8 +186,12 @@ def simulate(experiment: Experiment | str | Path, seed: int = 0, time_scale: flo
                            kernel_scale)
     total_blocks = kv_cache_blocks(spec, exp.tp, gpu, precision)
     rec = Recorder(len(reqs), rng_sample, sample_fraction, record_decodes)
+    step_time = None
+    if step_model is not None:
+        from ..blis_basis import linear_step_time, load_coefficients
+        step_time = linear_step_time(spec, exp.tp, gpu, load_coefficients(Path(step_model)).beta_array)
     sim = Simulator(reqs, cost, total_blocks, B, max_seqs, int(round(client_timeout_s * 1e9)),
-                    exp.tp, cpu or CpuModel(), rec, rng_noise, rng_cpu, engine_loop)
+                    exp.tp, cpu or CpuModel(), rec, rng_noise, rng_cpu, engine_loop, step_time)
     sim.run()
     return _result(sim, exp, wl, seed, time_scale, hardware, precision, engine_loop)
 

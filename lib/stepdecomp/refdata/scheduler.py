@@ -86,11 +86,15 @@ class Simulator:
     def __init__(self, reqs: Requests, cost: StepCost, total_blocks: int, budget: int,
                  max_seqs: int, timeout_ns: int, tp: int, cpu: CpuModel, rec: Recorder,
                  rng_noise: np.random.Generator, rng_cpu: np.random.Generator,
-                 engine_loop: str = DEFAULT_ENGINE_LOOP) -> None:
+                 engine_loop: str = DEFAULT_ENGINE_LOOP,
+                 step_time: dict[str, float] | None = None) -> None:
         if engine_loop not in ENGINE_LOOPS:
             raise ValueError(f"engine_loop must be one of {ENGINE_LOOPS}, got {engine_loop!r}")
         self.reqs, self.cost, self.rec, self.cpu, self.tp = reqs, cost, rec, cpu, tp
         self.is_async = engine_loop == "async"
+        # a step-time model pricing the forward pass instead of the kernel tables (a line in
+        # the batch sums: blis_basis.linear_step_time), or None
+        self.step_time = step_time
         self.inflight: Batch | None = None   # async: the batch submitted last, not yet updated
         self.gpu_free_ns = 0                 # end of the last batch submitted to the GPU
         self.deferred_seats = 0              # finished requests still held until their update
@@ -495,10 +499,27 @@ class Simulator:
         return Batch(row=row, gpu_end_ns=self.gpu_free_ns, work=work)
 
     def cost_gpu_us(self, w: StepWork) -> float:
-        """GPU time of the step's forward pass from the cost tables (stepcost.py)."""
+        """GPU time of the step's forward pass from the cost tables (stepcost.py), or from the
+        step-time model when one is given (:meth:`model_gpu_us`)."""
+        if self.step_time is not None:
+            return self.model_gpu_us(w)
         c, T = self.cost, w.prefill_tokens + w.decode_tokens
         return (float(c.gemm_us[T]) + float(c.comm_us[T]) + w.prefill_attn_us
                 + c.decode_attention_us(w.decode_tokens, w.ctx_sum) + float(c.lm_head_us[w.sampled]))
+
+    def model_gpu_us(self, w: StepWork) -> float:
+        """BLIS's StepTime of the batch from the step-time model's line: c0 + slopes · (P,
+        Σ c·s, Σ c², D, C, N) with C = the decoders' context before this step's token
+        (``ctx_sum`` counts the token fed: minus one per decoder) and N the requests in the
+        batch; truncated to whole µs and at least 1, as BLIS does."""
+        m = self.step_time
+        assert m is not None
+        t = (m["constant"] + m["prefill_tokens"] * w.prefill_tokens
+             + m["prefill_chunk_input_tokens"] * w.chunk_input
+             + m["prefill_chunk_sq_tokens"] * w.chunk_sq + m["decode_reqs"] * w.decode_tokens
+             + m["decode_context_tokens"] * (w.ctx_sum - w.decode_tokens)
+             + m["batch_reqs"] * (w.prefill_reqs + w.decode_tokens))
+        return float(max(1, int(t)))
 
     def _submit(self, batch: Batch) -> None:
         """The batch is on the GPU and the step counter moves on. sync: update it at once.
