@@ -24,7 +24,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stepdecomp import load
-from stepdecomp.experiments import ConfigWarning, read_experiment
+from stepdecomp.experiments import ConfigError, ConfigWarning, read_experiment
+from stepdecomp.messages import MAX_MESSAGE_CHARS
 from stepdecomp.paths import MODELS_DIR
 from trace_edits import (FIXTURE, GENERAL, HUGE, MOE, SWAPS, TP4, TP4_FIRST_JOURNEY_LINE,
                          append_lines, edit_line, first_event, first_span, nodes, read_lines,
@@ -36,8 +37,9 @@ pytestmark = pytest.mark.filterwarnings(
 
 REPORT_KEYS = ["lines", "parsed_lines", "blank_lines", "malformed_lines", "ignored_lines",
                "events", "steps", "journey_events", "rejected_events", "rejected_missing",
-               "rejected_wrong_type", "rejected_out_of_range", "rejected_duplicate",
-               "rejected_no_request_id", "other_events", "structure_errors"]
+               "rejected_wrong_type", "rejected_out_of_range", "rejected_inconsistent",
+               "rejected_duplicate", "rejected_conflicting_duplicate", "rejected_no_request_id",
+               "other_events", "structure_errors"]
 
 
 def tp4_counts(**changes: int) -> dict[str, int]:
@@ -326,33 +328,154 @@ def _load_with(root: Path, tmp: Path, message: str, category=ConfigWarning,
         return load.load_dataset(root, cache_root=tmp / "cache", models_dir=models_dir, jobs=1)
 
 
+MODEL = "model: meta-llama/Llama-2-7b-hf\n"
+#: A "billion laughs" YAML document of 470 bytes: 9 levels of 9 aliases each; PyYAML builds
+#: it by reference, but its repr (what an error message used to show) is ~200 MB.
+ALIAS_BOMB = (MODEL + 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n'
+              + "".join(f"{x}: &{x} [{','.join([f'*{p}'] * 9)}]\n"
+                        for p, x in zip("abcdefgh", "bcdefghi"))
+              + "tensor_parallelism: *i\n" + "#" * 72 + "\n")
+LONG = "9" * 5000
+
+
 @pytest.mark.parametrize("text, reason", [
     ("- model: a\n- tp: 2\n", r"exp-config.yaml: expected a mapping \(vLLM server settings\), "
                               r"got a list"),
-    ("model: meta-llama/Llama-2-7b-hf\ntensor_parallelism: [1\n",
+    (MODEL + "tensor_parallelism: [1\n",
      r"exp-config.yaml line 3, column 1: not valid YAML: while parsing a flow sequence"),
-    ("model: meta-llama/Llama-2-7b-hf\ntensor_parallelism: 0\n",
-     r"exp-config.yaml line 2: tensor_parallelism must be an integer >= 1, got 0"),
-    ("model: meta-llama/Llama-2-7b-hf\ntensor_parallelism: two\n",
-     r"exp-config.yaml line 2: tensor_parallelism must be an integer >= 1, got 'two'"),
-    ("model: 7\n", r"exp-config.yaml line 1: model must be a Hugging Face id"),
-    ("model: meta-llama/Llama-2-7b-hf\nmax_num_batched_tokens: -5\n",
-     r"exp-config.yaml line 2: max_num_batched_tokens must be an integer >= 1, got -5"),
-], ids=["yaml list", "yaml syntax", "tp 0", "tp text", "model not a string", "negative budget"])
+    (MODEL + "tensor_parallelism: 0\n",
+     r"exp-config.yaml line 2: tensor_parallelism must be an integer from 1 to 1,024, got 0$"),
+    (MODEL + "tensor_parallelism: two\n",
+     r"exp-config.yaml line 2: tensor_parallelism must be an integer from 1 to 1,024, "
+     r"got 'two'$"),
+    (MODEL + "tensor_parallelism: 99999999999999999999\n",
+     r"exp-config.yaml line 2: tensor_parallelism must be an integer from 1 to 1,024, "
+     r"got 99999999999999999999$"),
+    (MODEL + "tensor_parallelism: '²'\n",
+     r"exp-config.yaml line 2: tensor_parallelism must be an integer from 1 to 1,024, got '²'$"),
+    (MODEL + "tensor_parallelism: '٣'\n",
+     r"exp-config.yaml line 2: tensor_parallelism must be an integer from 1 to 1,024, got '٣'$"),
+    (MODEL + "tensor_parallelism: true\n",
+     r"exp-config.yaml line 2: tensor_parallelism must be an integer from 1 to 1,024, "
+     r"got True$"),
+    (MODEL + "tensor_parallelism: .nan\n",
+     r"exp-config.yaml line 2: tensor_parallelism must be an integer from 1 to 1,024, got nan$"),
+    ("model: 7\n", r"exp-config.yaml line 1: model must be a Hugging Face id <org>/<name>, "
+                   r"got 7$"),
+    ("model: ../../../etc\n", r"exp-config.yaml line 1: model must be a Hugging Face id "
+                              r"<org>/<name>, got '../../../etc'$"),
+    (MODEL + "max_num_batched_tokens: -5\n",
+     r"exp-config.yaml line 2: max_num_batched_tokens must be an integer from 1 to "
+     r"1,073,741,824, got -5$"),
+    (MODEL + "max_num_batched_tokens: 1.0e+30\n",
+     r"exp-config.yaml line 2: max_num_batched_tokens must be an integer from 1 to "
+     r"1,073,741,824, got 1e\+30$"),
+    (MODEL + "max_num_batched_tokens: 1e30\n",      # YAML 1.1: a string
+     r"exp-config.yaml line 2: max_num_batched_tokens must be an integer from 1 to "
+     r"1,073,741,824, got '1e30'$"),
+    (MODEL + "tensor_parallelism: 2\nmax_model_len: 2147483649\n",   # 2 GPUs: 2 x 2**30
+     r"exp-config.yaml line 3: max_model_len must be an integer from 1 to 2,147,483,648, "
+     r"got 2147483649$"),
+    (MODEL + f"max_num_seqs: '{LONG}'\n",
+     r"exp-config.yaml line 2: max_num_seqs must be an integer from 1 to 1,073,741,824, "
+     r"got '9{17}\.\.\.9{18}'$"),
+    (MODEL + f"max_num_seqs: {LONG}\n",
+     r"exp-config.yaml line 2, column 15: not valid YAML: integer '9{17}\.\.\.9{18}' has too "
+     r"many digits$"),
+    (MODEL + "tensor_parallelism: 1\ntensor_parallelism: 2\n",
+     r"exp-config.yaml line 3, column 1: not valid YAML: duplicate key 'tensor_parallelism' "
+     r"\(first at line 2\)$"),
+    (ALIAS_BOMB, r"exp-config.yaml line 4, column 29: not valid YAML: more than 16 aliases "
+                 r"\(\*name\); a configuration needs none$"),
+    (MODEL + "x: " + "[" * 3000 + "]" * 3000 + "\n",
+     r"exp-config.yaml: not usable YAML: nested too deeply$"),
+], ids=["yaml list", "yaml syntax", "tp 0", "tp text", "tp beyond int64", "tp superscript",
+        "tp arabic digit", "tp bool", "tp nan", "model not a string", "model a path",
+        "negative budget", "budget 1e30 float", "budget 1e30 string",
+        "max_model_len beyond 2 GPUs", "5000-digit string", "5000-digit int", "duplicate key",
+        "alias bomb", "nested too deeply"])
 def test_bad_exp_config_skips_that_experiment(fixture_copy, tmp_path, text, reason):
     (fixture_copy / GENERAL / "exp-config.yaml").write_text(text)
-    ds = _load_with(fixture_copy, tmp_path, rf"{GENERAL}: skipped: .*{GENERAL}/{reason}")
+    ds = _load_with(fixture_copy, tmp_path, rf"/{GENERAL}: skipped: {reason}")
     assert GENERAL in _skipped(ds) and GENERAL not in set(ds.steps["experiment_id"])
     assert len(ds.steps) == FIXTURE[MOE]["steps"] + FIXTURE[TP4]["steps"]
+    assert len(_skipped(ds)[GENERAL]) <= MAX_MESSAGE_CHARS
+
+
+def test_alias_bomb_of_470_bytes_gives_a_short_message(fixture_copy, tmp_path):
+    assert len(ALIAS_BOMB.encode()) == 470
+    (fixture_copy / GENERAL / "exp-config.yaml").write_text(ALIAS_BOMB)
+    with pytest.raises(ConfigError) as e:
+        read_experiment(fixture_copy / GENERAL)
+    assert str(e.value).endswith("/exp-config.yaml line 4, column 29: not valid YAML: more than "
+                                 "16 aliases (*name); a configuration needs none")
+    assert len(str(e.value)) <= MAX_MESSAGE_CHARS
+
+
+def test_unreadable_and_non_utf8_exp_config(fixture_copy, tmp_path):
+    (fixture_copy / GENERAL / "exp-config.yaml").write_bytes(b"model: \xff\xfe\n")
+    (fixture_copy / MOE / "exp-config.yaml").unlink()
+    (fixture_copy / MOE / "exp-config.yaml").mkdir()
+    with pytest.warns(ConfigWarning) as rec:
+        ds = load.load_dataset(fixture_copy, cache_root=tmp_path / "cache", jobs=1)
+    assert _skipped(ds) == {GENERAL: "exp-config.yaml: cannot be read: not UTF-8 text (byte 7)",
+                            MOE: "exp-config.yaml: cannot be read (Is a directory)"}
+    text = [str(w.message) for w in rec]
+    assert any(t.endswith(f"/{GENERAL}: skipped: exp-config.yaml: cannot be read: not UTF-8 "
+                          f"text (byte 7)") for t in text)
+    assert any(t.endswith(f"/{MOE}: skipped: exp-config.yaml: cannot be read (Is a directory)")
+               for t in text)
+    assert set(ds.steps["experiment_id"]) == {TP4}
 
 
 def test_tp0_in_directory_name_is_skipped(fixture_copy, tmp_path):
     bad = fixture_copy / TP4.replace("-tp4-", "-tp0-")
     (fixture_copy / TP4).rename(bad)
-    ds = _load_with(fixture_copy, tmp_path, r"tp0-reasoning: skipped: .*tensor parallelism tp0 "
-                                           r"in the directory name must be >= 1")
+    ds = _load_with(fixture_copy, tmp_path, r"tp0-reasoning: skipped: tensor parallelism tp0 "
+                                           r"in the directory name must be from 1 to 1,024")
     assert bad.name in _skipped(ds) and np.isfinite(ds.steps["tp"]).all()
     assert sorted(set(ds.steps["tp"])) == [1, 2]
+
+
+def test_tp_beyond_int64_in_directory_name_is_skipped(fixture_copy, tmp_path):
+    bad = fixture_copy / TP4.replace("-tp4-", "-tp99999999999999999999-")
+    (fixture_copy / TP4).rename(bad)
+    ds = _load_with(fixture_copy, tmp_path, r"tp99999999999999999999-reasoning: skipped: tensor "
+                                           r"parallelism tp99999999999999999999 in the directory "
+                                           r"name must be from 1 to 1,024 \(or set "
+                                           r"tensor_parallelism in exp-config.yaml\)$")
+    assert list(_skipped(ds)) == [bad.name]
+    assert sorted(set(ds.steps["tp"])) == [1, 2]
+
+
+def test_dangling_links_are_listed_not_lost(fixture_copy, tmp_path):
+    link = fixture_copy / "20260105-000000-llama-2-7b-tp1-general"
+    link.symlink_to(tmp_path / "gone")
+    (fixture_copy / TP4 / "traces.json").rename(tmp_path / "moved.json")
+    (fixture_copy / TP4 / "traces.json").symlink_to(tmp_path / "gone.json")
+    with pytest.warns(ConfigWarning) as rec:
+        ds = load.load_dataset(fixture_copy, cache_root=tmp_path / "cache", jobs=1)
+    assert _skipped(ds) == {link.name: f"dangling symbolic link to '{tmp_path / 'gone'}'",
+                            TP4: "traces.json is a dangling symbolic link"}
+    text = [str(w.message) for w in rec]
+    assert any(t.endswith(f"/{link.name}: skipped: dangling symbolic link to "
+                          f"'{tmp_path / 'gone'}'") for t in text)
+    assert any(t.endswith(f"/{TP4}: skipped: traces.json is a dangling symbolic link")
+               for t in text)
+
+
+@pytest.mark.parametrize("name", ["20260101-000000-tp1-general", "7-tp1-general",
+                                  "20260101-000000-0000-tp1-general"])
+def test_name_without_model_slug_is_skipped_unless_exp_config_names_it(fixture_copy, tmp_path,
+                                                                        name):
+    shutil.copytree(fixture_copy / TP4, fixture_copy / name)
+    ds = _load_with(fixture_copy, tmp_path, rf"/{name}: skipped: the name has no model slug "
+                                           r"before -tp<N>- and there is no exp-config.yaml "
+                                           r"naming the model$")
+    assert list(_skipped(ds)) == [name] and len(ds.steps) == 312
+    (fixture_copy / name / "exp-config.yaml").write_text("model: meta-llama/Llama-2-70b-hf\n")
+    e = read_experiment(fixture_copy / name)
+    assert (e.model, e.hf_id, e.tp) == ("Llama-2-70b-hf", "meta-llama/Llama-2-70b-hf", 1)
 
 
 def test_both_trace_files_present_is_refused_naming_both(fixture_copy, tmp_path):
@@ -415,8 +538,8 @@ def test_a_root_mixing_good_and_broken_experiments_reports_the_good_one_fully(tm
     good = ds.steps[ds.steps["experiment_id"] == TP4].reset_index(drop=True)
     assert good.equals(alone)
     assert _skipped(ds) == {"20260103-000000-llama-2-7b-tp0-general": (
-        "20260103-000000-llama-2-7b-tp0-general: tensor parallelism tp0 in the directory name "
-        "must be >= 1 (or set tensor_parallelism in exp-config.yaml)")}
+        "tensor parallelism tp0 in the directory name must be from 1 to 1,024 (or set "
+        "tensor_parallelism in exp-config.yaml)")}
     text = "\n".join(str(w.message) for w in rec)
     assert "20260102-000000-llama-2-7b-tp1-general/traces.json.gz: corrupt gzip data" in text
     assert "20260104-000000-llama-2-7b-tp1-codegen/traces.json: ignored 1 line(s)" in text

@@ -92,5 +92,5 @@ def test_integer_settings_accept_only_exact_integers(tmp_path):
     assert (e.tp, e.max_num_batched_tokens) == (2, 4096)
     (d / "exp-config.yaml").write_text("model: meta-llama/Llama-2-7b-hf\ntensor_parallelism: 2.5\n")
     from stepdecomp.experiments import ConfigError
-    with pytest.raises(ConfigError, match="line 2: tensor_parallelism must be an integer >= 1, got 2.5"):
+    with pytest.raises(ConfigError, match="line 2: tensor_parallelism must be an integer from 1 to 1,024, got 2.5$"):
         read_experiment(d)
