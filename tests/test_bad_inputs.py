@@ -86,6 +86,33 @@ def _event_name(request: dict) -> None:
     first_event(request)["name"] = 5
 
 
+def _untimed(duration_us: int | None = None) -> Callable[[dict], None]:
+    """The first step loses both timestamps (and gets ``duration_us`` if given)."""
+    def edit(request: dict) -> None:
+        without("step.ts_start_ns")(request)
+        without("step.ts_end_ns")(request)
+        if duration_us is not None:
+            set_value("step.duration_us", {"intValue": str(duration_us)})(request)
+    return edit
+
+
+def _conflicting_copy(lineno: int) -> Callable[[Path], None]:
+    """Append line ``lineno`` again with its first step's decode tokens changed: one step id
+    with different content, the line's other steps identical copies."""
+    def damage(root: Path) -> None:
+        line = json.loads(read_lines(trace(root))[lineno - 1])
+        first_event(line)["attributes"][5]["value"] = {"intValue": "6"}   # batch.decode_tokens
+        append_lines(trace(root), json.dumps(line).encode())
+    return damage
+
+
+def _same_id_in_one_line(request: dict) -> None:
+    """The second step of the line takes the first one's id (0)."""
+    steps = [ev for sp in request["resourceSpans"][0]["scopeSpans"][0]["spans"]
+             for ev in sp["events"]]
+    steps[1]["attributes"][0]["value"] = {"intValue": "0"}
+
+
 R = "reasoning/traces.json: "
 CASES = [
     # OTLP-shaped but wrong records
@@ -178,14 +205,48 @@ CASES = [
         "ts.monotonic", {"doubleValue": 3.0e12}, "journey.")),
          R + r"rejected 1 .*: out of range: ts.monotonic ×1 \(first at line 18\)",
          tp4_counts(journey_events=103, rejected_events=1, rejected_out_of_range=1)),
+    Case("clock beyond int64", _line(7, set_value("step.ts_start_ns",
+                                                  {"intValue": str(2**63)})),
+         R + r"rejected 1 .*: out of range: step.ts_start_ns ×1 \(first at line 7\)$",
+         tp4_counts(steps=128, rejected_events=1, rejected_out_of_range=1)),
+    Case("negative clock", _line(7, set_value("step.ts_end_ns", {"intValue": "-1"})),
+         R + r"rejected 1 .*: out of range: step.ts_end_ns ×1 \(first at line 7\)$",
+         tp4_counts(steps=128, rejected_events=1, rejected_out_of_range=1)),
+    # durations that contradict their own timestamps, or that no timestamp bounds
+    Case("duration 2^62, timestamps say 19 ms", _line(1, set_value(
+        "step.duration_us", {"intValue": str(2**62)})),
+         R + r"rejected 1 of 233 step/journey event\(s\): inconsistent: step.duration_us ×1 "
+             r"\(first at line 1\)$",
+         tp4_counts(steps=128, rejected_events=1, rejected_inconsistent=1)),
+    Case("duration 2 µs off its timestamps", _line(1, set_value(
+        "step.duration_us", {"intValue": "19025"})),
+         R + r"rejected 1 .*: inconsistent: step.duration_us ×1 \(first at line 1\)$",
+         tp4_counts(steps=128, rejected_events=1, rejected_inconsistent=1)),
+    Case("duration 2^62 without timestamps", _line(1, _untimed(2**62)),
+         R + r"rejected 1 .*: out of range: step.duration_us ×1 \(first at line 1\)$",
+         tp4_counts(steps=128, rejected_events=1, rejected_out_of_range=1)),
+    Case("duration 1 h + 1 µs without timestamps", _line(1, _untimed(3600 * 10**6 + 1)),
+         R + r"rejected 1 .*: out of range: step.duration_us ×1 \(first at line 1\)$",
+         tp4_counts(steps=128, rejected_events=1, rejected_out_of_range=1)),
+    # a step id repeated with different content: the first is kept, both lines named
+    Case("conflicting duplicate on another line", _conflicting_copy(3),
+         R + r"step.id 16 at line 21 has different content from the same id at line 3: the "
+             r"first is kept \(1 conflicting duplicate\(s\) rejected\)$",
+         tp4_counts(lines=21, parsed_lines=21, events=241, rejected_events=8,
+                    rejected_duplicate=7, rejected_conflicting_duplicate=1)),
+    Case("conflicting duplicate in one line", _line(1, _same_id_in_one_line),
+         R + r"step.id 0 at line 1 has different content from the same id at line 1: the first "
+             r"is kept \(1 conflicting duplicate\(s\) rejected\)$",
+         tp4_counts(steps=128, rejected_events=1, rejected_conflicting_duplicate=1)),
 ]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_damaged_trace_file(case: Case, fixture_copy: Path, tmp_path: Path) -> None:
     case.damage(fixture_copy)
-    with pytest.warns(case.category, match=case.message):
+    with pytest.warns(case.category, match=case.message) as rec:
         ds = load.load_dataset(fixture_copy, cache_root=tmp_path / "cache", jobs=1)
+    assert max(len(str(w.message)) for w in rec) <= MAX_MESSAGE_CHARS
     rep = ds.parse_report.set_index("experiment_id")
     assert rep.loc[TP4, REPORT_KEYS].to_dict() == case.counts
     assert_balanced(ds)
@@ -205,6 +266,7 @@ def assert_balanced(ds: load.Dataset) -> None:
     assert all(per_exp.get(e, 0) == n for e, n in zip(r["experiment_id"], r["steps"]))
     ev = ds.skipped_records[ds.skipped_records["kind"] == "event"].groupby("experiment_id")["count"].sum()
     assert all(ev.get(e, 0) == n for e, n in zip(r["experiment_id"], r["rejected_events"]))
+    assert not ds.steps.duplicated(["experiment_id", "step.id"]).any()
 
 
 def test_rejections_are_listed_with_reason_and_first_line(fixture_copy, tmp_path):
@@ -217,6 +279,81 @@ def test_rejections_are_listed_with_reason_and_first_line(fixture_copy, tmp_path
     assert rec[["kind", "reason", "count", "first_line"]].values.tolist() == [
         ["line", "ignored: JSON object without resourceSpans (not an OTLP export request)", 1, 21],
         ["event", "missing attribute: batch.decode_tokens", 2, 2]]
+
+
+def test_conflicting_duplicate_keeps_the_first_and_lists_the_reason(fixture_copy, tmp_path):
+    _conflicting_copy(3)(fixture_copy)
+    with pytest.warns(load.TraceWarning, match=r"rejected 8 of 241 step/journey event\(s\): "
+                                               r"conflicting duplicate: step.id ×1 \(first at "
+                                               r"line 21\); duplicate: step.BATCH_SUMMARY ×7 "
+                                               r"\(first at line 21\)$"):
+        ds = load.load_dataset(fixture_copy, cache_root=tmp_path, jobs=1)
+    step16 = ds.steps[(ds.steps["experiment_id"] == TP4) & (ds.steps["step.id"] == 16)]
+    assert step16["batch.decode_tokens"].tolist() == [5]          # line 3's, not line 21's 6
+    rec = ds.skipped_records[ds.skipped_records["experiment_id"] == TP4]
+    assert rec[["kind", "reason", "count", "first_line"]].values.tolist() == [
+        ["event", "duplicate: step.BATCH_SUMMARY", 7, 21],
+        ["event", "conflicting duplicate: step.id", 1, 21]]
+
+
+def test_duration_within_the_slack_is_kept(fixture_copy, tmp_path):
+    edit_line(trace(fixture_copy), 1, set_value("step.duration_us", {"intValue": "19024"}))
+    steps, _, st = load.load_experiment(read_experiment(fixture_copy / TP4), tmp_path)
+    assert st.rejected_events == 0 and steps["step.duration_us"].iloc[0] == 19024
+    assert load.DURATION_SLACK_US == 1
+
+
+def test_optional_timestamps_stay_missing_never_filled(fixture_copy, tmp_path):
+    """Steps without step.ts_*_ns and journeys without ts.monotonic[_ns] are kept, with
+    the columns present and missing there (documented-optional attributes)."""
+    edit_line(trace(fixture_copy), 1, _untimed())
+    edit_line(trace(fixture_copy), 2, _untimed())
+    edit_line(trace(fixture_copy), TP4_FIRST_JOURNEY_LINE, without("ts.monotonic", "journey."))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", load.TraceWarning)      # nothing was rejected
+        warnings.filterwarnings("ignore", r".*skipped 1 malformed line\(s\)", load.TraceWarning)
+        ds = load.load_dataset(fixture_copy, cache_root=tmp_path, jobs=1)
+    s = ds.steps[ds.steps["experiment_id"] == TP4]
+    assert len(s) == 129
+    for col in ("step.ts_start_ns", "step.ts_end_ns"):
+        assert s[col].dtype == "Int64" and s[col].isna().sum() == 2
+        assert s[col].isna().tolist()[:2] == [True, False]    # ids 0 and 8 (lines 1, 2)
+    assert s.loc[s["step.id"] == 0, "step.duration_us"].tolist() == [19023]
+    j = ds.journeys[ds.journeys["experiment_id"] == TP4]
+    assert len(j) == 104 and j["ts.monotonic"].isna().sum() == 1
+    assert j["ts.monotonic_ns"].isna().all()
+    assert ds.steps["step.ts_start_ns"].isna().sum() == 2     # the other files are complete
+
+
+def test_a_file_without_any_timestamp_loads_with_empty_columns(fixture_copy, tmp_path):
+    for n in range(1, TP4_FIRST_JOURNEY_LINE):
+        edit_line(trace(fixture_copy), n, lambda q: [
+            drop(ev) for sp in q["resourceSpans"][0]["scopeSpans"][0]["spans"]
+            for ev in sp["events"] for drop in (_drop_ts,)])
+    steps, _, st = load.load_experiment(read_experiment(fixture_copy / TP4), tmp_path)
+    assert (len(steps), st.rejected_events) == (129, 0)
+    assert steps["step.ts_start_ns"].dtype == "Int64" and steps["step.ts_start_ns"].isna().all()
+    cached, _, st = load.load_experiment(read_experiment(fixture_copy / TP4), tmp_path)
+    assert st.from_cache and cached["step.ts_end_ns"].isna().all()
+
+
+def _drop_ts(event: dict) -> None:
+    event["attributes"] = [a for a in event["attributes"]
+                           if a["key"] not in ("step.ts_start_ns", "step.ts_end_ns")]
+
+
+def test_many_reasons_are_named_up_to_a_bound(fixture_copy, tmp_path):
+    for n, key in enumerate(["batch.decode_tokens", "batch.prefill_tokens", "step.id",
+                             "step.duration_us", "queue.waiting_depth", "kv.usage_gpu_ratio"],
+                            start=1):
+        edit_line(trace(fixture_copy), n, set_value(key, {"stringValue": "x"}))
+    with pytest.warns(load.TraceWarning) as rec:
+        load.load_dataset(fixture_copy, cache_root=tmp_path, jobs=1)
+    msg = next(str(w.message) for w in rec if "rejected 6 of 233" in str(w.message))
+    assert msg.endswith("wrong type: step.id ×1 (first at line 3); and 3 more reason(s) (see "
+                        "the parse report)")
+    assert msg.count("wrong type") == load.MAX_REASONS_SHOWN == 3
+    assert len(msg) <= MAX_MESSAGE_CHARS
 
 
 def test_lossless_coercions_are_kept(fixture_copy, tmp_path):
@@ -566,6 +703,45 @@ def test_cache_follows_slugs_yaml(fixture_copy, tmp_path):
         "llama-2-70b-hf: meta-llama/Llama-2-70b-hf", "llama-2-70b-hf: codellama/CodeLlama-34b-Instruct-hf"))
     s, _, st = load.load_experiment(read_experiment(fixture_copy / TP4, models), tmp_path)
     assert not st.from_cache and set(s["hf_id"]) == {"codellama/CodeLlama-34b-Instruct-hf"}
+
+
+def test_a_read_error_is_not_cached(fixture_copy, tmp_path, monkeypatch):
+    """chmod 000 does not stop root from reading, so the read error is simulated."""
+    import errno
+    from stepdecomp import tracefile
+    from stepdecomp.tracecache import cache_dir
+
+    def denied(fh, stats):
+        raise PermissionError(errno.EACCES, "Permission denied")
+        yield b""                                           # a generator, like the reader
+
+    exp = read_experiment(fixture_copy / TP4)
+    with monkeypatch.context() as m:
+        m.setattr(tracefile, "_plain_blocks", denied)
+        steps, _, st = load.load_experiment(exp, tmp_path)
+    assert (len(steps), st.stream_error, st.read_failed) == (0, "read error: Permission denied",
+                                                              True)
+    assert not (cache_dir(exp, tmp_path) / "meta.json").exists()
+    steps, _, st = load.load_experiment(exp, tmp_path)      # "permissions fixed"
+    assert (len(steps), st.from_cache, st.stream_error) == (129, False, "")
+    steps, _, st = load.load_experiment(exp, tmp_path)
+    assert (len(steps), st.from_cache) == (129, True)
+
+
+def test_a_read_error_is_named_in_the_load(fixture_copy, tmp_path, monkeypatch):
+    from stepdecomp import tracefile
+
+    def failing(fh, stats):
+        yield fh.read(100)
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(tracefile, "_plain_blocks", failing)
+    with pytest.warns(load.TraceWarning, match=r"reasoning/traces.json: read error: "
+                                               r"Input/output error$"):
+        ds = load.load_dataset(fixture_copy, cache_root=tmp_path, jobs=1)
+    st = ds.parse_report.set_index("experiment_id").loc[TP4]
+    assert (st["lines"], st["malformed_lines"], st["steps"]) == (1, 1, 0)
+    assert_balanced(ds)
 
 
 def test_same_size_edit_with_mtime_restored_is_not_served_stale(fixture_copy, tmp_path):

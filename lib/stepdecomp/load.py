@@ -115,7 +115,7 @@ DURATION_SLACK_US = 1
 #: statistic over durations.
 MAX_UNTIMED_STEP_US = 3600 * 10**6
 #: Reasons named in one TraceWarning at most (the parse report lists them all).
-MAX_REASONS_SHOWN = 4
+MAX_REASONS_SHOWN = 3
 
 
 class TraceWarning(UserWarning):
