@@ -735,12 +735,18 @@ def test_a_read_error_is_named_in_the_load(fixture_copy, tmp_path, monkeypatch):
         yield fh.read(100)
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(tracefile, "_plain_blocks", failing)
-    with pytest.warns(load.TraceWarning, match=r"reasoning/traces.json: read error: "
-                                               r"Input/output error$"):
+    monkeypatch.setattr(tracefile, "_plain_blocks", failing)      # both plain traces.json
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
         ds = load.load_dataset(fixture_copy, cache_root=tmp_path, jobs=1)
-    st = ds.parse_report.set_index("experiment_id").loc[TP4]
-    assert (st["lines"], st["malformed_lines"], st["steps"]) == (1, 1, 0)
+    got = [str(w.message).split("/ground_truth/")[1] for w in rec]
+    assert got == [f"{exp}/traces.json: {msg}" for exp in (GENERAL, TP4) for msg in (
+        "read error: Input/output error", "skipped 1 malformed line(s) (first at line 1)",
+        "no step.BATCH_SUMMARY events; the experiment contributes no steps")]
+    rep = ds.parse_report.set_index("experiment_id")
+    assert rep.loc[TP4, ["lines", "malformed_lines", "steps", "stream_error"]].tolist() == [
+        1, 1, 0, "read error: Input/output error"]
+    assert rep.loc[MOE, "steps"] == FIXTURE[MOE]["steps"]          # the .gz is read in full
     assert_balanced(ds)
 
 
