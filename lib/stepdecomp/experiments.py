@@ -138,7 +138,9 @@ class ConfigWarning(UserWarning):
 
 
 def read_yaml(path: Path) -> Any:
-    """The YAML document in ``path`` (JSON is YAML), or ConfigError naming file and line."""
+    """The YAML document in ``path`` (JSON is YAML), read with StrictYamlLoader, or
+    ConfigError naming file and line (unreadable, not UTF-8, not valid YAML, a duplicate key,
+    too many aliases, nested too deeply)."""
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
@@ -291,11 +293,11 @@ def read_experiment(path: Path, models_dir: Path = MODELS_DIR) -> Experiment:
     if not hf_id:
         slugs = load_slug_map(models_dir)
         if parsed.model_slug not in slugs:
-            raise UnknownModelError(
+            raise UnknownModelError(bounded(
                 f"{path.name}: unknown model slug {shown(parsed.model_slug)} and no exp-config.yaml "
                 f"naming the model. Add '{parsed.model_slug}: <org>/<name>' to "
                 f"{display_path(models_dir / 'slugs.yaml')} and put the config.json under "
-                f"{display_path(models_dir)}/<org>/<name>/.")
+                f"{display_path(models_dir)}/<org>/<name>/."))
         hf_id = slugs[parsed.model_slug]
     tp = _int_setting(cfg, "tensor_parallelism", cfg_path, MAX_TP)
     if tp is None and not 1 <= parsed.tp <= MAX_TP:
