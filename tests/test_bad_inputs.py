@@ -855,3 +855,16 @@ def test_random_mutations_never_raise_and_reconcile(data: st.DataObject) -> None
     assert want_steps <= set(steps["step.id"].tolist())
     got = set(zip(journeys["request_id"].tolist(), journeys["event"].tolist()))
     assert want_journeys <= got
+
+
+def test_messages_stay_short_with_a_255_byte_directory_name(fixture_copy, tmp_path):
+    name = "20260101-000000-" + "m" * 198 + "-tp" + "9" * 30 + "-general"
+    assert len(name) <= 255
+    shutil.copytree(fixture_copy / TP4, fixture_copy / name)
+    with pytest.warns(ConfigWarning) as rec:
+        ds = load.load_dataset(fixture_copy, cache_root=tmp_path, jobs=1)
+    reason = _skipped(ds)[name]
+    assert reason == (f"tensor parallelism tp{'9' * 30} in the directory name must "
+                      f"be from 1 to 1,024 (or set tensor_parallelism in exp-config.yaml)")
+    assert all(len(str(w.message)) <= MAX_MESSAGE_CHARS for w in rec)
+    assert any(name[:100] in str(w.message) for w in rec)

@@ -88,7 +88,11 @@ class ConfigError(ValueError):
     experiment is skipped, not the load."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(bounded(message))
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return bounded(self.message)
 
 
 class StrictYamlLoader(yaml.SafeLoader):
@@ -275,8 +279,10 @@ def read_experiment(path: Path, models_dir: Path = MODELS_DIR) -> Experiment:
     """Resolve an experiment directory. exp-config.yaml is the authority for model and TP;
     the directory name is the fallback (model via data/models/slugs.yaml).
 
-    ConfigError (naming the file and line) for an unusable exp-config.yaml or slugs.yaml, or
-    a tensor parallelism below 1; UnknownModelError for a slug that slugs.yaml lacks."""
+    ConfigError (naming the file and line) for an unusable exp-config.yaml or slugs.yaml, a
+    setting out of its bounds, or a name without a model slug and no model in exp-config.yaml;
+    UnknownModelError for a slug that slugs.yaml lacks. The configuration faults are checked
+    first, so that an experiment to be skipped anyway does not stop the load."""
     path = Path(path)
     parsed = parse_dir_name(path.name)
     cfg_path = path / "exp-config.yaml"
@@ -286,6 +292,13 @@ def read_experiment(path: Path, models_dir: Path = MODELS_DIR) -> Experiment:
     if hf_id is not None and not is_hf_id(hf_id):
         raise ConfigError(f"{display_path(cfg_path)}{_key_line(cfg_path, 'model')}: model must "
                           f"be a Hugging Face id <org>/<name>, got {shown(hf_id)}")
+    tp = _int_setting(cfg, "tensor_parallelism", cfg_path, MAX_TP)
+    if tp is None and not 1 <= parsed.tp <= MAX_TP:
+        raise ConfigError(f"{path.name}: tensor parallelism tp{shown(str(parsed.tp))[1:-1]} in "
+                          f"the directory name must be from 1 to {MAX_TP:,} (or set "
+                          f"tensor_parallelism in exp-config.yaml)")
+    tp = tp or parsed.tp
+    tokens = tp * MAX_TOKENS_PER_GPU
     slug = parsed.model_slug if re.search("[A-Za-z]", parsed.model_slug) else ""
     if not hf_id and not slug:
         raise ConfigError(f"{path.name}: the name has no model slug before -tp<N>- "
@@ -299,13 +312,6 @@ def read_experiment(path: Path, models_dir: Path = MODELS_DIR) -> Experiment:
                 f"{display_path(models_dir / 'slugs.yaml')} and put the config.json under "
                 f"{display_path(models_dir)}/<org>/<name>/."))
         hf_id = slugs[parsed.model_slug]
-    tp = _int_setting(cfg, "tensor_parallelism", cfg_path, MAX_TP)
-    if tp is None and not 1 <= parsed.tp <= MAX_TP:
-        raise ConfigError(f"{path.name}: tensor parallelism tp{shown(str(parsed.tp))[1:-1]} in "
-                          f"the directory name must be from 1 to {MAX_TP:,} (or set "
-                          f"tensor_parallelism in exp-config.yaml)")
-    tp = tp or parsed.tp
-    tokens = tp * MAX_TOKENS_PER_GPU
     return Experiment(
         experiment_id=path.name, path=path, hf_id=str(hf_id).strip(),
         model=slug or str(hf_id).strip().split("/")[-1],
@@ -388,7 +394,7 @@ def discover(root: Path, models_dir: Path = MODELS_DIR) -> Discovery:
             try:
                 exp = read_experiment(d, models_dir)
             except ConfigError as e:
-                reason = _relative(str(e), d)
+                reason = bounded(_relative(e.message, d))
         if reason is not None:
             skipped.append((d.name, reason))
             if reason != "no traces.json":

@@ -8,6 +8,7 @@ message through :func:`bounded`.
 
 from __future__ import annotations
 
+import math
 import reprlib
 from typing import Any
 
@@ -17,6 +18,7 @@ MAX_MESSAGE_CHARS = 400
 SHOWN_VALUE_CHARS = 40
 #: Ellipsis that marks a cut.
 CUT = "…"
+LOG10_2 = math.log10(2)
 
 def shown(value: Any, limit: int = SHOWN_VALUE_CHARS) -> str:
     """repr of a value read from a file, at most ``limit`` characters (cut with …).
@@ -34,7 +36,10 @@ def shown(value: Any, limit: int = SHOWN_VALUE_CHARS) -> str:
     r.maxstring = r.maxother = r.maxlong = limit
     r.maxtuple = r.maxlist = r.maxarray = r.maxdict = r.maxset = r.maxfrozenset = 4
     r.maxdeque = 4
-    text = r.repr(value)
+    try:
+        text = r.repr(value)
+    except ValueError:              # an int beyond sys.get_int_max_str_digits()
+        text = f"<an int of about {int(abs(value).bit_length() * LOG10_2) + 1} digits>"
     return text if len(text) <= limit else text[: limit - 2] + CUT + text[-1]
 
 
