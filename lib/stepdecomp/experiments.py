@@ -14,6 +14,7 @@ from yaml.composer import ComposerError
 from yaml.constructor import ConstructorError
 
 from .messages import bounded, shown
+from .otlp import INT64_DIGITS
 from .paths import MODELS_DIR, display_path
 from .specs import UnknownModelError
 
@@ -109,8 +110,8 @@ class StrictYamlLoader(yaml.SafeLoader):
         if self.check_event(yaml.AliasEvent):
             self.aliases += 1
             if self.aliases > MAX_YAML_ALIASES:
-                raise ComposerError(None, None, f"more than {MAX_YAML_ALIASES} aliases (*name); "
-                                    f"a configuration needs none", self.peek_event().start_mark)
+                raise ComposerError(None, None, f"more than {MAX_YAML_ALIASES} aliases (*name), "
+                                    f"more than a configuration needs", self.peek_event().start_mark)
         return super().compose_node(parent, index)
 
     def construct_mapping(self, node: Any, deep: bool = False) -> Any:
@@ -212,7 +213,8 @@ def load_slug_map(models_dir: Path = MODELS_DIR) -> dict[str, str]:
 
 def _exact_int(v: Any) -> int | None:
     """An int setting's value: an int, an integral float, or ASCII digits (None otherwise).
-    Digit strings longer than any bound are not converted (they are out of range anyway)."""
+    A digit string of more than INT64_DIGITS significant digits is beyond int64 and every
+    bound: refused without converting it (int() of thousands of digits raises)."""
     if isinstance(v, bool):
         return None
     if isinstance(v, int):
@@ -222,7 +224,7 @@ def _exact_int(v: Any) -> int | None:
     if isinstance(v, str):
         t = v.strip()
         if t.isascii() and t.isdigit():
-            return int(t) if len(t) <= 30 else 10**30
+            return int(t) if len(t.lstrip("0")) <= INT64_DIGITS else None
     return None
 
 
