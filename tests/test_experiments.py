@@ -125,3 +125,21 @@ def test_dir_name_digits_are_ascii_only():
         parse_dir_name("20260101-000000-llama-2-7b-tp٣-general")
     assert parse_dir_name("20260101-000000-tp1-general").model_slug == ""
     assert parse_dir_name("7-tp1-general").model_slug == ""
+
+
+def test_a_root_whose_experiments_are_all_skipped_says_why(fixture_copy):
+    import shutil
+    import warnings
+    from stepdecomp.experiments import ConfigWarning
+    for d in list(fixture_copy.iterdir()):
+        if d.name != "20260101-000000-llama-2-7b-tp1-general":
+            shutil.rmtree(d)
+    (fixture_copy / "20260101-000000-llama-2-7b-tp1-general" / "exp-config.yaml").write_text(
+        "model: meta-llama/Llama-2-7b-hf\ntensor_parallelism: 0\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConfigWarning)
+        with pytest.raises(FileNotFoundError, match=r"holds no experiment with traces: expected "
+                           r".*; 1 directory skipped, the first: 20260101-000000-llama-2-7b-tp1-"
+                           r"general \(exp-config.yaml line 2: tensor_parallelism must be an "
+                           r"integer from 1 to 1,024, got 0\)$"):
+            discover(fixture_copy)

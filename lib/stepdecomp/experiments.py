@@ -13,7 +13,7 @@ import yaml
 from yaml.composer import ComposerError
 from yaml.constructor import ConstructorError
 
-from .messages import bounded, shown
+from .messages import MAX_MESSAGE_CHARS, bounded, shown
 from .otlp import INT64_DIGITS
 from .paths import MODELS_DIR, display_path
 from .specs import UnknownModelError
@@ -410,6 +410,8 @@ def discover(root: Path, models_dir: Path = MODELS_DIR) -> Discovery:
                         f"Hugging Face config.json there."))
         experiments.append(exp)
     if not experiments:
-        raise FileNotFoundError(f"data root {display_path(root)} holds no experiment with traces: "
-                                f"expected {expected}")
+        why = (f"; {len(skipped)} director{'y' if len(skipped) == 1 else 'ies'} skipped, the "
+               f"first: {skipped[0][0]} ({skipped[0][1]})" if skipped else "")
+        raise FileNotFoundError(bounded(f"data root {display_path(root)} holds no experiment with "
+                                        f"traces: expected {expected}{why}", 2 * MAX_MESSAGE_CHARS))
     return Discovery(experiments=experiments, skipped=skipped)
