@@ -96,6 +96,14 @@ def _untimed(duration_us: int | None = None) -> Callable[[dict], None]:
     return edit
 
 
+def _two_hours(request: dict) -> None:
+    """The first step lasts 2 h by its duration and its end timestamp alike."""
+    ev = first_event(request)
+    start = int(next(a for a in ev["attributes"] if a["key"] == "step.ts_start_ns")["value"]["intValue"])
+    set_value("step.ts_end_ns", {"intValue": str(start + 7200 * 10**9)})(request)
+    set_value("step.duration_us", {"intValue": str(7200 * 10**6)})(request)
+
+
 def _conflicting_copy(lineno: int) -> Callable[[Path], None]:
     """Append line ``lineno`` again with its first step's decode tokens changed: one step id
     with different content, the line's other steps identical copies."""
@@ -226,6 +234,9 @@ CASES = [
          R + r"rejected 1 .*: out of range: step.duration_us ×1 \(first at line 1\)$",
          tp4_counts(steps=128, rejected_events=1, rejected_out_of_range=1)),
     Case("duration 1 h + 1 µs without timestamps", _line(1, _untimed(3600 * 10**6 + 1)),
+         R + r"rejected 1 .*: out of range: step.duration_us ×1 \(first at line 1\)$",
+         tp4_counts(steps=128, rejected_events=1, rejected_out_of_range=1)),
+    Case("duration of 2 h that its timestamps agree with", _line(1, _two_hours),
          R + r"rejected 1 .*: out of range: step.duration_us ×1 \(first at line 1\)$",
          tp4_counts(steps=128, rejected_events=1, rejected_out_of_range=1)),
     # a step id repeated with different content: the first is kept, both lines named

@@ -181,11 +181,12 @@ def _reference(rows: list[dict[str, int]]) -> tuple[list[dict], Counter]:
     for a in unique:
         start, end = a.get("step.ts_start_ns"), a.get("step.ts_end_ns")
         timed = start is not None and end is not None
-        if not lo <= a["step.id"] <= hi or (timed and end < start) or (
-                not timed and a["step.duration_us"] > load.MAX_UNTIMED_STEP_US):
+        if not lo <= a["step.id"] <= hi or (timed and end < start):
             counts["out of range"] += 1
         elif timed and abs(a["step.duration_us"] - (end - start) // 1000) > load.DURATION_SLACK_US:
             counts["inconsistent"] += 1
+        elif a["step.duration_us"] > load.MAX_STEP_DURATION_US:
+            counts["out of range"] += 1
         elif a["step.id"] in ids:
             counts["conflicting duplicate"] += 1
         else:

@@ -28,13 +28,14 @@ that look at more than one value (constants below, with reasons), in the order a
   seen before in the same file (a line exported twice) is dropped and counted.
 * *out of range*: a step id outside the far-out Tukey fences of the file's step ids, a
   clock reading more than RUN_WINDOW_NS from the median of its column, a step that ends
-  before it starts, a step without both timestamps whose step.duration_us exceeds
-  MAX_UNTIMED_STEP_US, or a journey ``scheduler.step`` outside the kept steps' id range
+  before it starts, or a journey ``scheduler.step`` outside the kept steps' id range
   widened by JOURNEY_MARGIN_GAPS sampling gaps and half its span. So memory downstream
   (reconstruct.py allocates by step id) is proportional to the data, never to the largest
   id.
 * *inconsistent*: a step whose step.duration_us differs from (ts_end − ts_start) // 1000 of
   its own timestamps by more than DURATION_SLACK_US.
+* *out of range* again: a step.duration_us above MAX_STEP_DURATION_US (with its timestamps
+  agreeing, or without both timestamps to check it against).
 * *conflicting duplicate*: a step whose step.id was kept before in the same file (from an
   earlier line) with different content. The first is kept, every later one rejected and
   counted, and a TraceWarning names the file, the id and both lines. After the load no two
@@ -109,11 +110,11 @@ RUN_WINDOW_NS = 7 * 24 * 3600 * 10**9
 #: a difference of more than this many µs (1: an exporter that rounds instead of
 #: truncating) means one of the three values is corrupt, and the step is rejected.
 DURATION_SLACK_US = 1
-#: A step that lacks a timestamp cannot be checked against it; its step.duration_us may be
-#: at most one hour. One schedule() call takes µs to ms; a server stalled for an hour in
-#: it is not serving, and a larger value (2**62) is a corrupt one that would bend every
-#: statistic over durations.
-MAX_UNTIMED_STEP_US = 3600 * 10**6
+#: Longest step.duration_us kept: one hour. One schedule() call takes µs to ms; a server
+#: stalled for an hour in it is not serving, and a larger value (2**62) is a corrupt one that
+#: would bend every statistic over durations. The bound is what checks a step that lacks a
+#: timestamp (its duration cannot be compared with them).
+MAX_STEP_DURATION_US = 3600 * 10**6
 #: Reasons named in one TraceWarning at most (the parse report lists them all).
 MAX_REASONS_SHOWN = 3
 
@@ -343,13 +344,11 @@ def _check_steps(steps: pd.DataFrame, stats: ParseStats) -> pd.DataFrame:
     start, end = steps["step.ts_start_ns"], steps["step.ts_end_ns"]
     steps = _drop(steps, (end < start).fillna(False).to_numpy(dtype=bool), stats,
                   f"{bad}: step.ts_end_ns")
-    start, end, dur = steps["step.ts_start_ns"], steps["step.ts_end_ns"], steps["step.duration_us"]
-    untimed = (start.isna() | end.isna()).to_numpy()
-    steps = _drop(steps, untimed & (dur.to_numpy(dtype=np.int64) > MAX_UNTIMED_STEP_US), stats,
-                  f"{bad}: step.duration_us")
     steps = _drop(steps, duration_mismatch(steps["step.duration_us"], steps["step.ts_start_ns"],
                                            steps["step.ts_end_ns"]),
                   stats, f"{otlp.INCONSISTENT}: step.duration_us")
+    steps = _drop(steps, steps["step.duration_us"].to_numpy(dtype=np.int64) > MAX_STEP_DURATION_US,
+                  stats, f"{bad}: step.duration_us")
     return _conflicts(steps, stats)
 
 
