@@ -879,3 +879,24 @@ def test_messages_stay_short_with_a_255_byte_directory_name(fixture_copy, tmp_pa
                       f"be from 1 to 1,024 (or set tensor_parallelism in exp-config.yaml)")
     assert all(len(str(w.message)) <= MAX_MESSAGE_CHARS for w in rec)
     assert any(name[:100] in str(w.message) for w in rec)
+
+
+def test_damaged_root_loads_what_is_usable_and_accounts_for_the_rest(fixture_root, tmp_path):
+    from trace_edits import DAMAGED_DIRS, DANGLING, damaged_root
+    root = damaged_root(fixture_root, tmp_path / "root")
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        ds = load.load_dataset(root, cache_root=tmp_path / "cache", jobs=1)
+    assert _skipped(ds) == {**{name: why for name, (_, why) in DAMAGED_DIRS.items()},
+                            DANGLING: f"dangling symbolic link to '{root / 'gone'}'"}
+    rep = ds.parse_report.set_index("experiment_id")
+    assert list(rep.index) == [GENERAL, MOE, TP4]
+    assert rep.loc[TP4, REPORT_KEYS].to_dict() == tp4_counts(
+        lines=21, parsed_lines=21, events=241, steps=126, rejected_events=11,
+        rejected_out_of_range=2, rejected_inconsistent=1, rejected_duplicate=7,
+        rejected_conflicting_duplicate=1)
+    assert_balanced(ds)
+    s = ds.steps[ds.steps["experiment_id"] == TP4]
+    assert s["step.ts_start_ns"].isna().sum() == 1                # line 2's step, kept
+    assert ds.journeys["ts.monotonic"].isna().sum() == 1
+    assert len(rec) == 7 + 3 and all(len(str(w.message)) <= MAX_MESSAGE_CHARS for w in rec)
