@@ -123,8 +123,10 @@ nbval: setup $(BUNDLED_STAMP) ## Re-execute the committed notebooks and compare 
 test: NBVAL_SITE := 1
 test: unit nbval ## Everything CI runs: unit tests, nbval on the notebooks, the browser check of their site
 
+# JupyterLab refuses to start as root without --allow-root (containers run as root): the flag
+# is passed then, and only then.
 lab: setup ## Open JupyterLab on notebooks/ with the library importable
-	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $$([ "$$(id -u)" = 0 ] && echo --allow-root)
 
 bench: setup ## Loader speed (vs a json.loads loop, cold load of all files, parser ceilings; MB/s); pipeline, statistics and step-model speed
 	$(PY) tests/bench_loader.py

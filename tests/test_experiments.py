@@ -92,5 +92,54 @@ def test_integer_settings_accept_only_exact_integers(tmp_path):
     assert (e.tp, e.max_num_batched_tokens) == (2, 4096)
     (d / "exp-config.yaml").write_text("model: meta-llama/Llama-2-7b-hf\ntensor_parallelism: 2.5\n")
     from stepdecomp.experiments import ConfigError
-    with pytest.raises(ConfigError, match="line 2: tensor_parallelism must be an integer >= 1, got 2.5"):
+    with pytest.raises(ConfigError, match="line 2: tensor_parallelism must be an integer from 1 to 1,024, got 2.5$"):
         read_experiment(d)
+
+
+def test_hardware_and_token_bounds_hold_for_the_data():
+    """MAX_GPU_HBM_BYTES is above every GPU in data/hardware and MIN_KV_BYTES_PER_TOKEN below
+    every model in data/models (K and V of every layer at 1 byte per value, fp8), so the
+    token bound tp · MAX_TOKENS_PER_GPU never refuses a configuration those could run."""
+    import json
+    from stepdecomp import experiments
+    from stepdecomp.paths import HARDWARE_DIR, MODELS_DIR
+    from stepdecomp.specs import load_model_spec
+    gib = [json.loads(p.read_text())["hbm_gib"] for p in HARDWARE_DIR.glob("*.json")]
+    assert gib and max(gib) * 2**30 < experiments.MAX_GPU_HBM_BYTES
+    hf_ids = sorted({str(p.parent.relative_to(MODELS_DIR)) for p in MODELS_DIR.glob("*/*/config.json")})
+    kv_fp8 = [2 * s.num_layers * s.kv_dim for s in map(load_model_spec, hf_ids)]
+    assert len(kv_fp8) >= 5 and min(kv_fp8) >= 64 * experiments.MIN_KV_BYTES_PER_TOKEN
+    assert experiments.MAX_TOKENS_PER_GPU == 2**30
+    assert experiments.MAX_TP * experiments.MAX_TOKENS_PER_GPU < 2**63 // 2**20   # int64-safe
+
+
+def test_strict_yaml_keeps_merge_keys_and_a_few_aliases(tmp_path):
+    from stepdecomp.experiments import read_yaml
+    p = tmp_path / "profile.yaml"
+    p.write_text("base: &b {rate: 5}\nstage1:\n  <<: *b\n  rate: 6\nstage2: *b\n")
+    assert read_yaml(p) == {"base": {"rate": 5}, "stage1": {"rate": 6}, "stage2": {"rate": 5}}
+
+
+def test_dir_name_digits_are_ascii_only():
+    with pytest.raises(ValueError, match="-tp<N>-"):
+        parse_dir_name("20260101-000000-llama-2-7b-tp٣-general")
+    assert parse_dir_name("20260101-000000-tp1-general").model_slug == ""
+    assert parse_dir_name("7-tp1-general").model_slug == ""
+
+
+def test_a_root_whose_experiments_are_all_skipped_says_why(fixture_copy):
+    import shutil
+    import warnings
+    from stepdecomp.experiments import ConfigWarning
+    for d in list(fixture_copy.iterdir()):
+        if d.name != "20260101-000000-llama-2-7b-tp1-general":
+            shutil.rmtree(d)
+    (fixture_copy / "20260101-000000-llama-2-7b-tp1-general" / "exp-config.yaml").write_text(
+        "model: meta-llama/Llama-2-7b-hf\ntensor_parallelism: 0\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConfigWarning)
+        with pytest.raises(FileNotFoundError, match=r"holds no experiment with traces: expected "
+                           r".*; 1 directory skipped, the first: 20260101-000000-llama-2-7b-tp1-"
+                           r"general \(exp-config.yaml line 2: tensor_parallelism must be an "
+                           r"integer from 1 to 1,024, got 0\)$"):
+            discover(fixture_copy)

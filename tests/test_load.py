@@ -131,7 +131,7 @@ BIG_NS = 1771286400123456789          # ~1.7e18: float64 would round it to ...45
 
 def _step_attrs(step_id: int, **over) -> dict:
     attrs = {"step.id": step_id, "step.ts_start_ns": BIG_NS + step_id * 1000,
-             "step.ts_end_ns": BIG_NS + step_id * 1000 + 1, "step.duration_us": 5,
+             "step.ts_end_ns": BIG_NS + step_id * 1000 + 1, "step.duration_us": 0,
              "batch.prefill_tokens": 0, "batch.decode_tokens": 1}
     attrs.update(over)
     return {k: v for k, v in attrs.items() if v is not None}

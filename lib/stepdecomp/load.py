@@ -9,7 +9,8 @@ event as one row of the journeys table, and accounts for everything else, per fi
   OTLP export request (no ``resourceSpans``).
 * events (step and journey events, selected by name) = steps + journey_events +
   rejected_events, and rejected_events = rejected_missing + rejected_wrong_type +
-  rejected_out_of_range + rejected_duplicate + rejected_no_request_id (reasons in
+  rejected_out_of_range + rejected_inconsistent + rejected_duplicate +
+  rejected_conflicting_duplicate + rejected_no_request_id (reasons in
   ``otlp.REJECT_CATEGORIES``; the attribute and the first line of each reason are kept).
   Events of other names are counted in other_events; OTLP containers of the wrong type
   (``resourceSpans: 5``) in structure_errors.
@@ -20,15 +21,29 @@ Nothing is altered to fit: an event is kept exactly as decoded (``otlp.decode_at
 or rejected with a reason. Lines are decoded by msgspec into typed Structs and straight into
 columns (``otlp_columns``); a line that path does not take plainly (a value to reject or to
 coerce, an odd but valid type) is read by the dict path (``otlp_rows``), which defines what
-is accepted, and counted in ParseStats.fallback_lines. Both give the same tables. Two rules depend on the data (constants below, with reasons):
+is accepted, and counted in ParseStats.fallback_lines. Both give the same tables. The rules
+that look at more than one value (constants below, with reasons), in the order applied:
 
 * *duplicate*: an event identical in name, request id and every documented attribute to one
   seen before in the same file (a line exported twice) is dropped and counted.
 * *out of range*: a step id outside the far-out Tukey fences of the file's step ids, a
-  journey ``scheduler.step`` outside the kept steps' id range widened by
-  JOURNEY_MARGIN_GAPS sampling gaps and half its span, a clock reading more than
-  RUN_WINDOW_NS from the median of its column, or a step that ends before it starts. So memory downstream (reconstruct.py allocates by step id) is
-  proportional to the data, never to the largest id.
+  clock reading more than RUN_WINDOW_NS from the median of its column, a step that ends
+  before it starts, or a journey ``scheduler.step`` outside the kept steps' id range
+  widened by JOURNEY_MARGIN_GAPS sampling gaps and half its span. So memory downstream
+  (reconstruct.py allocates by step id) is proportional to the data, never to the largest
+  id.
+* *inconsistent*: a step whose step.duration_us differs from (ts_end − ts_start) // 1000 of
+  its own timestamps by more than DURATION_SLACK_US.
+* *out of range* again: a step.duration_us above MAX_STEP_DURATION_US (with its timestamps
+  agreeing, or without both timestamps to check it against).
+* *conflicting duplicate*: a step whose step.id was kept before in the same file (from an
+  earlier line) with different content. The first is kept, every later one rejected and
+  counted, and a TraceWarning names the file, the id and both lines. After the load no two
+  rows share (experiment_id, step.id).
+
+Optional attributes stay optional: a step without step.ts_start_ns / step.ts_end_ns, or a
+journey event without ts.monotonic / ts.monotonic_ns, is kept with those columns missing
+(<NA> / NaN); nothing is filled in.
 
 Each experiment's tables are cached as Parquet under ``data/interim/traces/``, keyed by the
 source file's size, mtime_ns, ctime_ns, inode and device, the experiment's resolved model,
@@ -57,6 +72,7 @@ import pandas as pd
 
 from . import otlp
 from .experiments import Discovery, Experiment, discover
+from .messages import bounded
 from .otlp_columns import CHUNK_EVENTS, JOURNEY_KINDS, Columns, TypedLines
 from .otlp_rows import IGNORED, REPORT_COLUMNS, FileParser, ParseStats
 from .paths import INTERIM_DIR, MODELS_DIR, display_path
@@ -90,6 +106,17 @@ MIN_STEPS_FOR_JOURNEY_RANGE = 10
 #: median of its column in the file is outside the run: runs last minutes to hours, a week
 #: leaves room for the longest while catching zeros, 2**63-1 and unit mix-ups (s vs ns).
 RUN_WINDOW_NS = 7 * 24 * 3600 * 10**9
+#: step.duration_us is (ts_end − ts_start) // 1000 of the same event (docs/measurement.md §1):
+#: a difference of more than this many µs (1: an exporter that rounds instead of
+#: truncating) means one of the three values is corrupt, and the step is rejected.
+DURATION_SLACK_US = 1
+#: Longest step.duration_us kept: one hour. One schedule() call takes µs to ms; a server
+#: stalled for an hour in it is not serving, and a larger value (2**62) is a corrupt one that
+#: would bend every statistic over durations. The bound is what checks a step that lacks a
+#: timestamp (its duration cannot be compared with them).
+MAX_STEP_DURATION_US = 3600 * 10**6
+#: Reasons named in one TraceWarning at most (the parse report lists them all).
+MAX_REASONS_SHOWN = 3
 
 
 class TraceWarning(UserWarning):
@@ -178,7 +205,8 @@ def _parse(path: Path, experiment_id: str, typed: bool,
     journeys = _frame(Columns.concat(JOURNEY_KINDS,
                                      [*(fast.journeys if fast else []), slow_journeys]),
                       stats, "journey event")
-    steps, journeys = _apply_ranges(steps, journeys, stats)
+    steps = _check_steps(steps, stats)
+    journeys = _check_journeys(journeys, steps, stats)
     stats.steps, stats.journey_events = len(steps), len(journeys)
     return _finish_ints(steps.drop(columns="_line")), _finish_ints(journeys.drop(columns="_line")), stats
 
@@ -277,10 +305,36 @@ def _outside_run(values: pd.Series, window: float) -> np.ndarray:
     return present & (np.abs(v - med) > window)     # v, med in [0, 2**63): no overflow
 
 
-def _apply_ranges(steps: pd.DataFrame, journeys: pd.DataFrame,
-                  stats: ParseStats) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Drop (and count as out of range) the step ids, journey steps and clock readings that
-    cannot belong to the run; the rules are the constants at the top of the module."""
+def duration_mismatch(duration_us: pd.Series, start_ns: pd.Series,
+                      end_ns: pd.Series) -> np.ndarray:
+    """True where both timestamps are present and step.duration_us differs from
+    (end − start) // 1000 by more than DURATION_SLACK_US. Exact in int64: both readings lie
+    in [0, 2**63) and end >= start (checked before), so end − start cannot overflow."""
+    timed = (start_ns.notna() & end_ns.notna()).to_numpy()
+    s = start_ns.to_numpy(dtype=np.int64, na_value=0)
+    e = end_ns.to_numpy(dtype=np.int64, na_value=0)
+    d = duration_us.to_numpy(dtype=np.int64)
+    return timed & (np.abs(d - (e - s) // 1000) > DURATION_SLACK_US)
+
+
+def _conflicts(steps: pd.DataFrame, stats: ParseStats) -> pd.DataFrame:
+    """Steps whose id was kept before from an earlier line (different content: identical
+    events were dropped as duplicates) are rejected; the first conflict's id and both lines
+    are kept for the warning."""
+    again = steps.duplicated(subset=["step.id"], keep="first").to_numpy()
+    if again.any():
+        lines = steps["_line"].to_numpy()
+        i = int(np.flatnonzero(again)[np.argmin(lines[again])])
+        sid = steps["step.id"].iloc[i]
+        first = int(lines[(steps["step.id"] == sid).to_numpy()].min())
+        stats.first_conflict = [int(sid), first, int(lines[i])]
+    return _drop(steps, again, stats, f"{otlp.CONFLICTING_DUPLICATE}: step.id")
+
+
+def _check_steps(steps: pd.DataFrame, stats: ParseStats) -> pd.DataFrame:
+    """Drop (and count) the steps whose ids, clock readings or durations cannot belong to
+    the run, then the conflicting duplicates; the rules are the constants at the top of the
+    module."""
     bad = otlp.OUT_OF_RANGE
     if len(steps):
         lo, hi = id_range(steps["step.id"].to_numpy(), len(steps))
@@ -290,8 +344,21 @@ def _apply_ranges(steps: pd.DataFrame, journeys: pd.DataFrame,
     start, end = steps["step.ts_start_ns"], steps["step.ts_end_ns"]
     steps = _drop(steps, (end < start).fillna(False).to_numpy(dtype=bool), stats,
                   f"{bad}: step.ts_end_ns")
+    steps = _drop(steps, duration_mismatch(steps["step.duration_us"], steps["step.ts_start_ns"],
+                                           steps["step.ts_end_ns"]),
+                  stats, f"{otlp.INCONSISTENT}: step.duration_us")
+    steps = _drop(steps, steps["step.duration_us"].to_numpy(dtype=np.int64) > MAX_STEP_DURATION_US,
+                  stats, f"{bad}: step.duration_us")
+    return _conflicts(steps, stats)
+
+
+def _check_journeys(journeys: pd.DataFrame, steps: pd.DataFrame,
+                    stats: ParseStats) -> pd.DataFrame:
+    """Drop (and count as out of range) the journey events whose step or clock readings
+    cannot belong to the run (steps: the file's kept steps)."""
+    bad = otlp.OUT_OF_RANGE
     if not len(journeys):
-        return steps, journeys
+        return journeys
     ids = steps["step.id"].to_numpy()
     if len(ids) >= MIN_STEPS_FOR_JOURNEY_RANGE:
         span = float(ids.max() - ids.min())
@@ -304,7 +371,7 @@ def _apply_ranges(steps: pd.DataFrame, journeys: pd.DataFrame,
     for col, window in (("ts.monotonic", RUN_WINDOW_NS / 1e9), ("ts.monotonic_ns", RUN_WINDOW_NS),
                         ("time_ns", RUN_WINDOW_NS)):
         journeys = _drop(journeys, _outside_run(journeys[col], window), stats, f"{bad}: {col}")
-    return steps, journeys
+    return journeys
 
 
 def steps_frame(steps: pd.DataFrame | list[dict], exp: Experiment) -> pd.DataFrame:
@@ -343,7 +410,7 @@ def load_experiment(exp: Experiment, cache_root: Path = INTERIM_DIR, use_cache: 
         return hit
     steps, journeys, stats = parse_trace_file(src, exp.experiment_id, progress=progress)
     steps, journeys = steps_frame(steps, exp), journeys_frame(journeys, exp)
-    if use_cache:
+    if use_cache and not stats.read_failed:     # a read error is not the file's content
         store(cdir, key, steps, journeys, stats)
     return steps, journeys, stats
 
@@ -351,14 +418,18 @@ def load_experiment(exp: Experiment, cache_root: Path = INTERIM_DIR, use_cache: 
 # --------------------------------------------------------------------------- dataset
 
 def _first(reasons: dict[str, list[int]]) -> str:
-    return "; ".join(f"{reason} ×{n} (first at line {line})"
-                     for reason, (n, line) in sorted(reasons.items(), key=lambda kv: kv[1][1]))
+    """The reasons by first line, at most MAX_REASONS_SHOWN of them named."""
+    items = sorted(reasons.items(), key=lambda kv: (kv[1][1], kv[0]))
+    text = "; ".join(f"{reason} ×{n} (first at line {line})"
+                     for reason, (n, line) in items[:MAX_REASONS_SHOWN])
+    more = len(items) - MAX_REASONS_SHOWN
+    return text + (f"; and {more} more reason(s) (see the parse report)" if more > 0 else "")
 
 
 def _warn(stats: ParseStats) -> None:
     """One TraceWarning per kind of problem in a file, naming it and each reason's first line."""
     def warn(msg: str) -> None:
-        warnings.warn(f"{stats.file}: {msg}", TraceWarning, stacklevel=4)
+        warnings.warn(bounded(f"{stats.file}: {msg}"), TraceWarning, stacklevel=4)
 
     if stats.stream_error:
         lost = f"; {stats.unread_bytes:,} compressed byte(s) unread" if stats.unread_bytes else ""
@@ -377,6 +448,11 @@ def _warn(stats: ParseStats) -> None:
     if stats.rejected_events:
         warn(f"rejected {stats.rejected_events} of {stats.events} step/journey event(s): "
              f"{_first(stats.event_reasons)}")
+    if stats.first_conflict:
+        sid, kept, dropped = stats.first_conflict
+        warn(f"step.id {sid} at line {dropped} has different content from the same id at line "
+             f"{kept}: the first is kept ({stats.rejected_conflicting_duplicate} conflicting "
+             f"duplicate(s) rejected)")
     if stats.steps == 0:
         warn("no step.BATCH_SUMMARY events; the experiment contributes no steps")
 

@@ -119,10 +119,15 @@ def iter_spans(request: Mapping[str, Any]) -> Iterable[Mapping[str, Any]]:
 MISSING = "missing attribute"
 WRONG_TYPE = "wrong type"
 OUT_OF_RANGE = "out of range"
+#: a value that contradicts the event's own other values (step.duration_us vs its timestamps)
+INCONSISTENT = "inconsistent"
 DUPLICATE = "duplicate"
+#: a step id seen before in the file with different content (the first is kept)
+CONFLICTING_DUPLICATE = "conflicting duplicate"
 NO_REQUEST_ID = "no request id"
 #: Why an event can be rejected, in the order the loader checks them.
-REJECT_CATEGORIES = (MISSING, WRONG_TYPE, OUT_OF_RANGE, DUPLICATE, NO_REQUEST_ID)
+REJECT_CATEGORIES = (MISSING, WRONG_TYPE, OUT_OF_RANGE, INCONSISTENT, DUPLICATE,
+                     CONFLICTING_DUPLICATE, NO_REQUEST_ID)
 
 #: Attributes without which an event is of no use downstream (phases, FLOPs, the join of
 #: journeys with steps), so it is rejected rather than kept with a hole.

@@ -20,8 +20,11 @@ from . import otlp
 
 _REJECT_COLUMNS = {otlp.MISSING: "rejected_missing", otlp.WRONG_TYPE: "rejected_wrong_type",
                    otlp.OUT_OF_RANGE: "rejected_out_of_range",
+                   otlp.INCONSISTENT: "rejected_inconsistent",
                    otlp.DUPLICATE: "rejected_duplicate",
+                   otlp.CONFLICTING_DUPLICATE: "rejected_conflicting_duplicate",
                    otlp.NO_REQUEST_ID: "rejected_no_request_id"}
+assert tuple(_REJECT_COLUMNS) == otlp.REJECT_CATEGORIES
 MALFORMED_JSON = "malformed: not valid JSON (truncated or garbage)"
 MALFORMED_VALUE = "malformed: JSON but not an object"
 IGNORED = "ignored: JSON object without resourceSpans (not an OTLP export request)"
@@ -45,7 +48,9 @@ class ParseStats:
     rejected_missing: int = 0
     rejected_wrong_type: int = 0
     rejected_out_of_range: int = 0
+    rejected_inconsistent: int = 0
     rejected_duplicate: int = 0
+    rejected_conflicting_duplicate: int = 0
     rejected_no_request_id: int = 0
     other_events: int = 0
     structure_errors: int = 0
@@ -56,6 +61,11 @@ class ParseStats:
     #: REPORT_COLUMNS, so the parse report is the same whichever path read a line
     fallback_lines: int = 0
     first_malformed_line: int | None = None
+    #: the first conflicting duplicate: [step.id, line of the kept event, line of the
+    #: rejected one] (empty when there is none)
+    first_conflict: list[int] = field(default_factory=list)
+    #: the file could not be read (permission, I/O error): its tables are not cached
+    read_failed: bool = False
     #: reason -> [count, first line]: events by otlp.BadAttribute.reason, lines and
     #: structure problems by their description
     event_reasons: dict[str, list[int]] = field(default_factory=dict)
@@ -85,8 +95,8 @@ class ParseStats:
 
 #: The parse_report columns (ParseStats without the first-line details).
 REPORT_COLUMNS = [f for f in ParseStats.__dataclass_fields__
-                  if f not in ("fallback_lines", "first_malformed_line", "event_reasons",
-                               "line_reasons")]
+                  if f not in ("fallback_lines", "first_malformed_line", "first_conflict",
+                               "read_failed", "event_reasons", "line_reasons")]
 
 
 

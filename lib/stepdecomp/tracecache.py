@@ -22,7 +22,8 @@ from .paths import INTERIM_DIR
 
 #: Bump when the parsed tables or the rules that fill them change: old caches are ignored.
 #: 4: typed (msgspec) decoding with the dict path per line as fallback.
-PARSER_VERSION = 4
+#: 5: inconsistent durations and conflicting duplicates rejected (two new counts).
+PARSER_VERSION = 5
 
 
 def cache_dir(exp: Experiment, cache_root: Path) -> Path:

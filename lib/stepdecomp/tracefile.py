@@ -2,7 +2,8 @@
 damaged gzip still holds, with a progress bar on long reads.
 
 Read problems are recorded on the ``stats`` object (``load.ParseStats``: ``stream_error``,
-``unread_bytes``) instead of raised.
+``unread_bytes``; ``read_failed`` for an OS read error, which the cache must not keep) instead
+of raised.
 """
 
 from __future__ import annotations
@@ -114,7 +115,8 @@ def iter_lines(path: Path, stats: Any, progress: bool = True) -> Iterator[bytes]
                     yield p + b"\n"
                 pending = [parts[-1]]
     except OSError as e:
-        stats.stream_error = f"read error: {e}"
+        stats.stream_error = f"read error: {e.strerror or e}"
+        stats.read_failed = True
     if last := b"".join(pending):
         yield last
     if bar is not None:
