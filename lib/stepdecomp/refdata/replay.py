@@ -22,7 +22,7 @@ from ..experiments import Experiment, read_experiment
 from ..specs import load_gpu_spec, load_model_spec
 from .record import Recorder
 from .scheduler import DEFAULT_ENGINE_LOOP, DONE, Simulator
-from .stepcost import KernelScale, build_step_cost, kv_cache_blocks
+from .stepcost import ALLREDUCE_CALL_US, KernelScale, build_step_cost, kv_cache_blocks
 from .timeline import CpuModel
 from .workload import CLIENT_TIMEOUT_S, Workload, generate_requests, read_workload
 
@@ -162,7 +162,8 @@ def simulate(experiment: Experiment | str | Path, seed: int = 0, time_scale: flo
              precision: str = DEFAULT_PRECISION, cpu: CpuModel | None = None,
              engine_loop: str = DEFAULT_ENGINE_LOOP,
              kernel_scale: KernelScale = KernelScale(),
-             step_model: Path | None = None) -> SimResult:
+             step_model: Path | None = None,
+             allreduce_call_us: float = ALLREDUCE_CALL_US) -> SimResult:
     """Replay one experiment on ``hardware`` (data/hardware/<name>.json) with weights at
     ``precision`` under vLLM's ``engine_loop`` (async, the default, or sync:
     scheduler.ENGINE_LOOPS), the measured kernel latencies scaled per family by
@@ -183,7 +184,7 @@ def simulate(experiment: Experiment | str | Path, seed: int = 0, time_scale: flo
                                                 experiment_seed(seed, exp.experiment_id).spawn(4))
     reqs = generate_requests(wl, rng_work, time_scale)
     cost = build_step_cost(spec, exp.tp, B, max_seqs, max_len, gpu.kernel_system, precision,
-                           kernel_scale)
+                           kernel_scale, allreduce_call_us)
     total_blocks = kv_cache_blocks(spec, exp.tp, gpu, precision)
     rec = Recorder(len(reqs), rng_sample, sample_fraction, record_decodes)
     step_time = None

@@ -41,6 +41,11 @@ ACTIVATION_RESERVE_GIB = 3.0
 KV_BUCKET_TOKENS = 16
 #: Run-to-run variation of a GPU kernel sequence (clocks, memory refresh): small.
 FORWARD_NOISE_SIGMA = 0.03
+#: Latency each all-reduce call adds in a running model beyond the isolated measurement
+#: (synchronising the ranks' kernels between layers, launch gaps around the custom
+#: all-reduce), µs per call, TP > 1 only. Calibrated on the 12 published runs (calibrate.py);
+#: the default is the calibrated value (data/calibration.json).
+ALLREDUCE_CALL_US = 0.0
 
 
 def kv_cache_blocks(spec: ModelSpec, tp: int, gpu: GpuSpec, precision: str = "bf16") -> int:
@@ -133,14 +138,21 @@ def _layer_gemm_us(spec: ModelSpec, tp: int, tok: np.ndarray, t: kernels.KernelT
 def build_step_cost(spec: ModelSpec, tp: int, budget_tokens: int, max_num_seqs: int,
                     max_model_len: int, system: str = kernels.SYSTEM,
                     precision: str = kernels.PRECISION,
-                    scale: KernelScale = KernelScale()) -> StepCost:
+                    scale: KernelScale = KernelScale(),
+                    allreduce_call_us: float = ALLREDUCE_CALL_US) -> StepCost:
     """Per-model lookup arrays from the measured kernels of ``system`` at ``precision``, each
-    kernel family multiplied by its ``scale`` factor (1: as measured)."""
+    kernel family multiplied by its ``scale`` factor (1: as measured); with TP > 1 each of
+    the 2L + 1 all-reduce calls of a step costs ``allreduce_call_us`` more."""
+    if not (math.isfinite(allreduce_call_us) and allreduce_call_us >= 0):
+        raise ValueError(f"allreduce_call_us must be finite and ≥ 0, got {allreduce_call_us}")
     t = kernels.load_tables(system, precision)
     L, d = spec.num_layers, spec.hidden_size
     tok = np.arange(budget_tokens + 1)
     heads, kv_heads = spec.num_heads // tp, int(physical_mode.kv_heads_per_gpu(spec, tp))
-    comm = scale.allreduce * (2 * L + 1) * kernels.allreduce_tokens_us(tok, d, tp, t)
+    calls = 2 * L + 1
+    comm = scale.allreduce * calls * kernels.allreduce_tokens_us(tok, d, tp, t)
+    if tp > 1:
+        comm = comm + calls * allreduce_call_us
     m = np.arange(max_num_seqs + 1)
     lm = scale.lm_head * kernels.gemm_latency_us(m, spec.vocab_size // tp, d, t)
     n_max = int(math.sqrt(budget_tokens**2 + 2.0 * budget_tokens * max_model_len)) + 2
