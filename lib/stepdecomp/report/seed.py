@@ -51,8 +51,10 @@ def header_context(fi: FindingsInput) -> dict[str, Any]:
     without the within-experiment table)."""
     conclusion = conclusion_input(fi)
     within = None if conclusion is None else {"supported": conclusion["verdict"]["supported"],
+                                              "status": conclusion["verdict"]["status"],
                                               "target": conclusion["target"]}
-    return {"supported": fi.verdict.supported, "data_root": fi.data_root, "within": within}
+    return {"supported": fi.verdict.supported, "status": fi.verdict.status,
+            "data_root": fi.data_root, "within": within}
 
 
 def summary_context(fi: FindingsInput) -> dict[str, Any]:
@@ -133,7 +135,8 @@ def verdict_context(fi: FindingsInput) -> dict[str, Any]:
     t = v.table
     na = t[t["pearson_r"].isna()]
     below = t[t["pearson_r"].notna() & ~t["passed"]]
-    return {"label": v.label, "passing": v.passing, "n_criteria": len(t), "required": v.required,
+    return {"label": v.label, "words": v.words, "na_note": v.na_note(),
+            "passing": v.passing, "n_criteria": len(t), "required": v.required,
             "table": t, "na": [r._asdict() for r in na.itertuples()],
             "below": [r._asdict() for r in below.itertuples()]}
 

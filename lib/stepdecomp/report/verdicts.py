@@ -36,10 +36,12 @@ def within_verdict(within: pd.DataFrame, prefill_subset: str = "pure_prefill") -
 
 
 def verdict_dict(v: Verdict) -> dict[str, Any]:
-    """A Verdict for the templates: passing, n_criteria, required, label, supported and the
-    criteria rows as dicts."""
+    """A Verdict for the templates: passing, n_criteria, required, label (and its words and
+    status), supported, n_na and na_note (the criteria that are N/A) and the criteria rows as
+    dicts."""
     return {"passing": v.passing, "n_criteria": len(v.table), "required": v.required,
-            "label": v.label, "supported": v.supported,
+            "label": v.label, "words": v.words, "status": v.status, "supported": v.supported,
+            "n_na": v.n_na, "na_note": v.na_note(),
             "criteria": [r._asdict() for r in v.table.itertuples(index=False)]}
 
 
