@@ -113,13 +113,17 @@ def attribution_context(attr: pd.DataFrame, fit: pd.DataFrame) -> dict[str, Any]
     fit = fit.sort_values(["model", "workload"]).reset_index(drop=True)
     fitted = fit.dropna(subset=["r2"])
 
-    base = fit[["experiment_id", "model", "workload", "n_steps"]].assign(
+    base = fit[["experiment_id", "model", "workload", "n_steps",
+                *(["na_reason"] if "na_reason" in fit else [])]].assign(
         r2=[_ci(fmt_num(r), lo, hi, fmt_num) for r, lo, hi in
             zip(fit["r2"], fit["r2_ci_low"], fit["r2_ci_high"])],
         intercept=[intercept_cell(r) for _, r in fit.iterrows()])
+    # an experiment without a shown share (no fit) has no row in the wide table: N/A
     shares = base.join(_wide(shown, share_cell, terms), on="experiment_id")
+    shares[terms] = shares[terms].astype(object).fillna("N/A")
     coefs = fit[["experiment_id", "model", "workload"]].join(
         _wide(attr, coef_cell, terms), on="experiment_id")
+    coefs[terms] = coefs[terms].astype(object).fillna("N/A")
 
     ctx: dict[str, Any] = {
         "terms": terms, "shares": shares.drop(columns="experiment_id"),

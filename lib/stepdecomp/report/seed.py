@@ -109,7 +109,8 @@ def pure_phase_context(fi: FindingsInput) -> dict[str, Any]:
 
 def per_experiment_context(fi: FindingsInput) -> dict[str, Any]:
     total = totals(fi.per_experiment).sort_values("pearson_r", ascending=False, na_position="last")
-    return {"table": total[["model", "workload", "pearson_r", "n_steps"]]}
+    return {"table": total[["model", "workload", "pearson_r", "n_steps",
+                            *(["na_reason"] if "na_reason" in total else [])]]}
 
 
 def analysis_context(fi: FindingsInput) -> dict[str, Any]:

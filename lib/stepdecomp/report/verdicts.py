@@ -87,7 +87,8 @@ def within_verdict_context(within: pd.DataFrame, pooled: pd.DataFrame,
     within-experiment r part (see :func:`pooled_vs_within`)."""
     table = within[["subset", "component", "median_r"]].assign(
         ci=[fmt_ci(a, b) for a, b in zip(within["ci_low"], within["ci_high"])],
-        n_experiments=within["n_experiments"], passed=within["median_r"].gt(R_THRESHOLD))
+        n_experiments=within["n_experiments"], passed=within["median_r"].gt(R_THRESHOLD),
+        **({"na_reason": within["na_reason"]} if "na_reason" in within else {}))
     verdicts = {p: verdict_dict(within_verdict(within, p)) for p in PREFILL_SUBSETS}
     contrast = pooled_vs_within(pooled, within, n_experiments)
     return {"table": table, "pure": verdicts["pure_prefill"],
