@@ -410,8 +410,10 @@ def attribution_by_model(table: pd.DataFrame, keys: Mapping[str, str]) -> pd.Dat
     is kept as a grouping key): model_key (``keys``: experiment_id -> model_keys' key, so
     HF-identical models are one), term, n_experiments, n_identified, median_coef (over the
     experiments where the coefficient is identified only; NaN where none is) and
-    median_lmg_share_r2 (over the experiments with a fit). Raises KeyError for an experiment
-    without a key."""
+    median_lmg_share_r2 (over the experiments with a fit). Rows without a term (the N/A
+    rows of an experiment without steps, pipeline.no_step_rows) are left out. Raises KeyError
+    for an experiment without a key."""
+    table = table[table["term"].fillna("").astype(str) != ""]
     missing = sorted(set(table["experiment_id"]) - set(keys))
     if missing:
         raise KeyError(f"attribution_by_model: no model key for experiment(s) {missing}")

@@ -224,18 +224,27 @@ def process_experiment(exp: Experiment, inputs: StageInputs) -> ExperimentResult
     without steps (the loader warned about it) goes through the same stages: its partition
     has no rows, and each table has its N/A rows (:func:`no_step_rows`)."""
     steps, journeys, parse_stats = load.load_experiment(exp, inputs.cache_root)
-    specs = {exp.hf_id: inputs.model_specs[exp.hf_id]}
-    components, rec_report, step_targets = decompose_experiment(
-        steps, journeys, {exp.experiment_id: exp.max_num_batched_tokens}, specs, inputs.gpu)
+    components, tables = experiment_stages(exp, steps, journeys, inputs.model_specs, inputs.gpu)
     path = partition_path(inputs.components_root, exp.experiment_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     components.to_parquet(path, index=False)
+    return ExperimentResult(exp.experiment_id, tables, len(steps), len(journeys), parse_stats)
+
+
+def experiment_stages(exp: Experiment, steps: pd.DataFrame, journeys: pd.DataFrame,
+                      model_specs: Mapping[str, ModelSpec], gpu: GpuSpec
+                      ) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+    """(components, the ``EXPERIMENT_TABLES``) of one experiment's loaded steps and journeys:
+    what :func:`process_experiment` computes after the load (N/A rows for no steps)."""
+    specs = {exp.hf_id: model_specs[exp.hf_id]}
+    components, rec_report, step_targets = decompose_experiment(
+        steps, journeys, {exp.experiment_id: exp.max_num_batched_tokens}, specs, gpu)
     tables = {"reconstruction_report": rec_report,
               "target_coverage": targets.coverage_table(step_targets, journeys)}
     tables.update(experiment_statistics(components))
     if steps.empty:
         tables = {name: no_step_rows(t, exp) for name, t in tables.items()}
-    return ExperimentResult(exp.experiment_id, tables, len(steps), len(journeys), parse_stats)
+    return components, tables
 
 
 # --------------------------------------------------------------------------- backends

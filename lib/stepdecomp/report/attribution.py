@@ -84,7 +84,9 @@ def intercept_cell(row: pd.Series) -> str:
 
 
 def _terms(attr: pd.DataFrame) -> list[str]:
-    present = list(dict.fromkeys(attr["term"]))
+    """The terms of the table in ATTRIBUTION_TERMS order (others after them); the N/A rows of
+    an experiment without steps have none."""
+    present = [t for t in dict.fromkeys(attr["term"]) if isinstance(t, str) and t]
     return [t for t in ATTRIBUTION_TERMS if t in present] + \
         [t for t in present if t not in ATTRIBUTION_TERMS]
 

@@ -21,11 +21,14 @@ def fmt_r(r: float) -> str:
 
 
 def fmt_int(n: float) -> str:
-    return f"{int(n):,}"
+    return "N/A" if isnan(n) else f"{int(n):,}"
 
 
 def fmt_pct(p: float) -> str:
-    """Percent with enough digits to show small shares (0.005%) and 3 significant digits."""
+    """Percent with enough digits to show small shares (0.005%) and 3 significant digits;
+    N/A when missing (a share of no steps)."""
+    if isnan(p):
+        return "N/A"
     if p == 0:
         return "0%"
     return f"{p:.3g}%" if p >= 0.01 else f"{p:.1g}%"

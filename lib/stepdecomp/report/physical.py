@@ -290,7 +290,8 @@ def physical_context(tables: PhysicalTables, seed_verdict: Verdict | None = None
     attribution = None
     if t.attribution is not None and t.fit_summary is not None:
         attribution = {**attribution_context(t.attribution, t.fit_summary), "target": target,
-                       "by_model": None if t.attribution_by_model is None else
+                       "by_model": None if t.attribution_by_model is None
+                       or t.attribution_by_model.empty else
                        by_model_context(t.attribution_by_model, models_by_hf_id)}
     return {
         "target": target,
