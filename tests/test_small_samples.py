@@ -15,6 +15,10 @@ from stepdecomp import stats as S
 from stepdecomp.columns import ATTRIBUTION_TERMS, DURATION, PHYS_TOTAL
 
 NS = list(range(21))
+
+
+def _steps(n: int) -> str:
+    return "1 step" if n == 1 else f"{n} steps"
 #: Resamples in these tests: enough for finite quantiles, cheap at 21 sizes.
 B = 200
 
@@ -43,7 +47,7 @@ def test_block_length(n):
     L = R.block_length(x, y)
     if n < 8:
         assert np.isnan(L)
-        assert R.block_length_na_reason(n) == f"{n} steps < 8 needed for the Politis–White block length"
+        assert R.block_length_na_reason(n) == f"{_steps(n)} < 8 needed for the Politis–White block length"
     else:
         assert 1.0 <= L <= n
         assert R.block_length_na_reason(n) == ""
@@ -54,7 +58,7 @@ def test_block_bootstrap_paired(n):
     x, y = _xy(n)
     p = R.block_bootstrap_paired(x, x ** 2, y, n_resamples=B, seed=1)
     if n < 8:
-        assert p.na_reason == f"{n} steps < 8 needed for a block bootstrap"
+        assert p.na_reason == f"{_steps(n)} < 8 needed for a block bootstrap"
         assert np.isnan([p.block_length, *p.a, *p.b, *p.delta]).all()
     else:
         assert p.na_reason == ""
@@ -122,7 +126,7 @@ def test_correlations(n):
     assert k == n
     if n < 10:
         assert np.isnan([r, rs, rl, *ci]).all()
-        assert S.pearson_na_reason(x, y) == f"{n} steps < 10 needed for Pearson r"
+        assert S.pearson_na_reason(x, y) == f"{_steps(n)} < 10 needed for Pearson r"
     else:
         assert 0.9 < r <= 1 and 0.9 < rs <= 1 and np.isfinite(rl)
         assert ci[0] <= r <= ci[1]
@@ -154,14 +158,14 @@ def test_physical_per_experiment_correlations(n):
     row = t.iloc[0]
     assert row["seed_n_steps"] == row["phys_n_steps"] == n
     if n < 8:
-        assert row[S.NA_REASON] == (f"seed: {n} steps < 10 needed for Pearson r; "
-                                    f"phys: {n} steps < 10 needed for Pearson r")
+        assert row[S.NA_REASON] == (f"seed: {_steps(n)} < 10 needed for Pearson r; "
+                                    f"phys: {_steps(n)} < 10 needed for Pearson r")
         assert np.isnan(row[["seed_pearson_r", "seed_ci_low", "delta_ci_low", "block_length"]]
                         .astype(float)).all()
     elif n < 10:
         # no r, yet the interval ran (8 rows suffice for it): its numbers are not shown
-        assert row[S.NA_REASON] == (f"seed: {n} steps < 10 needed for Pearson r; "
-                                    f"phys: {n} steps < 10 needed for Pearson r")
+        assert row[S.NA_REASON] == (f"seed: {_steps(n)} < 10 needed for Pearson r; "
+                                    f"phys: {_steps(n)} < 10 needed for Pearson r")
         assert np.isnan(row[["seed_pearson_r", "seed_ci_low", "delta_r", "delta_ci_low"]]
                         .astype(float)).all()
     else:
@@ -247,7 +251,7 @@ def test_attribution_fit(n):
     k = len(ATTRIBUTION_TERMS) if n > 1 else 0                        # one row: nothing varies
     assert fit["n_steps"] == n and fit["n_terms"] == k
     if n < 10:
-        reason = f"{n} steps < 10 needed for the fit of {k} varying term(s)"
+        reason = f"{_steps(n)} < 10 needed for the fit of {k} varying term(s)"
         assert fit[S.NA_REASON] == reason and np.isnan(fit["r2"])
         assert (a.component_attribution[S.NA_REASON] == reason).all()
         assert (a.component_attribution["unidentified_reason"] == A.REASON_TOO_FEW).all()
@@ -269,7 +273,7 @@ def test_ols_r2(n):
     r2, k = E.ols_r2(y, x)
     if n < 10:
         assert np.isnan(r2) and k == 0
-        assert E.r2_na_reason(y) == f"{n} steps < 10 needed for R²"
+        assert E.r2_na_reason(y) == f"{_steps(n)} < 10 needed for R²"
     else:
         assert 0.9 < r2 <= 1 and k == 1 and E.r2_na_reason(y) == ""
     if n >= 10:

@@ -21,7 +21,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from . import columns
+from . import columns, resample
 
 EXP = columns.EXPERIMENT
 KV_BLOCKS_USED = "kv.blocks_used"
@@ -117,7 +117,7 @@ def r2_na_reason(y: np.ndarray) -> str:
     y = np.asarray(y, dtype=np.float64)
     n = len(y)
     if n < MIN_ROWS:
-        return f"{n} steps < {MIN_ROWS} needed for R²"
+        return resample.too_few(n, MIN_ROWS, "R²")
     if _is_constant(y, y - np.sum(y) / n):
         return "R²: step time constant on the usable steps"
     return ""

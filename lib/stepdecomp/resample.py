@@ -73,7 +73,10 @@ MIN_N_MEDIAN = MIN_CLUSTERS
 
 
 def too_few(n: int, minimum: int, what: str, unit: str = "steps") -> str:
-    """The N/A reason of an estimator below its minimum: "3 steps < 8 needed for <what>"."""
+    """The N/A reason of an estimator below its minimum: "3 steps < 8 needed for <what>"
+    ("1 step" for one)."""
+    if n == 1 and unit == "steps":
+        unit = "step"
     return f"{n} {unit} < {minimum} needed for {what}"
 
 
