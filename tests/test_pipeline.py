@@ -174,18 +174,32 @@ def test_scale_copies_experiments_as_variants(fixture_copy):
         {(found[name].model, found[name].workload, found[name].tp)}
 
 
-def test_experiment_without_steps_contributes_no_rows(fixture_copy, tmp_path):
+def test_experiment_without_steps_has_na_rows_with_the_reason(fixture_copy, tmp_path):
     empty = fixture_copy / FIXTURE_EXPERIMENTS[0] / "traces.json"
     empty.write_bytes(b"")
     dirs = outputs.run_dirs(str(fixture_copy), str(tmp_path / "out"))
     from stepdecomp.load import TraceWarning
     with pytest.warns(TraceWarning, match="no step.BATCH_SUMMARY events; the experiment contributes no steps"):
         res = pipeline.run(dirs, "h100-sxm", "", cache_root=tmp_path / "cache")
-    kept = FIXTURE_EXPERIMENTS[1:]
+    # every experiment has its partition; the empty one has no rows
     assert sorted(p.parent.name for p in pipeline.partition_files(
-        dirs.interim / pipeline.COMPONENTS_DATASET)) == [f"experiment_id={e}" for e in kept]
+        dirs.interim / pipeline.COMPONENTS_DATASET)) == [f"experiment_id={e}" for e in FIXTURE_EXPERIMENTS]
+    assert len(pd.read_parquet(pipeline.partition_path(dirs.interim / pipeline.COMPONENTS_DATASET,
+                                                       FIXTURE_EXPERIMENTS[0]))) == 0
+    assert len(pd.read_parquet(res.components_path)) == FIXTURE_STEPS - 127
     for name in pipeline.EXPERIMENT_TABLES:
-        assert sorted(set(res.tables[name]["experiment_id"])) == kept, name
+        t = res.tables[name]
+        assert sorted(set(t["experiment_id"])) == FIXTURE_EXPERIMENTS, name
+        rows = t[t["experiment_id"] == FIXTURE_EXPERIMENTS[0]]
+        # one N/A row per target (or one), the reason in na_reason (note in the reconstruction)
+        assert len(rows) == (3 if "target" in t else 1), name
+        reason = rows["note" if name == "reconstruction_report" else "na_reason"]
+        assert (reason == pipeline.NO_STEPS_REASON).all(), name
+        for c in [c for c in t if c.startswith("n_") or c.endswith("steps")]:
+            assert (rows[c] == 0).all(), (name, c)
+        written = pd.read_csv(dirs.tables / f"{name}.csv", keep_default_na=False)
+        assert (written.loc[written["experiment_id"] == FIXTURE_EXPERIMENTS[0],
+                            reason.name] == pipeline.NO_STEPS_REASON).all(), name
     assert res.without_steps == [FIXTURE_EXPERIMENTS[0]]
 
 

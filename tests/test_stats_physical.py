@@ -152,8 +152,12 @@ def test_physical_pure_phase_table():
     c = _frame()
     t = stats.physical_pure_phase_correlations(c, n_resamples=100)
     assert list(t.columns) == ["subset", "component", "pearson_r", "ci_low", "ci_high",
-                               "ci_method", "spearman_r", "loglog_r", "n_steps", "n_loglog"]
+                               "ci_method", "spearman_r", "loglog_r", "n_steps", "n_loglog",
+                               "na_reason"]
     assert (t.ci_method == resample.METHOD_CLUSTER).all()
+    assert (t.na_reason[t.pearson_r.notna() & t.loglog_r.notna()] == "").all()
+    assert t.na_reason[(t.subset == "pure_prefill") & (t.component == "phys_decode_gemm_us")].tolist() \
+        == ["Pearson r: component constant on the usable steps"]
     assert list(zip(t.subset, t.component))[:5] == [("pure_prefill", col) for col in
                                                     [*PHYS, "phys_total_us"]]
     assert t.subset.unique().tolist() == ["pure_prefill", "prefill_dominated", "pure_decode", "all"]
@@ -203,8 +207,9 @@ def test_physical_per_experiment():
     # log-log rows: both sides > 0 (the frame's components and durations are all positive here)
     assert row.seed_n_loglog == row.phys_n_loglog == int(((g.phys_total_us > 0) & (g["step.duration_us"] > 0)).sum())
     assert row.phys_ci_low < row.phys_pearson_r < row.phys_ci_high
-    assert list(t.columns[-6:]) == ["delta_r", "delta_ci_low", "delta_ci_high", "delta_spearman",
-                                    "block_length", "ci_method"]
+    assert list(t.columns[-7:]) == ["delta_r", "delta_ci_low", "delta_ci_high", "delta_spearman",
+                                    "block_length", "ci_method", "na_reason"]
+    assert row.na_reason == ""
     # Δr's interval is paired: the same block resamples as the two r intervals
     y = np.where(g["step.duration_us"] > 0, g["step.duration_us"], np.nan)
     paired = resample.block_bootstrap_paired(g.total_analytical_us.to_numpy(),
@@ -227,6 +232,7 @@ def test_physical_per_experiment():
     r3 = r3[r3.model == "m-a"].iloc[0]
     assert np.isnan(r3.phys_pearson_r) and np.isnan(r3.phys_ci_low) and np.isnan(r3.delta_ci_high)
     assert not np.isnan(r3.seed_ci_low)
+    assert r3.na_reason == "phys: Pearson r: component constant on the usable steps"
 
 
 def test_within_experiment_correlations_and_table():
@@ -240,7 +246,7 @@ def test_within_experiment_correlations_and_table():
     assert row.pearson_r == pytest.approx(np.corrcoef(g.phys_decode_attn_us, g["step.duration_us"])[0, 1])
     t = stats.within_experiment_table(c, n_resamples=200)
     assert list(t.columns) == ["subset", "component", "median_r", "ci_low", "ci_high",
-                               "ci_method", "n_experiments", "passed"]
+                               "ci_method", "n_experiments", "passed", "na_reason"]
     assert list(zip(t.subset, t.component)) == stats.WITHIN_ROWS
     da = t[(t.subset == "pure_decode") & (t.component == "phys_decode_attn_us")].iloc[0]
     rs = per[(per.subset == "pure_decode") & (per.component == "phys_decode_attn_us")].pearson_r

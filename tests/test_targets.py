@@ -228,10 +228,9 @@ def test_journey_prefix_and_bad_steps() -> None:
     out = by_step(tg.step_targets(steps_frame(HAND_STEPS), j))
     assert out["step_forward_us"].tolist() == [5000.0] * 3
     dup = steps_frame(HAND_STEPS + [("A", 3, 10500, 10600)])
-    with pytest.raises(ValueError, match="duplicate"):
+    with pytest.raises(ValueError, match=r"^experiment A: 1 duplicate step.id row\(s\) among 4 "
+                                         r"steps, e.g. step.id 3$"):
         tg.step_targets(dup, j)
-    with pytest.raises(KeyError, match="step.ts_end_ns"):
-        tg.step_targets(steps_frame(HAND_STEPS).drop(columns="step.ts_end_ns"), j)
     with pytest.raises(KeyError, match="finish.status"):
         tg.step_targets(steps_frame(HAND_STEPS), j.drop(columns="finish.status"))
 
@@ -329,3 +328,97 @@ def test_forward_from_the_period_where_the_step_emitted_no_update_event() -> Non
     # with too few calibration steps for the tail there is no estimate
     out = by_step(tg.step_targets(steps, events, min_calibration_steps=2))
     assert np.isnan(out.loc[6, "step_forward_us"]) and out.loc[6, "step_forward_source"] == "none"
+
+
+# --------------------------------------------------------------------------- missing and backwards clocks
+
+def _never_negative(out: pd.DataFrame) -> None:
+    for c in tg.TARGET_US_COLUMNS:
+        v = out[c].to_numpy(np.float64)
+        assert not (v[np.isfinite(v)] < 0).any(), c
+
+
+def test_step_without_timestamps_gets_no_target_and_is_counted() -> None:
+    steps = steps_frame(HAND_STEPS)
+    steps["step.ts_end_ns"] = pd.array([steps["step.ts_end_ns"][0], None, steps["step.ts_end_ns"][2]],
+                                       dtype="Int64")
+    j = journeys_frame(HAND_EVENTS)
+    out = by_step(tg.step_targets(steps, j))
+    _never_negative(out)
+    assert out["no_target_reason"].tolist() == ["", tg.NO_TIMESTAMPS, ""]
+    assert out.loc[3, tg.TARGET_US_COLUMNS].isna().all()
+    assert out.loc[3, "step_period_source"] == tg.SOURCE_NONE
+    assert not out.loc[3, "timeline_inconsistent"]
+    # step 1 pairs with the next timed step, 4: 15700 µs over 3 steps; its bound is unchanged
+    assert out.loc[1, "step_period_avg_us"] == pytest.approx(15700 / 3)
+    assert (out.loc[1, "step_period_us"], out.loc[1, "step_period_source"]) == (5330.0, tg.SOURCE_UPPER)
+    assert out.loc[4, "step_forward_us"] == 5000.0
+    cov = tg.coverage_table(tg.step_targets(steps, j), j)
+    assert cov[["sampled_steps", "steps_without_timestamps", "steps_clock_backwards",
+                "journey_events_without_ts"]].iloc[0].tolist() == [3, 1, 0, 0]
+    assert cov["na_reason"].tolist() == ["1 step(s) without step.ts_start_ns/step.ts_end_ns: no target"]
+
+
+def test_steps_table_without_timestamp_columns() -> None:
+    steps = steps_frame(HAND_STEPS).drop(columns=["step.ts_start_ns", "step.ts_end_ns"])
+    j = journeys_frame(HAND_EVENTS)
+    out = tg.step_targets(steps, j)
+    assert out[tg.TARGET_US_COLUMNS].isna().all().all()
+    assert out["no_target_reason"].tolist() == [tg.NO_TIMESTAMPS] * 3
+    assert tg.coverage_table(out)["steps_without_timestamps"].tolist() == [3]
+
+
+def test_journeys_without_time_stamps_are_left_out_and_counted() -> None:
+    steps = steps_frame(HAND_STEPS)
+    j = journeys_frame(HAND_EVENTS).drop(columns=["ts.monotonic", "ts.monotonic_ns"])
+    out = by_step(tg.step_targets(steps, j))
+    _never_negative(out)
+    assert out["step_forward_us"].isna().all()
+    assert np.isnan(out.loc[1, "step_period_us"])              # no SCHEDULED time: no bound
+    assert out.loc[3, "step_period_us"] == 5200.0               # the step stamps alone
+    assert out["step_period_avg_us"].tolist()[:2] == [5250.0, 5200.0]
+    assert out["no_target_reason"].tolist() == ["", "", ""]
+    cov = tg.coverage_table(tg.step_targets(steps, j), j)
+    assert cov["journey_events_without_ts"].tolist() == [10]
+    assert cov["na_reason"].tolist() == ["10 journey event(s) without ts.monotonic(_ns): left out"]
+    # some events timed, some not: only the untimed ones are dropped
+    j2 = journeys_frame(HAND_EVENTS)
+    j2.loc[2, "ts.monotonic_ns"] = None
+    j2.loc[2, "ts.monotonic"] = np.nan
+    out2 = by_step(tg.step_targets(steps, j2))
+    assert np.isnan(out2.loc[1, "step_forward_us"]) and out2.loc[3, "step_forward_us"] == 5000.0
+    assert tg.coverage_table(tg.step_targets(steps, j2), j2)["journey_events_without_ts"].tolist() == [1]
+
+
+def test_clock_stepping_back_is_counted_and_never_negative() -> None:
+    # step 4 starts at 10000 µs, before step 3 (10500): both lose their targets
+    steps = steps_frame([("A", 1, 0, 100), ("A", 3, 10500, 10600), ("A", 4, 10000, 10100)])
+    j = journeys_frame(HAND_EVENTS)
+    out = by_step(tg.step_targets(steps, j))
+    _never_negative(out)
+    assert out["no_target_reason"].tolist() == ["", tg.CLOCK_BACKWARDS, tg.CLOCK_BACKWARDS]
+    assert out.loc[[3, 4], tg.TARGET_US_COLUMNS].isna().all().all()
+    assert out.loc[1, "step_forward_us"] == 5000.0
+    assert out.loc[1, "step_period_avg_us"] == 5250.0
+    cov = tg.coverage_table(tg.step_targets(steps, j), j)
+    assert cov[["steps_clock_backwards", "steps_without_timestamps"]].iloc[0].tolist() == [2, 0]
+    assert cov["na_reason"].tolist() == ["2 step(s) where the clock stepped back: no target"]
+
+
+def test_step_ending_before_it_starts_has_no_negative_target() -> None:
+    steps = steps_frame([("A", 1, 0, 100), ("A", 2, 6000, 5900), ("A", 3, 12000, 12100)])
+    out = by_step(tg.step_targets(steps, journeys_frame(HAND_EVENTS)))
+    _never_negative(out)
+    assert bool(out.loc[2, "timeline_inconsistent"])
+    assert out.loc[2, ["step_period_us", "step_period_lo_us", "step_period_avg_us"]].isna().all()
+    assert out.loc[1, "step_period_us"] == 6000.0
+
+
+def test_no_steps_and_no_journeys() -> None:
+    empty = steps_frame(HAND_STEPS).iloc[:0]
+    out = tg.step_targets(empty, journeys_frame(HAND_EVENTS).iloc[:0])
+    assert len(out) == 0 and list(out.columns) == tg.TARGET_COLUMNS
+    assert len(tg.coverage_table(out)) == 0
+    j_none = pd.DataFrame({"experiment_id": pd.Series([], dtype=object)})
+    out = by_step(tg.step_targets(steps_frame(HAND_STEPS), j_none))
+    assert out["step_forward_us"].isna().all() and out.loc[3, "step_period_us"] == 5200.0

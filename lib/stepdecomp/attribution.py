@@ -59,7 +59,7 @@ import pandas as pd
 from . import columns as col
 from . import resample
 from .paths import MODELS_DIR, display_path
-from .stats import DURATION, MIN_ROWS
+from .stats import DURATION, MIN_ROWS, NA_REASON
 
 GEMM = col.PHYS_GEMM
 TERMS = col.ATTRIBUTION_TERMS
@@ -71,11 +71,30 @@ ATTRIBUTION_RESAMPLES = resample.N_RESAMPLES
 CI_METHOD = resample.METHOD_BLOCK
 KEYS = col.EXPERIMENT_KEYS
 
+#: The fit (NNLS, its LMG shares and their block-bootstrap intervals) needs MIN_ROWS usable
+#: rows (the seed's minimum for an r) and more than one row per parameter beyond the
+#: intercept and the varying terms (MIN_ROWS_OVER_TERMS): n >= max(MIN_ROWS, k + 2).
+MIN_FIT_ROWS = MIN_ROWS
+MIN_ROWS_OVER_TERMS = 2
+REASON_TOO_FEW = "too_few_rows"
+
 ATTRIBUTION_COLUMNS = [*KEYS, "term", "coef", "coef_ci_low", "coef_ci_high", "identified",
-                       "lmg_share_r2", "lmg_ci_low", "lmg_ci_high", "unidentified_reason"]
+                       "lmg_share_r2", "lmg_ci_low", "lmg_ci_high", "unidentified_reason",
+                       NA_REASON]
 SUMMARY_COLUMNS = [*KEYS, "n_steps", "r2", "r2_ci_low", "r2_ci_high", "intercept_us",
                    "intercept_ci_low", "intercept_ci_high", "block_length",
-                   "intercept_identified", "n_terms", "ci_method"]
+                   "intercept_identified", "n_terms", "ci_method", NA_REASON]
+
+
+def fit_na_reason(n_rows: int, n_terms: int, target_varies: bool = True) -> str:
+    """Why the fit of one experiment is N/A ("" when it is not): fewer than
+    max(MIN_FIT_ROWS, n_terms + MIN_ROWS_OVER_TERMS) usable rows, or a constant target."""
+    need = max(MIN_FIT_ROWS, n_terms + MIN_ROWS_OVER_TERMS)
+    if n_rows < need:
+        return resample.too_few(n_rows, need, f"the fit of {n_terms} varying term(s)")
+    if not target_varies:
+        return "the fit: step time constant on the usable steps"
+    return ""
 
 
 def with_gemm(components: pd.DataFrame) -> pd.DataFrame:
@@ -321,11 +340,13 @@ def attribute(components: pd.DataFrame, target: str = DURATION, terms: Sequence[
         X, y = X[keep], y[keep]
         ident = dict(zip(KEYS, key))
         n_fit = int((np.ptp(X, axis=0) > 0).sum()) if len(y) else 0
-        if len(y) < MIN_ROWS or len(y) <= n_fit + 1:
+        reason = fit_na_reason(len(y), n_fit, bool(len(y)) and bool(np.ptp(y) > 0))
+        if reason:
             fits.append({**ident, "n_steps": len(y), "block_length": np.nan,
-                         "intercept_identified": False, "n_terms": n_fit, "ci_method": CI_METHOD})
+                         "intercept_identified": False, "n_terms": n_fit, "ci_method": CI_METHOD,
+                         NA_REASON: reason})
             rows += [{**ident, "term": t, "identified": False,
-                      "unidentified_reason": "too_few_rows"} for t in terms]
+                      "unidentified_reason": REASON_TOO_FEW, NA_REASON: reason} for t in terms]
             continue
         f = _fit_experiment(X, y, n_resamples, seed, confidence)
         fits.append({**ident, "n_steps": f["n_steps"], "r2": f["r2"], "r2_ci_low": f["r2_ci"][0],
@@ -333,11 +354,12 @@ def attribute(components: pd.DataFrame, target: str = DURATION, terms: Sequence[
                      "intercept_ci_low": f["intercept_ci"][0],
                      "intercept_ci_high": f["intercept_ci"][1], "block_length": f["block_length"],
                      "intercept_identified": f["intercept_identified"], "n_terms": f["n_terms"],
-                     "ci_method": CI_METHOD})
+                     "ci_method": CI_METHOD, NA_REASON: ""})
         for t, (c, cci, s, sci), why in zip(terms, f["terms"], f["reasons"]):
             rows.append({**ident, "term": t, "coef": c, "coef_ci_low": cci[0],
                          "coef_ci_high": cci[1], "identified": why == "", "lmg_share_r2": s,
-                         "lmg_ci_low": sci[0], "lmg_ci_high": sci[1], "unidentified_reason": why})
+                         "lmg_ci_low": sci[0], "lmg_ci_high": sci[1], "unidentified_reason": why,
+                         NA_REASON: f"term {why}" if why else ""})
     return Attribution(pd.DataFrame(rows, columns=ATTRIBUTION_COLUMNS),
                        pd.DataFrame(fits, columns=SUMMARY_COLUMNS))
 
@@ -388,8 +410,10 @@ def attribution_by_model(table: pd.DataFrame, keys: Mapping[str, str]) -> pd.Dat
     is kept as a grouping key): model_key (``keys``: experiment_id -> model_keys' key, so
     HF-identical models are one), term, n_experiments, n_identified, median_coef (over the
     experiments where the coefficient is identified only; NaN where none is) and
-    median_lmg_share_r2 (over the experiments with a fit). Raises KeyError for an experiment
-    without a key."""
+    median_lmg_share_r2 (over the experiments with a fit). Rows without a term (the N/A
+    rows of an experiment without steps, pipeline.no_step_rows) are left out. Raises KeyError
+    for an experiment without a key."""
+    table = table[table["term"].fillna("").astype(str) != ""]
     missing = sorted(set(table["experiment_id"]) - set(keys))
     if missing:
         raise KeyError(f"attribution_by_model: no model key for experiment(s) {missing}")

@@ -21,7 +21,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from . import columns
+from . import columns, resample
 
 EXP = columns.EXPERIMENT
 KV_BLOCKS_USED = "kv.blocks_used"
@@ -43,7 +43,7 @@ CONSTANT_REL_TOL = 1e-12
 SET_SCHEDULER = "scheduler_work"
 SET_FLOPS = "flops"
 SET_BOTH = "scheduler_work+flops"
-R2_COLUMNS = [EXP, "target", "regressors", "r2", "n_steps", "n_regressors"]
+R2_COLUMNS = [EXP, "target", "regressors", "r2", "n_steps", "n_regressors", "na_reason"]
 
 
 #: The steps-table columns the scheduler-work regressors are built from.
@@ -111,6 +111,18 @@ def ols_r2(y: np.ndarray, x: np.ndarray) -> tuple[float, int]:
     return round_significant(float(r2)), len(keep)
 
 
+def r2_na_reason(y: np.ndarray) -> str:
+    """Why :func:`ols_r2` of ``y`` is N/A ("" when it is not): fewer than MIN_ROWS rows,
+    or a constant target."""
+    y = np.asarray(y, dtype=np.float64)
+    n = len(y)
+    if n < MIN_ROWS:
+        return resample.too_few(n, MIN_ROWS, "R²")
+    if _is_constant(y, y - np.sum(y) / n):
+        return "R²: step time constant on the usable steps"
+    return ""
+
+
 def regressor_sets(frame: pd.DataFrame,
                    flop_columns: Sequence[str] | None = None) -> dict[str, list[str]]:
     """The regressor sets compared: scheduler work, FLOP components, and both together.
@@ -162,5 +174,6 @@ def explain_r2(frame: pd.DataFrame, targets: Sequence[str] = DEFAULT_TARGETS,
                 ok = ~np.isnan(y) & ~np.isnan(x).any(axis=1)
                 r2, k = ols_r2(y[ok], x[ok])
                 rows.append({EXP: exp, "target": target, "regressors": name, "r2": r2,
-                             "n_steps": int(ok.sum()), "n_regressors": k})
+                             "n_steps": int(ok.sum()), "n_regressors": k,
+                             "na_reason": r2_na_reason(y[ok])})
     return pd.DataFrame(rows, columns=R2_COLUMNS)

@@ -91,11 +91,15 @@ def period_vs_client(components: pd.DataFrame, client: pd.DataFrame) -> pd.DataF
 
 
 def target_medians(components: pd.DataFrame) -> pd.DataFrame:
-    """Per experiment: model, workload and the median of each target present (µs)."""
+    """Per experiment: model, workload and the median of each target present (µs), and
+    na_reason naming the targets no step of the experiment has."""
     cols = [t for t in TARGETS if t in components]
     g = components.groupby("experiment_id", sort=True)
-    out = g[["model", "workload"]].first().join(g[cols].median())
-    return out.reset_index().round(12)
+    out = g[["model", "workload"]].first().join(g[cols].median()).reset_index().round(12)
+    missing = out[cols].isna()
+    out["na_reason"] = ["; ".join(f"{c}: no step has it" for c, m in zip(cols, row) if m)
+                        for row in missing.itertuples(index=False)]
+    return out
 
 
 def median_r2(explain: pd.DataFrame) -> pd.DataFrame:

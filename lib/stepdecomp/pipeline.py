@@ -177,24 +177,74 @@ def partition_path(root: Path, experiment_id: str) -> Path:
     return Path(root) / f"{EXP}={experiment_id}" / PARTITION_FILE
 
 
+#: na_reason (or note) of the rows standing for an experiment without steps.
+NO_STEPS_REASON = "no steps: the experiment's traces hold no step.BATCH_SUMMARY event"
+#: Columns of a per-experiment table that describe an experiment without steps as given
+#: (the rest are counts, 0, or statistics, N/A).
+_REASON_COLUMNS = ("na_reason", "note")
+#: Text and flag columns of the per-experiment tables (a table computed on no rows may
+#: have lost their dtypes; counts are named n_* or *steps, every other column is a number).
+_TEXT_COLUMNS = ("component", "term", "regressors", "ci_method", "unidentified_reason", "subset")
+_FLAG_COLUMNS = ("flagged", "identified", "intercept_identified", "has_journeys", "passed")
+
+
+def no_step_rows(table: pd.DataFrame, exp: Experiment) -> pd.DataFrame:
+    """The rows of one per-experiment table for an experiment without steps: one per
+    step-time target if the table has a ``target`` column, else one; the experiment's
+    identity, integer counts 0, flags False, every statistic N/A, and NO_STEPS_REASON in
+    ``na_reason`` (or ``note``). ``table`` (the table computed on no rows) gives the columns
+    and dtypes."""
+    n = len(measure.TARGETS) if "target" in table else 1
+    identity = {EXP: exp.experiment_id, "model": exp.model, "workload": exp.workload,
+                "target": list(measure.TARGETS)}
+    data: dict[str, Any] = {}
+    for c in table.columns:
+        kind = table[c].dtype.kind
+        if kind == "O":                  # a table built from no rows: judge by the name
+            kind = ("O" if c in _TEXT_COLUMNS else "b" if c in _FLAG_COLUMNS
+                    else "i" if c.startswith("n_") or c.endswith("steps") else "f")
+        if c in identity:
+            data[c] = identity[c] if c == "target" else [identity[c]] * n
+        elif c in _REASON_COLUMNS:
+            data[c] = [NO_STEPS_REASON] * n
+        elif kind in "iu":
+            data[c] = np.zeros(n, dtype=np.int64)
+        elif kind == "b":
+            data[c] = np.zeros(n, dtype=bool)
+        elif kind == "f":
+            data[c] = np.full(n, np.nan)
+        else:
+            data[c] = [""] * n
+    return pd.DataFrame(data, columns=table.columns)
+
+
 def process_experiment(exp: Experiment, inputs: StageInputs) -> ExperimentResult:
     """Every per-experiment stage of one experiment: load it (from the trace cache when
     valid), decompose it, write its components partition, compute its tables. An experiment
-    without steps (the loader warned about it) has no partition and no table rows, as in
-    the tables computed over all experiments at once."""
+    without steps (the loader warned about it) goes through the same stages: its partition
+    has no rows, and each table has its N/A rows (:func:`no_step_rows`)."""
     steps, journeys, parse_stats = load.load_experiment(exp, inputs.cache_root)
-    if steps.empty:
-        return ExperimentResult(exp.experiment_id, {}, 0, len(journeys), parse_stats)
-    specs = {exp.hf_id: inputs.model_specs[exp.hf_id]}
-    components, rec_report, step_targets = decompose_experiment(
-        steps, journeys, {exp.experiment_id: exp.max_num_batched_tokens}, specs, inputs.gpu)
+    components, tables = experiment_stages(exp, steps, journeys, inputs.model_specs, inputs.gpu)
     path = partition_path(inputs.components_root, exp.experiment_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     components.to_parquet(path, index=False)
-    tables = {"reconstruction_report": rec_report,
-              "target_coverage": targets.coverage_table(step_targets)}
-    tables.update(experiment_statistics(components))
     return ExperimentResult(exp.experiment_id, tables, len(steps), len(journeys), parse_stats)
+
+
+def experiment_stages(exp: Experiment, steps: pd.DataFrame, journeys: pd.DataFrame,
+                      model_specs: Mapping[str, ModelSpec], gpu: GpuSpec
+                      ) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+    """(components, the ``EXPERIMENT_TABLES``) of one experiment's loaded steps and journeys:
+    what :func:`process_experiment` computes after the load (N/A rows for no steps)."""
+    specs = {exp.hf_id: model_specs[exp.hf_id]}
+    components, rec_report, step_targets = decompose_experiment(
+        steps, journeys, {exp.experiment_id: exp.max_num_batched_tokens}, specs, gpu)
+    tables = {"reconstruction_report": rec_report,
+              "target_coverage": targets.coverage_table(step_targets, journeys)}
+    tables.update(experiment_statistics(components))
+    if steps.empty:
+        tables = {name: no_step_rows(t, exp) for name, t in tables.items()}
+    return components, tables
 
 
 # --------------------------------------------------------------------------- backends
@@ -375,7 +425,7 @@ def _decompose(dirs: outputs.RunDirs, gpu: GpuSpec, client: "Client | None", cac
     ordered = sorted(found.experiments, key=lambda e: e.experiment_id)
     results = _map(client, process_experiment, ordered, inputs=inputs)
     t1 = time.perf_counter()
-    tables = {name: concat_tables([r.tables[name] for r in results if r.tables],
+    tables = {name: concat_tables([r.tables[name] for r in results],
                                   isinstance(PER_EXPERIMENT_STATISTICS.get(name), TargetMajor))
               for name in EXPERIMENT_TABLES}
     (dirs.interim / TABLES_DIR).mkdir(parents=True, exist_ok=True)
@@ -389,7 +439,7 @@ def _decompose(dirs: outputs.RunDirs, gpu: GpuSpec, client: "Client | None", cac
                           journey_events=sum(r.journey_events for r in results),
                           skipped_records=load.skipped_records(
                               [r.parse_stats for r in results if r.parse_stats is not None]),
-                          without_steps=[r.experiment_id for r in results if not r.tables],
+                          without_steps=[r.experiment_id for r in results if not r.steps],
                           seconds={"per_experiment": t1 - t0,
                                    "assemble": time.perf_counter() - t1})
 

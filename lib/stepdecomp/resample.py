@@ -52,6 +52,46 @@ _CHUNK_ELEMENTS = 4_000_000
 #: Variances below this (of standardised features) count as zero in a resample.
 _ZERO_VARIANCE = 1e-12
 
+# --------------------------------------------------------------------------- minimum sizes
+#
+# Below its minimum an estimator is N/A (NaN), never an exception, and ``*_na_reason`` says
+# why in words the tables and FINDINGS carry (column ``na_reason``).
+
+#: Politis–White through arch: its autocorrelation search runs over lags
+#: 0 … ceil(sqrt(n)) + 5 (at least 5 lags past the first window), which must fit in the
+#: series: ceil(sqrt(n)) + 5 <= n holds from n = 8 (arch raises a matmul shape error at 2–7).
+MIN_N_BLOCK_LENGTH = 8
+#: The stationary block bootstrap needs a block length: the same minimum (rows where every
+#: series is finite).
+MIN_N_BLOCK_BOOTSTRAP = MIN_N_BLOCK_LENGTH
+#: A cluster bootstrap draws clusters with replacement: one cluster has no spread.
+MIN_CLUSTERS = 2
+#: A BCa or percentile interval needs two finite replicates for its two quantiles.
+MIN_REPLICATES = 2
+#: The cluster-bootstrap median of per-cluster values: two values.
+MIN_N_MEDIAN = MIN_CLUSTERS
+
+
+def too_few(n: int, minimum: int, what: str, unit: str = "steps") -> str:
+    """The N/A reason of an estimator below its minimum: "3 steps < 8 needed for <what>"
+    ("1 step" for one)."""
+    if n == 1 and unit == "steps":
+        unit = "step"
+    return f"{n} {unit} < {minimum} needed for {what}"
+
+
+def block_length_na_reason(n: int) -> str:
+    """Why :func:`block_length` is N/A for n values ("" when it is not)."""
+    return (too_few(n, MIN_N_BLOCK_LENGTH, "the Politis–White block length")
+            if n < MIN_N_BLOCK_LENGTH else "")
+
+
+def cluster_na_reason(n_clusters: int) -> str:
+    """Why a cluster bootstrap over ``n_clusters`` clusters is N/A ("" when it is not)."""
+    return (too_few(n_clusters, MIN_CLUSTERS, "a cluster bootstrap", "experiment(s)")
+            if n_clusters < MIN_CLUSTERS else "")
+
+
 METHOD_BLOCK = "stationary_block_bca"
 METHOD_CLUSTER = "cluster_bca"
 METHOD_CLUSTER_PERCENTILE = "cluster_percentile"
@@ -73,8 +113,9 @@ def block_length(*series: np.ndarray) -> float:
     non-finite estimates (arch on a short series whose lagged parts are flat) are skipped;
     with none left the length is MIN_BLOCK_LENGTH.
 
-    Raises ResampleError for series of different lengths, fewer than 3 values or non-finite
-    values.
+    N/A (NaN) below MIN_N_BLOCK_LENGTH values (:func:`block_length_na_reason`). Raises
+    ResampleError for no series, series of different lengths or non-finite values (a
+    caller's error, not a small sample).
     """
     from arch.bootstrap import optimal_block_length
 
@@ -84,10 +125,10 @@ def block_length(*series: np.ndarray) -> float:
     n = len(arrays[0])
     if any(len(a) != n for a in arrays):
         raise ResampleError(f"block_length: series of different lengths {[len(a) for a in arrays]}")
-    if n < 3:
-        raise ResampleError(f"block_length needs at least 3 values, got {n}")
     if not all(np.isfinite(a).all() for a in arrays):
         raise ResampleError("block_length: series contain NaN or infinite values")
+    if n < MIN_N_BLOCK_LENGTH:
+        return float("nan")
     varying = [a for a in arrays if np.ptp(a) > 0]
     if not varying:
         return MIN_BLOCK_LENGTH
@@ -171,7 +212,7 @@ def cluster_sums(per_cluster: np.ndarray, n_resamples: int = N_RESAMPLES,
     column sums; returns (the (n_resamples, P) sums of G clusters drawn with replacement,
     the (G, P) delete-one-cluster jackknife sums). Raises ResampleError for G < 2."""
     S = np.asarray(per_cluster, dtype=np.float64)
-    if S.ndim != 2 or len(S) < 2:
+    if S.ndim != 2 or len(S) < MIN_CLUSTERS:
         raise ResampleError(f"cluster bootstrap needs at least 2 clusters, got {S.shape}")
     rng = np.random.default_rng(RESAMPLE_SEED) if rng is None else rng
     G = len(S)
@@ -247,7 +288,7 @@ def bca_interval(estimate: float, replicates: np.ndarray, jackknife: np.ndarray,
         raise ResampleError(f"confidence must be in (0, 1), got {confidence}")
     reps = np.asarray(replicates, dtype=np.float64)
     reps = np.sort(reps[np.isfinite(reps)])
-    if not math.isfinite(estimate) or len(reps) < 2:
+    if not math.isfinite(estimate) or len(reps) < MIN_REPLICATES:
         return float("nan"), float("nan")
     B = len(reps)
     below = (np.searchsorted(reps, estimate, "left") + np.searchsorted(reps, estimate, "right")) / 2
@@ -274,7 +315,7 @@ def percentile_interval(replicates: np.ndarray, confidence: float = CONFIDENCE
         raise ResampleError(f"confidence must be in (0, 1), got {confidence}")
     reps = np.asarray(replicates, dtype=np.float64)
     reps = reps[np.isfinite(reps)]
-    if len(reps) < 2:
+    if len(reps) < MIN_REPLICATES:
         return float("nan"), float("nan")
     alpha = (1.0 - confidence) / 2.0
     lo, hi = np.quantile(reps, [alpha, 1.0 - alpha])
@@ -292,6 +333,8 @@ class PairedInterval:
     a: tuple[float, float]
     b: tuple[float, float]
     delta: tuple[float, float]
+    #: why the intervals are N/A ("" when they were computed)
+    na_reason: str = ""
 
 
 def block_bootstrap_paired(xa: np.ndarray, xb: np.ndarray, y: np.ndarray,
@@ -304,7 +347,8 @@ def block_bootstrap_paired(xa: np.ndarray, xb: np.ndarray, y: np.ndarray,
     the same resamples, so the Δr interval is paired. The block length is
     :func:`block_length` of (xa, xb, y) on the rows where all three are finite unless given.
     BCa intervals with a delete-a-block jackknife; an r that is N/A on the full series gives
-    (NaN, NaN)."""
+    (NaN, NaN). Every interval is N/A, with ``na_reason``, below MIN_N_BLOCK_BOOTSTRAP rows
+    where all three are finite."""
     xa, xb, y = (np.asarray(v, dtype=np.float64) for v in (xa, xb, y))
     if not len(xa) == len(xb) == len(y):
         raise ResampleError(f"series of different lengths {len(xa)}, {len(xb)}, {len(y)}")
@@ -312,8 +356,10 @@ def block_bootstrap_paired(xa: np.ndarray, xb: np.ndarray, y: np.ndarray,
     xa, xb, y = xa[keep], xb[keep], y[keep]
     nan2 = (float("nan"), float("nan"))
     both = np.isfinite(xa) & np.isfinite(xb)
-    if both.sum() < 3:
-        return PairedInterval(float("nan"), nan2, nan2, nan2)
+    n_both = int(both.sum())
+    if n_both < MIN_N_BLOCK_BOOTSTRAP:
+        return PairedInterval(float("nan"), nan2, nan2, nan2,
+                              too_few(n_both, MIN_N_BLOCK_BOOTSTRAP, "a block bootstrap"))
     L = block_length(xa[both], xb[both], y[both]) if mean_block is None else mean_block
     F = np.hstack([pair_features(xa, y), pair_features(xb, y)])
     boot = stationary_sums(F, L, n_resamples, np.random.default_rng(seed))
@@ -347,8 +393,8 @@ def cluster_bootstrap_pearson(x: np.ndarray, y: np.ndarray, clusters: Sequence[o
                               n_resamples: int = N_RESAMPLES, seed: int = RESAMPLE_SEED,
                               confidence: float = CONFIDENCE) -> tuple[float, float]:
     """Cluster-bootstrap BCa interval of the pooled Pearson r of the rows where x and y are
-    finite, clusters (e.g. experiment ids) resampled whole. (NaN, NaN) with fewer than 2
-    clusters holding usable rows."""
+    finite, clusters (e.g. experiment ids) resampled whole. (NaN, NaN) with fewer than
+    MIN_CLUSTERS clusters holding usable rows (:func:`cluster_na_reason`)."""
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     labels = np.asarray(clusters)
@@ -360,7 +406,7 @@ def cluster_bootstrap_pearson(x: np.ndarray, y: np.ndarray, clusters: Sequence[o
     per = np.zeros((int(inverse.max()) + 1 if len(inverse) else 0, PAIR_FEATURES))
     np.add.at(per, inverse, F)
     per = per[per[:, 0] > 0]
-    if len(per) < 2:
+    if len(per) < MIN_CLUSTERS:
         return float("nan"), float("nan")
     return cluster_bootstrap(per, pearson_from_sums, n_resamples, seed, confidence)
 
@@ -370,10 +416,10 @@ def cluster_bootstrap_median(values: np.ndarray, n_resamples: int = N_RESAMPLES,
                              ) -> tuple[float, float]:
     """Percentile interval of the median of per-cluster values (one per experiment) under
     the cluster bootstrap (BCa's jackknife acceleration is unreliable for a median). NaN
-    values are dropped first; (NaN, NaN) with fewer than 2 left."""
+    values are dropped first; (NaN, NaN) with fewer than MIN_N_MEDIAN left."""
     v = np.asarray(values, dtype=np.float64)
     v = v[np.isfinite(v)]
-    if len(v) < 2:
+    if len(v) < MIN_N_MEDIAN:
         return float("nan"), float("nan")
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, len(v), size=(n_resamples, len(v)))

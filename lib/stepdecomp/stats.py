@@ -57,6 +57,15 @@ HYPOTHESIS_ROWS: list[tuple[str, str]] = [
     ("pure_decode", "decode_attn_us"),
 ]
 HYPOTHESIS_MIN_PASSING = 2
+#: Verdict labels when criteria cannot be judged: every one N/A, or enough N/A to tip it.
+VERDICT_NA = "N/A"
+VERDICT_INDETERMINATE = "INDETERMINATE"
+VERDICT_WORDS = {"SUPPORTED": "supported", "NOT SUPPORTED": "not supported",
+                 VERDICT_INDETERMINATE: "indeterminate",
+                 VERDICT_NA: "not testable (every criterion N/A)"}
+VERDICT_STATUS = {"SUPPORTED": "Supported", "NOT SUPPORTED": "Not Supported",
+                  VERDICT_INDETERMINATE: "Indeterminate",
+                  VERDICT_NA: "Not Testable (every criterion N/A)"}
 
 
 def _source_column(component: str) -> str:
@@ -85,6 +94,35 @@ def _valid(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.isfinite(x) & np.isfinite(y) & (y > 0)
 
 
+#: Column of every statistics table saying why its N/A cells are N/A ("" when none is).
+NA_REASON = "na_reason"
+CONSTANT_COMPONENT = "component constant on the usable steps"
+CONSTANT_TARGET = "step time constant on the usable steps"
+
+
+def r_na_reason(x: np.ndarray, y: np.ndarray, what: str = "r") -> str:
+    """Why an r of already-filtered arrays is N/A under the seed's rules ("" when it is
+    not): fewer than MIN_ROWS rows, or zero variance on either side."""
+    n = len(x)
+    if n < MIN_ROWS:
+        return resample.too_few(n, MIN_ROWS, what)
+    if np.ptp(x) == 0:
+        return f"{what}: {CONSTANT_COMPONENT}"
+    if np.ptp(y) == 0:
+        return f"{what}: {CONSTANT_TARGET}"
+    return ""
+
+
+def pearson_na_reason(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> str:
+    """Why :func:`pearson_r` (x, y) is N/A ("" when it is not), on the rows it uses."""
+    return r_na_reason(*_valid_pair(x, y), "Pearson r")
+
+
+def join_reasons(*reasons: str) -> str:
+    """The distinct non-empty reasons of a row, in order, joined by "; "."""
+    return "; ".join(dict.fromkeys(r for r in reasons if r))
+
+
 def pearson_r(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> tuple[float, int]:
     """(r, n) with the seed's N/A rules: NaN when n < 10 or zero variance on either side."""
     x = np.asarray(x, dtype=np.float64)
@@ -101,28 +139,34 @@ def subsets(frame: pd.DataFrame) -> dict[str, pd.Series]:
 
 def pure_phase_correlations(components: pd.DataFrame,
                             rows: Iterable[tuple[str, str]] = PURE_PHASE_ROWS) -> pd.DataFrame:
-    """subset, component, pearson_r, n_steps — the seed's pure-phase table."""
+    """subset, component, pearson_r, n_steps — the seed's pure-phase table — and
+    na_reason (why r is N/A; "" when it is not)."""
     masks = subsets(components)
     out = []
     for subset, component in rows:
         sub = components[masks[subset]]
-        r, n = pearson_r(sub[_source_column(component)], sub[DURATION])
-        out.append({"subset": subset, "component": component, "pearson_r": r, "n_steps": n})
-    return pd.DataFrame(out)
+        x, y = sub[_source_column(component)], sub[DURATION]
+        r, n = pearson_r(x, y)
+        out.append({"subset": subset, "component": component, "pearson_r": r, "n_steps": n,
+                    NA_REASON: pearson_na_reason(x, y)})
+    return pd.DataFrame(out, columns=["subset", "component", "pearson_r", "n_steps", NA_REASON])
 
 
 def per_experiment_correlations(components: pd.DataFrame,
                                 columns: Sequence[str] = SEED_COMPONENTS) -> pd.DataFrame:
     """experiment_id, model, workload, component, pearson_r, n_steps over all steps of
-    each experiment (the seed's per-experiment table; it showed total_analytical_us)."""
+    each experiment (the seed's per-experiment table; it showed total_analytical_us), and
+    na_reason."""
     out = []
     for (exp, model, workload), g in components.groupby(["experiment_id", "model", "workload"],
                                                         sort=True, observed=True):
         for c in columns:
             r, n = pearson_r(g[c], g[DURATION])
             out.append({"experiment_id": exp, "model": model, "workload": workload,
-                        "component": c, "pearson_r": r, "n_steps": n})
-    return pd.DataFrame(out)
+                        "component": c, "pearson_r": r, "n_steps": n,
+                        NA_REASON: pearson_na_reason(g[c], g[DURATION])})
+    return pd.DataFrame(out, columns=["experiment_id", "model", "workload", "component",
+                                      "pearson_r", "n_steps", NA_REASON])
 
 
 @dataclass(frozen=True)
@@ -132,28 +176,64 @@ class Verdict:
     table: pd.DataFrame          # subset, component, pearson_r, n_steps, passed
     passing: int
     required: int = HYPOTHESIS_MIN_PASSING
+    #: criteria whose r (or median r) is N/A: they can be judged neither way
+    n_na: int = 0
+    #: False for the seed's own verdict, kept as the seed ran it (an N/A criterion does not
+    #: pass); True for the physical ones, INDETERMINATE when N/A criteria could tip it
+    indeterminate: bool = False
 
     @property
     def supported(self) -> bool:
         return self.passing >= self.required
 
     @property
+    def judged(self) -> bool:
+        """Whether the criteria decide: supported, or too few could pass even if every N/A
+        one did (always, under the seed's rule: ``indeterminate`` False)."""
+        return (self.supported or not self.indeterminate
+                or self.passing + self.n_na < self.required)
+
+    @property
     def label(self) -> str:
-        return "SUPPORTED" if self.supported else "NOT SUPPORTED"
+        """SUPPORTED / NOT SUPPORTED; VERDICT_NA when every criterion is N/A;
+        VERDICT_INDETERMINATE when the N/A criteria could still tip it (``indeterminate``)."""
+        if self.supported:
+            return "SUPPORTED"
+        if self.n_na and self.n_na == len(self.table):
+            return VERDICT_NA
+        return "NOT SUPPORTED" if self.judged else VERDICT_INDETERMINATE
+
+    @property
+    def words(self) -> str:
+        """The label in running prose ("the hypothesis is …")."""
+        return VERDICT_WORDS[self.label]
+
+    @property
+    def status(self) -> str:
+        """The label as a status line ("Not Supported")."""
+        return VERDICT_STATUS[self.label]
+
+    def na_note(self) -> str:
+        """" (k of n criteria N/A)" when some are, else ""."""
+        return f" ({self.n_na} of {len(self.table)} criteria N/A)" if self.n_na else ""
 
     def sentence(self) -> str:
         return (f"{self.passing}/{len(self.table)} components reach r > {R_THRESHOLD} on their "
-                f"pure-phase subset (at least {self.required} needed): {self.label}.")
+                f"pure-phase subset (at least {self.required} needed){self.na_note()}: "
+                f"{self.label}.")
 
 
 def hypothesis_verdict(pure: pd.DataFrame,
-                       rows: Sequence[tuple[str, str]] = HYPOTHESIS_ROWS) -> Verdict:
+                       rows: Sequence[tuple[str, str]] = HYPOTHESIS_ROWS,
+                       indeterminate: bool = False) -> Verdict:
     """Evaluate the seed's hypothesis on a pure-phase table (pure_phase_correlations);
-    an N/A r does not pass."""
+    an N/A r does not pass (the seed's rule), and the count of N/A criteria is kept. With
+    ``indeterminate`` the label is INDETERMINATE where they could tip it."""
     keys = pd.DataFrame(list(rows), columns=["subset", "component"])
     table = keys.merge(pure, on=["subset", "component"], how="left")
     table["passed"] = table["pearson_r"].gt(R_THRESHOLD)
-    return Verdict(table=table, passing=int(table["passed"].sum()))
+    return Verdict(table=table, passing=int(table["passed"].sum()),
+                   n_na=int(table["pearson_r"].isna().sum()), indeterminate=indeterminate)
 
 
 # =========================================================================== physical mode
@@ -300,15 +380,29 @@ def physical_pure_phase_correlations(components: pd.DataFrame,
             x = components[c].to_numpy(np.float64, na_value=np.nan)[mask]
             row = _r_variants(x, y)
             lo = hi = float("nan")
-            if not math.isnan(row["pearson_r"]):
-                keep = _valid(x, y)
-                lo, hi = resample.cluster_bootstrap_pearson(x[keep], y[keep], exp_all[mask][keep],
-                                                            n_resamples, seed)
+            keep = _valid(x, y)
+            reason = pearson_na_reason(x, y)
+            if not reason:
+                n_clusters = len(pd.unique(exp_all[mask][keep]))
+                reason = resample.cluster_na_reason(n_clusters)
+                if not reason:
+                    lo, hi = resample.cluster_bootstrap_pearson(
+                        x[keep], y[keep], exp_all[mask][keep], n_resamples, seed)
             out.append({"subset": subset, "component": c, "ci_low": lo, "ci_high": hi,
-                        "ci_method": resample.METHOD_CLUSTER, **row})
+                        "ci_method": resample.METHOD_CLUSTER, **row,
+                        NA_REASON: join_reasons(reason, _loglog_reason(x, y))})
     return pd.DataFrame(out, columns=["subset", "component", "pearson_r", "ci_low", "ci_high",
                                       "ci_method", "spearman_r", "loglog_r", "n_steps",
-                                      "n_loglog"])
+                                      "n_loglog", NA_REASON])
+
+
+def _loglog_reason(x: np.ndarray, y: np.ndarray) -> str:
+    """Why loglog_r is N/A when Pearson r is not (it drops the steps where x is 0)."""
+    if pearson_na_reason(x, y):
+        return ""
+    xv, yv = _valid_pair(x, y)
+    keep = xv > 0
+    return r_na_reason(xv[keep], yv[keep], "log-log r")
 
 
 def physical_per_experiment_correlations(components: pd.DataFrame,
@@ -341,10 +435,16 @@ def physical_per_experiment_correlations(components: pd.DataFrame,
         xs = {p: g[col].to_numpy(np.float64, na_value=np.nan)
               for p, col in (("seed_", "total_analytical_us"), ("phys_", PHYS_TOTAL))}
         rs = {p: _r_variants(x, y) for p, x in xs.items()}
+        reasons = {p: pearson_na_reason(x, y) for p, x in xs.items()}
         y_usable = np.where(_valid(np.zeros(len(y)), y), y, np.nan)
-        paired = resample.block_bootstrap_paired(xs["seed_"], xs["phys_"], y_usable,
-                                                 n_resamples, seed)
         nan2 = (float("nan"), float("nan"))
+        if reasons["seed_"] and reasons["phys_"]:      # no r: no interval to compute
+            paired = resample.PairedInterval(float("nan"), nan2, nan2, nan2)
+        else:
+            paired = resample.block_bootstrap_paired(xs["seed_"], xs["phys_"], y_usable,
+                                                     n_resamples, seed)
+        row[NA_REASON] = join_reasons(*(f"{p.rstrip('_')}: {r}" for p, r in reasons.items() if r),
+                                      paired.na_reason)
         for p, ci in (("seed_", paired.a), ("phys_", paired.b)):
             lo, hi = ci if not math.isnan(rs[p]["pearson_r"]) else nan2
             row.update({p + k: {**rs[p], "ci_low": lo, "ci_high": hi}[k] for k in keys})
@@ -356,7 +456,7 @@ def physical_per_experiment_correlations(components: pd.DataFrame,
         out.append(row)
     cols = ["experiment_id", "model", "workload", "journey_coverage",
             *[p + k for p in ("seed_", "phys_") for k in keys], "delta_r", "delta_ci_low",
-            "delta_ci_high", "delta_spearman", "block_length", "ci_method"]
+            "delta_ci_high", "delta_spearman", "block_length", "ci_method", NA_REASON]
     return pd.DataFrame(out, columns=cols)
 
 
@@ -388,8 +488,10 @@ def lower_bound_check(components: pd.DataFrame) -> pd.DataFrame:
     out.insert(5, "fraction_below",
                out["n_below"] / out["n_steps"].where(out["n_steps"] > 0))
     out["flagged"] = out["n_below"] > 0
+    out[NA_REASON] = np.where(out["n_steps"] > 0, "",
+                              "no step with tokens and a usable step time")
     return out[["experiment_id", "model", "workload", "n_steps", "n_below", "fraction_below",
-                "lower_bound_us", "median_ratio", "flagged"]]
+                "lower_bound_us", "median_ratio", "flagged", NA_REASON]]
 
 
 def physical_verdict(table: pd.DataFrame, prefill_subset: str = "pure_prefill") -> Verdict:
@@ -400,8 +502,8 @@ def physical_verdict(table: pd.DataFrame, prefill_subset: str = "pure_prefill") 
     for data with too few pure-prefill steps. Verdict.table: subset, component, pearson_r,
     n_steps, passed."""
     rows = [(prefill_subset if s == "pure_prefill" else s, c) for s, c in PHYSICAL_HYPOTHESIS_ROWS]
-    v = hypothesis_verdict(table[["subset", "component", "pearson_r", "n_steps"]], rows)
-    return v
+    return hypothesis_verdict(table[["subset", "component", "pearson_r", "n_steps"]], rows,
+                              indeterminate=True)
 
 
 # =========================================================================== within experiments
@@ -439,9 +541,12 @@ def within_experiment_correlations(components: pd.DataFrame,
         ident = dict(zip(keys, key if isinstance(key, tuple) else (key,)))
         for subset, c in rows:
             sel = idx[masks[subset][idx]]
-            r, n = pearson_r(components[c].to_numpy(np.float64, na_value=np.nan)[sel], y_all[sel])
-            out.append({**ident, "subset": subset, "component": c, "pearson_r": r, "n_steps": n})
-    return pd.DataFrame(out, columns=[*keys, "subset", "component", "pearson_r", "n_steps"])
+            x = components[c].to_numpy(np.float64, na_value=np.nan)[sel]
+            r, n = pearson_r(x, y_all[sel])
+            out.append({**ident, "subset": subset, "component": c, "pearson_r": r, "n_steps": n,
+                        NA_REASON: pearson_na_reason(x, y_all[sel])})
+    return pd.DataFrame(out, columns=[*keys, "subset", "component", "pearson_r", "n_steps",
+                                      NA_REASON])
 
 
 def within_experiment_table(components: pd.DataFrame,
@@ -460,14 +565,19 @@ def within_experiment_table(components: pd.DataFrame,
         r = per.loc[(per["subset"] == subset) & (per["component"] == c), "pearson_r"]
         r = r.dropna().to_numpy(np.float64)
         med, (lo, hi) = float("nan"), (float("nan"), float("nan"))
+        reason = ""
         if len(r) >= WITHIN_MIN_EXPERIMENTS:
             med = float(np.median(r))
             lo, hi = resample.cluster_bootstrap_median(r, n_resamples, seed)
+        else:
+            reason = resample.too_few(len(r), WITHIN_MIN_EXPERIMENTS,
+                                      "a median within-experiment r", "experiment(s) with an r")
         out.append({"subset": subset, "component": c, "median_r": med, "ci_low": lo,
                     "ci_high": hi, "ci_method": resample.METHOD_CLUSTER_PERCENTILE,
-                    "n_experiments": len(r), "passed": bool(med > R_THRESHOLD)})
+                    "n_experiments": len(r), "passed": bool(med > R_THRESHOLD),
+                    NA_REASON: reason})
     return pd.DataFrame(out, columns=["subset", "component", "median_r", "ci_low", "ci_high",
-                                      "ci_method", "n_experiments", "passed"])
+                                      "ci_method", "n_experiments", "passed", NA_REASON])
 
 
 @dataclass(frozen=True)
@@ -476,8 +586,8 @@ class WithinVerdict(Verdict):
 
     def sentence(self) -> str:
         return (f"{self.passing}/{len(self.table)} components have a median within-experiment "
-                f"r > {R_THRESHOLD} on their subset (at least {self.required} needed): "
-                f"{self.label}.")
+                f"r > {R_THRESHOLD} on their subset (at least {self.required} needed)"
+                f"{self.na_note()}: {self.label}.")
 
 
 def within_experiment_verdict(table: pd.DataFrame,
@@ -492,4 +602,5 @@ def within_experiment_verdict(table: pd.DataFrame,
     t = keys.merge(table[cols], on=["subset", "component"], how="left")
     t["n_experiments"] = t["n_experiments"].fillna(0).astype(int)
     t["passed"] = t["median_r"].gt(R_THRESHOLD)
-    return WithinVerdict(table=t, passing=int(t["passed"].sum()))
+    return WithinVerdict(table=t, passing=int(t["passed"].sum()),
+                         n_na=int(t["median_r"].isna().sum()), indeterminate=True)

@@ -83,11 +83,21 @@ SOURCE_FROM_PERIOD = "from_period"
 #: the two the timestamps give.
 TARGETS = columns.TARGETS
 
+#: ``no_target_reason`` values: why a step has no target at all (its every target is NaN).
+#: The step lacks ``step.ts_start_ns`` or ``step.ts_end_ns`` (documented-optional).
+NO_TIMESTAMPS = "no step timestamps"
+#: The clock stepped back: the next sampled step (by step.id) starts before this one, or
+#: this one starts before the previous sampled step (both steps of the pair lose their targets).
+CLOCK_BACKWARDS = "clock stepped back"
+
 TARGET_COLUMNS = [
     EXP, STEP_ID, "step_forward_us", "step_forward_source", "step_period_us", "step_period_exact",
     "step_period_lo_us", "step_period_hi_us", "step_period_source", "step_period_offset_us",
-    "async_overlap", "timeline_inconsistent", "step_period_avg_us",
+    "async_overlap", "timeline_inconsistent", "step_period_avg_us", "no_target_reason",
 ]
+#: Every target column (µs): NaN or >= 0, never negative.
+TARGET_US_COLUMNS = ["step_forward_us", "step_period_us", "step_period_lo_us",
+                     "step_period_hi_us", "step_period_avg_us"]
 
 
 # --------------------------------------------------------------------------- journeys
@@ -98,10 +108,24 @@ def journey_ts_ns(journeys: pd.DataFrame) -> np.ndarray:
     ``ts.monotonic_ns`` where present (nullable Int64, newer traces), else
     round(``ts.monotonic`` · 1e9) (float seconds, same clock; rounded to the nearest ns, not
     truncated: 2.000000001 s is stored as 2.0000000009999998 and must give 2000000001).
-    The only place this fallback lives. A row with neither is an error, not a guess. The
+    The only place this fallback lives. A row with neither is an error, not a guess (the
+    targets leave such events out instead: :func:`journey_ts_ns_where_known`). The
     float cannot carry ns at large clock values (at 1.7e9 s its spacing is ~240 ns): the
     fallback is exact only to that spacing.
     """
+    out, known = journey_ts_ns_where_known(journeys)
+    if not known.all():
+        missing = int((~known).sum())
+        if TS_S not in journeys:
+            raise KeyError(f"{missing} journey event(s) lack {TS_NS!r} and the table "
+                           f"has no {TS_S!r} column to fall back on")
+        raise ValueError(f"{missing} journey event(s) have neither {TS_NS!r} nor {TS_S!r}")
+    return out
+
+
+def journey_ts_ns_where_known(journeys: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(int64 ns stamps as :func:`journey_ts_ns` gives them, 0 where unknown; a mask of the
+    events that carry ``ts.monotonic_ns`` or a finite ``ts.monotonic``)."""
     n = len(journeys)
     out = np.zeros(n, dtype=np.int64)
     have = np.zeros(n, dtype=bool)
@@ -110,17 +134,23 @@ def journey_ts_ns(journeys: pd.DataFrame) -> np.ndarray:
         have = ~np.asarray(ns.isna(), dtype=bool)
         out = ns.to_numpy(dtype=np.int64, na_value=0)
     missing = ~have
-    if missing.any():
-        if TS_S not in journeys:
-            raise KeyError(f"{int(missing.sum())} journey event(s) lack {TS_NS!r} and the table "
-                           f"has no {TS_S!r} column to fall back on")
+    if missing.any() and TS_S in journeys:
         sec = pd.to_numeric(journeys[TS_S], errors="coerce").to_numpy(
-            dtype=np.float64, na_value=np.nan)[missing]
-        if np.isnan(sec).any():
-            raise ValueError(f"{int(np.isnan(sec).sum())} journey event(s) have neither "
-                             f"{TS_NS!r} nor {TS_S!r}")
-        out[missing] = np.rint(sec * NS_PER_S).astype(np.int64)
-    return out
+            dtype=np.float64, na_value=np.nan)
+        fallback = missing & np.isfinite(sec)
+        out[fallback] = np.rint(sec[fallback] * NS_PER_S).astype(np.int64)
+        have = have | fallback
+    return out, have
+
+
+def untimed_journey_events(journeys: pd.DataFrame) -> pd.Series:
+    """Per experiment_id: journey events with neither ``ts.monotonic_ns`` nor
+    ``ts.monotonic`` (left out of every target)."""
+    if not len(journeys) or EXP not in journeys:
+        return pd.Series(dtype=np.int64, name="journey_events_without_ts")
+    _, known = journey_ts_ns_where_known(journeys)
+    return (pd.Series(~known, index=journeys.index).groupby(journeys[EXP].astype(str).to_numpy())
+            .sum().astype(np.int64).rename("journey_events_without_ts"))
 
 
 def journey_step_times(journeys: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
@@ -130,8 +160,14 @@ def journey_step_times(journeys: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]
     Returns ``update`` (columns ``first_ns``, ``last_ns``: earliest and latest FIRST_TOKEN /
     non-aborted FINISHED) and ``schedule`` (earliest SCHEDULED / PREEMPTED), both indexed by
     (experiment_id, step). The event name may carry the ``journey.`` prefix or not. Events
-    without ``scheduler.step`` cannot be placed on a step and are left out.
+    without ``scheduler.step`` cannot be placed on a step, and events without a time stamp
+    (:func:`journey_ts_ns_where_known`) cannot time it: both are left out.
     """
+    if not len(journeys) or "event" not in journeys:
+        empty = pd.MultiIndex.from_arrays([np.array([], dtype=object), np.array([], dtype=np.int64)],
+                                          names=[EXP, "step"])
+        return (pd.DataFrame({"first_ns": np.array([], np.int64), "last_ns": np.array([], np.int64)},
+                             index=empty), pd.Series(np.array([], np.int64), index=empty))
     event = journeys["event"]
     is_upd = event.isin(_with_prefix(UPDATE_EVENTS)).to_numpy(dtype=bool, na_value=False)
     is_sch = event.isin(_with_prefix(SCHEDULE_EVENTS)).to_numpy(dtype=bool, na_value=False)
@@ -143,12 +179,12 @@ def journey_step_times(journeys: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]
         aborted = (journeys[FINISH_STATUS] == ABORTED_STATUS).to_numpy(dtype=bool, na_value=False)
         is_upd = is_upd & ~aborted
     step = pd.array(journeys[JOURNEY_STEP], dtype="Int64")
-    keep = (is_upd | is_sch) & ~np.asarray(step.isna(), dtype=bool)
-    sub = journeys.loc[keep, [c for c in (EXP, TS_NS, TS_S) if c in journeys]]
+    ts, timed = journey_ts_ns_where_known(journeys)
+    keep = (is_upd | is_sch) & ~np.asarray(step.isna(), dtype=bool) & timed
     # group on integer experiment codes (grouping millions of strings is the slow part)
-    codes, names = pd.factorize(sub[EXP])
+    codes, names = pd.factorize(journeys.loc[keep, EXP])
     frame = pd.DataFrame({"code": codes, "step": step[keep].to_numpy(dtype=np.int64),
-                          "ts": journey_ts_ns(sub), "upd": is_upd[keep]})
+                          "ts": ts[keep], "upd": is_upd[keep]})
     upd = frame[frame["upd"]].groupby(["code", "step"])["ts"].agg(first_ns="min", last_ns="max")
     sch = frame[~frame["upd"]].groupby(["code", "step"])["ts"].min()
     return _by_name(upd, names), _by_name(sch, names)
@@ -192,9 +228,19 @@ def _int_column(frame: pd.DataFrame, name: str) -> np.ndarray:
     return col.to_numpy(dtype=np.int64)
 
 
+def _optional_int_column(frame: pd.DataFrame, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(int64 values, 0 where missing; a mask of the present ones) of a documented-optional
+    column; an absent column is missing everywhere."""
+    if name not in frame:
+        return np.zeros(len(frame), dtype=np.int64), np.zeros(len(frame), dtype=bool)
+    col = pd.array(frame[name], dtype="Int64")
+    return col.to_numpy(dtype=np.int64, na_value=0), ~np.asarray(col.isna(), dtype=bool)
+
+
 def _step_arrays(steps: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
-                                                np.ndarray]:
-    """experiment ids, their integer codes, step ids, ts_start and ts_end (int64 ns)."""
+                                                np.ndarray, np.ndarray]:
+    """experiment ids, their integer codes, step ids, ts_start and ts_end (int64 ns, 0 where
+    missing) and a mask of the steps that carry both time stamps."""
     if EXP not in steps:
         raise KeyError(f"steps table lacks column {EXP!r}")
     exp = steps[EXP].astype(str).to_numpy()
@@ -203,25 +249,35 @@ def _step_arrays(steps: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarra
     dup = pd.MultiIndex.from_arrays([codes, sid]).duplicated()
     if dup.any():
         first = int(np.flatnonzero(dup)[0])
-        raise ValueError(f"{int(dup.sum())} duplicate (experiment_id, step.id) row(s), e.g. "
-                         f"({exp[first]!r}, {sid[first]})")
-    return exp, codes, sid, _int_column(steps, TS_START), _int_column(steps, TS_END)
+        raise ValueError(f"experiment {exp[first]}: {int(dup.sum())} duplicate step.id row(s) "
+                         f"among {len(sid)} steps, e.g. step.id {sid[first]}")
+    start, has_start = _optional_int_column(steps, TS_START)
+    end, has_end = _optional_int_column(steps, TS_END)
+    return exp, codes, sid, start, end, has_start & has_end
 
 
-def _next_sampled(codes: np.ndarray, sid: np.ndarray,
-                  start: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _next_sampled(codes: np.ndarray, sid: np.ndarray, start: np.ndarray,
+                  timed: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """For each sampled step: whether a later sampled step of the same experiment exists, and
-    that step's id and ts_start (sorted by experiment, then step id)."""
+    that step's id and ts_start (sorted by experiment, then step id), and whether a previous
+    one exists that starts after it (the clock stepped back between them). Only ``timed``
+    steps (default: all) take part; the others get False and zeros."""
     n = len(sid)
+    timed = np.ones(n, dtype=bool) if timed is None else timed
     order = np.lexsort((sid, codes))
+    order = order[timed[order]]
     has = np.zeros(n, dtype=bool)
     nxt_sid = np.zeros(n, dtype=np.int64)
     nxt_start = np.zeros(n, dtype=np.int64)
-    if n > 1:
-        has[order[:-1]] = codes[order[1:]] == codes[order[:-1]]
+    prev_later = np.zeros(n, dtype=bool)
+    if len(order) > 1:
+        same = codes[order[1:]] == codes[order[:-1]]
+        has[order[:-1]] = same
         nxt_sid[order[:-1]] = sid[order[1:]]
         nxt_start[order[:-1]] = start[order[1:]]
-    return has, nxt_sid, nxt_start
+        prev_later[order[1:]] = same & (start[order[:-1]] > start[order[1:]])
+    return has, nxt_sid, nxt_start, prev_later
 
 
 def schedule_offset_ns(codes: np.ndarray, offset_ns: np.ndarray,
@@ -266,19 +322,31 @@ def step_targets(steps: pd.DataFrame, journeys: pd.DataFrame,
     ``timeline_inconsistent`` flags rows where the stamps contradict the loop order (a
     first update event not after ts_end(n), ts_end(n) < S(n), or S(n+1) / hi before
     ts_end(n)); the affected target is NaN there, never negative.
+
+    Steps without ``step.ts_start_ns`` / ``step.ts_end_ns`` (documented-optional) get no
+    target (``no_target_reason`` = NO_TIMESTAMPS) and the timed steps around them are paired
+    with the next timed one. Where the clock steps back (a sampled step starting before the
+    previous sampled step of its experiment, by step.id), both steps of the pair get no
+    target (CLOCK_BACKWARDS). Journey events without a time stamp are left out.
     """
-    exp, codes, sid, start, end = _step_arrays(steps)
+    exp, codes, sid, start, end, timed = _step_arrays(steps)
     upd, sch = journey_step_times(journeys)
     first_upd, has_upd = _lookup(upd, exp, sid, "first_ns")
     last_upd, _ = _lookup(upd, exp, sid, "last_ns")
     own_sch, has_own = _lookup(sch, exp, sid)
     next_sch, has_hi = _lookup(sch, exp, sid + 1)
-    has_next, next_sid, next_start = _next_sampled(codes, sid, start)
+    has_next, next_sid, next_start, after_later = _next_sampled(codes, sid, start, timed)
+    backwards = (has_next & (next_start < start)) | after_later
+    usable = timed & ~backwards            # steps that get targets at all
+    has_upd &= usable
+    has_own &= usable
+    has_hi &= usable
+    has_next &= usable
 
     fwd_ns = first_upd - end
     fwd_ok = has_upd & (fwd_ns > 0)
     lo_trivial = end - start
-    lo_ok = lo_trivial >= 0
+    lo_ok = usable & (lo_trivial >= 0)
     is_exact = has_next & (next_sid == sid + 1)
     exact_ns, hi_ns, lo_upd = next_start - start, next_sch - start, last_upd - start
     exact_ok = is_exact & lo_ok & (exact_ns >= lo_trivial)
@@ -286,7 +354,8 @@ def step_targets(steps: pd.DataFrame, journeys: pd.DataFrame,
     ref_ns = np.where(exact_ok, exact_ns, hi_ns)
     overlap = has_upd & (exact_ok | hi_ok) & (lo_upd > ref_ns)
     lo_ns = np.where(has_upd & ~overlap, np.maximum(lo_trivial, lo_upd), lo_trivial)
-    inconsistent = (has_upd & ~fwd_ok) | ~lo_ok | (is_exact & ~exact_ok) | (has_hi & ~hi_ok)
+    inconsistent = usable & ((has_upd & ~fwd_ok) | ~lo_ok | (is_exact & ~exact_ok)
+                             | (has_hi & ~hi_ok))
 
     offset_ns = own_sch - start
     off_med, n_cal = schedule_offset_ns(codes, offset_ns, has_own & (offset_ns >= 0))
@@ -319,18 +388,23 @@ def step_targets(steps: pd.DataFrame, journeys: pd.DataFrame,
     out["async_overlap"] = overlap
     out["timeline_inconsistent"] = inconsistent
     gap = np.where(has_next, next_sid - sid, 1)
-    out["step_period_avg_us"] = np.where(has_next, (next_start - start) / gap / NS_PER_US, np.nan)
+    avg_ok = has_next & lo_ok & (next_start - start >= lo_trivial)
+    out["step_period_avg_us"] = np.where(avg_ok, (next_start - start) / gap / NS_PER_US, np.nan)
+    out["no_target_reason"] = np.select([~timed, backwards], [NO_TIMESTAMPS, CLOCK_BACKWARDS], "")
     return out[TARGET_COLUMNS]
 
 
-def coverage_table(targets: pd.DataFrame) -> pd.DataFrame:
+def coverage_table(targets: pd.DataFrame, journeys: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per experiment: sampled steps and the share of them each target covers.
 
     Columns: experiment_id, sampled_steps, share_step_forward (share_forward_event of them
     from an update event of the step), share_period_exact,
     share_period_bounded (not exact, upper bound known), share_step_period (any estimate),
     share_step_period_avg, share_async_overlap, share_inconsistent, median_bound_width_us
-    (hi − lo over bounded steps), schedule_offset_us (the subtracted median offset).
+    (hi − lo over bounded steps), schedule_offset_us (the subtracted median offset),
+    steps_without_timestamps and steps_clock_backwards (steps without any target, by
+    ``no_target_reason``), journey_events_without_ts (of ``journeys``, when given: left out
+    of every target) and na_reason (those counts in words; "" when all are 0).
     """
     t = targets
     bounded = t["step_period_source"].isin([SOURCE_CALIBRATED, SOURCE_UPPER])
@@ -343,7 +417,9 @@ def coverage_table(targets: pd.DataFrame) -> pd.DataFrame:
         "avg": t["step_period_avg_us"].notna(), "overlap": t["async_overlap"].astype(bool),
         "bad": t["timeline_inconsistent"].astype(bool),
         "width": (t["step_period_hi_us"] - t["step_period_lo_us"]).where(bounded),
-        "offset": t["step_period_offset_us"]})
+        "offset": t["step_period_offset_us"],
+        "untimed": t["no_target_reason"] == NO_TIMESTAMPS,
+        "backwards": t["no_target_reason"] == CLOCK_BACKWARDS})
     g = frame.groupby(EXP, sort=True)
     out = pd.DataFrame({
         "sampled_steps": g.size(),
@@ -352,8 +428,27 @@ def coverage_table(targets: pd.DataFrame) -> pd.DataFrame:
         "share_period_bounded": g["bounded"].mean(), "share_step_period": g["period"].mean(),
         "share_step_period_avg": g["avg"].mean(), "share_async_overlap": g["overlap"].mean(),
         "share_inconsistent": g["bad"].mean(), "median_bound_width_us": g["width"].median(),
-        "schedule_offset_us": g["offset"].max()})
-    return out.reset_index()
+        "schedule_offset_us": g["offset"].max(),
+        "steps_without_timestamps": g["untimed"].sum().astype(np.int64),
+        "steps_clock_backwards": g["backwards"].sum().astype(np.int64)})
+    untimed = (untimed_journey_events(journeys) if journeys is not None
+               else pd.Series(dtype=np.int64))
+    out["journey_events_without_ts"] = untimed.reindex(out.index, fill_value=0).astype(np.int64)
+    out = out.reset_index()
+    out["na_reason"] = [coverage_reason(*r) for r in out[
+        ["steps_without_timestamps", "steps_clock_backwards", "journey_events_without_ts"]
+    ].itertuples(index=False)]
+    return out
+
+
+def coverage_reason(untimed_steps: int, backwards_steps: int, untimed_events: int) -> str:
+    """The coverage counts in words ("" when all are 0)."""
+    parts = [f"{untimed_steps} step(s) without {TS_START}/{TS_END}: no target" if untimed_steps else "",
+             f"{backwards_steps} step(s) where the {CLOCK_BACKWARDS}: no target"
+             if backwards_steps else "",
+             f"{untimed_events} journey event(s) without {TS_S}(_ns): left out"
+             if untimed_events else ""]
+    return "; ".join(p for p in parts if p)
 
 
 def attach(components: pd.DataFrame, step_targets: pd.DataFrame) -> pd.DataFrame:

@@ -84,7 +84,9 @@ def intercept_cell(row: pd.Series) -> str:
 
 
 def _terms(attr: pd.DataFrame) -> list[str]:
-    present = list(dict.fromkeys(attr["term"]))
+    """The terms of the table in ATTRIBUTION_TERMS order (others after them); the N/A rows of
+    an experiment without steps have none."""
+    present = [t for t in dict.fromkeys(attr["term"]) if isinstance(t, str) and t]
     return [t for t in ATTRIBUTION_TERMS if t in present] + \
         [t for t in present if t not in ATTRIBUTION_TERMS]
 
@@ -113,13 +115,17 @@ def attribution_context(attr: pd.DataFrame, fit: pd.DataFrame) -> dict[str, Any]
     fit = fit.sort_values(["model", "workload"]).reset_index(drop=True)
     fitted = fit.dropna(subset=["r2"])
 
-    base = fit[["experiment_id", "model", "workload", "n_steps"]].assign(
+    base = fit[["experiment_id", "model", "workload", "n_steps",
+                *(["na_reason"] if "na_reason" in fit else [])]].assign(
         r2=[_ci(fmt_num(r), lo, hi, fmt_num) for r, lo, hi in
             zip(fit["r2"], fit["r2_ci_low"], fit["r2_ci_high"])],
         intercept=[intercept_cell(r) for _, r in fit.iterrows()])
+    # an experiment without a shown share (no fit) has no row in the wide table: N/A
     shares = base.join(_wide(shown, share_cell, terms), on="experiment_id")
+    shares[terms] = shares[terms].astype(object).fillna("N/A")
     coefs = fit[["experiment_id", "model", "workload"]].join(
         _wide(attr, coef_cell, terms), on="experiment_id")
+    coefs[terms] = coefs[terms].astype(object).fillna("N/A")
 
     ctx: dict[str, Any] = {
         "terms": terms, "shares": shares.drop(columns="experiment_id"),

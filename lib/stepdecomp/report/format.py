@@ -21,11 +21,14 @@ def fmt_r(r: float) -> str:
 
 
 def fmt_int(n: float) -> str:
-    return f"{int(n):,}"
+    return "N/A" if isnan(n) else f"{int(n):,}"
 
 
 def fmt_pct(p: float) -> str:
-    """Percent with enough digits to show small shares (0.005%) and 3 significant digits."""
+    """Percent with enough digits to show small shares (0.005%) and 3 significant digits;
+    N/A when missing (a share of no steps)."""
+    if isnan(p):
+        return "N/A"
     if p == 0:
         return "0%"
     return f"{p:.3g}%" if p >= 0.01 else f"{p:.1g}%"
@@ -90,17 +93,39 @@ def fmt_cmp(x: object) -> str:
     return f"{int(x):,}" if x.is_integer() and abs(x) >= 1 else f"{x:.4g}"
 
 
+#: The column of every statistics table that says why its N/A cells are N/A.
+REASON_COLUMN = "na_reason"
+#: Its header when a table shows it (last, and only when some row has a reason).
+REASON_HEADER = "why N/A"
+
+
+def reasons(frame: pd.DataFrame) -> pd.Series:
+    """The ``na_reason`` column as text ("" where a table read back from CSV has an empty
+    cell; all "" without the column)."""
+    if REASON_COLUMN not in frame:
+        return pd.Series("", index=frame.index)
+    return frame[REASON_COLUMN].astype(object).where(frame[REASON_COLUMN].notna(), "").astype(str)
+
+
 def markdown_table(frame: pd.DataFrame, formats: Mapping[str, Callable[[Any], str]] | None = None,
                    headers: Sequence[str] | Mapping[str, str] | None = None) -> str:
     """A markdown table of ``frame``; ``headers`` is a list in column order, or a mapping
-    from column to header (for tables whose columns vary)."""
+    from column to header (for tables whose columns vary). The ``na_reason`` column is not
+    one of them: it is shown last, headed REASON_HEADER, when some row has a reason."""
     formats = formats or {}
+    columns = [c for c in frame.columns if c != REASON_COLUMN]
     if isinstance(headers, Mapping):
-        headers = [headers[c] for c in frame.columns]
-    headers = list(headers or frame.columns)
+        headers = [headers[c] for c in columns]
+    headers = list(headers or columns)
+    why = reasons(frame)
+    show_why = bool((why != "").any())
+    if show_why:
+        headers.append(REASON_HEADER)
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    for _, row in frame.iterrows():
-        cells = [formats.get(c, str)(row[c]) for c in frame.columns]
+    for i, (_, row) in enumerate(frame.iterrows()):
+        cells = [formats.get(c, str)(row[c]) for c in columns]
+        if show_why:
+            cells.append(why.iloc[i].replace("|", "/"))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

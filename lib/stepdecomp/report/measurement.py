@@ -69,9 +69,11 @@ def measurement_context(fi: FindingsInput) -> dict[str, Any] | None:
     r2_wide = r2.pivot_table(index="experiment_id", columns=["target", "regressors"], values="r2",
                              sort=True)
     r2_wide.columns = [f"{a} on {b}" for a, b in r2_wide.columns]
-    r2_wide = r2_wide.round(3)
+    r2_wide = r2_wide.round(3).astype(object)
+    r2_wide = r2_wide.where(r2_wide.notna(), "N/A")      # an R² without enough steps
     cov = t["target_coverage"][["experiment_id", "sampled_steps", "share_step_forward",
-                                "share_forward_event", "share_step_period", "share_period_exact"]]
+                                "share_forward_event", "share_step_period", "share_period_exact",
+                                *(["na_reason"] if "na_reason" in t["target_coverage"] else [])]]
     for frame in (med, below, cov):
         frame["experiment_id"] = frame["experiment_id"].map(short_name)
     r2_wide.index = r2_wide.index.map(short_name)

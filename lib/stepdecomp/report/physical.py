@@ -104,7 +104,7 @@ def lower_bound_context(lb: pd.DataFrame) -> dict[str, Any]:
     flagged = _flagged(lb)
     table = lb.sort_values(["fraction_below", "model", "workload"], ascending=[False, True, True])
     cols = [c for c in ["model", "workload", "n_steps", "n_below", "fraction_below",
-                        "lower_bound_us", "median_ratio"] if c in table]
+                        "lower_bound_us", "median_ratio", "na_reason"] if c in table]
     top = float(flagged["fraction_below"].max()) if len(flagged) else math.nan
     return {"table": table[cols], "n_experiments": len(lb), "n_steps": int(lb["n_steps"].sum()),
             "n_below": int(lb["n_below"].sum()),
@@ -132,7 +132,7 @@ def physical_verdict_context(pure: pd.DataFrame, v_pure: Verdict, v_dom: Verdict
                   "more" if v_pure.passing > seed_verdict.passing else "fewer")
         seed = {**verdict_dict(seed_verdict), "change": change}
     cols = ["subset", "component", "pearson_r", "ci", "spearman_r", "n_steps", "loglog_r",
-            *(["n_loglog"] if "n_loglog" in table else [])]
+            *[c for c in ("n_loglog", "na_reason") if c in table]]
     return {"table": table[cols], "method": interval_method(pure),
             "pure": verdict_dict(v_pure), "dominated": verdict_dict(v_dom),
             "n_pure_prefill": _subset_n(pure, "pure_prefill"),
@@ -163,7 +163,7 @@ def physical_per_experiment_context(per: pd.DataFrame) -> dict[str, Any]:
             *(["seed_spearman_r"] if "seed_spearman_r" in t else []),
             "phys_spearman_r", "phys_n_steps",
             *(["seed_n_steps"] if _seed_rows_differ(t) else []), "phys_loglog_r",
-            *[c for c in ("phys_n_loglog", "block_length") if c in t]]
+            *[c for c in ("phys_n_loglog", "block_length", "na_reason") if c in t]]
     both = per.dropna(subset=["seed_pearson_r", "phys_pearson_r"])
     ctx: dict[str, Any] = {
         "table": t[cols], "n_experiments": len(per), "both": None, "paired": paired,
@@ -290,7 +290,8 @@ def physical_context(tables: PhysicalTables, seed_verdict: Verdict | None = None
     attribution = None
     if t.attribution is not None and t.fit_summary is not None:
         attribution = {**attribution_context(t.attribution, t.fit_summary), "target": target,
-                       "by_model": None if t.attribution_by_model is None else
+                       "by_model": None if t.attribution_by_model is None
+                       or t.attribution_by_model.empty else
                        by_model_context(t.attribution_by_model, models_by_hf_id)}
     return {
         "target": target,

@@ -51,8 +51,10 @@ def header_context(fi: FindingsInput) -> dict[str, Any]:
     without the within-experiment table)."""
     conclusion = conclusion_input(fi)
     within = None if conclusion is None else {"supported": conclusion["verdict"]["supported"],
+                                              "status": conclusion["verdict"]["status"],
                                               "target": conclusion["target"]}
-    return {"supported": fi.verdict.supported, "data_root": fi.data_root, "within": within}
+    return {"supported": fi.verdict.supported, "status": fi.verdict.status,
+            "data_root": fi.data_root, "within": within}
 
 
 def summary_context(fi: FindingsInput) -> dict[str, Any]:
@@ -107,7 +109,8 @@ def pure_phase_context(fi: FindingsInput) -> dict[str, Any]:
 
 def per_experiment_context(fi: FindingsInput) -> dict[str, Any]:
     total = totals(fi.per_experiment).sort_values("pearson_r", ascending=False, na_position="last")
-    return {"table": total[["model", "workload", "pearson_r", "n_steps"]]}
+    return {"table": total[["model", "workload", "pearson_r", "n_steps",
+                            *(["na_reason"] if "na_reason" in total else [])]]}
 
 
 def analysis_context(fi: FindingsInput) -> dict[str, Any]:
@@ -133,7 +136,8 @@ def verdict_context(fi: FindingsInput) -> dict[str, Any]:
     t = v.table
     na = t[t["pearson_r"].isna()]
     below = t[t["pearson_r"].notna() & ~t["passed"]]
-    return {"label": v.label, "passing": v.passing, "n_criteria": len(t), "required": v.required,
+    return {"label": v.label, "words": v.words, "na_note": v.na_note(),
+            "passing": v.passing, "n_criteria": len(t), "required": v.required,
             "table": t, "na": [r._asdict() for r in na.itertuples()],
             "below": [r._asdict() for r in below.itertuples()]}
 

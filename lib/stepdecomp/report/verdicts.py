@@ -36,10 +36,12 @@ def within_verdict(within: pd.DataFrame, prefill_subset: str = "pure_prefill") -
 
 
 def verdict_dict(v: Verdict) -> dict[str, Any]:
-    """A Verdict for the templates: passing, n_criteria, required, label, supported and the
-    criteria rows as dicts."""
+    """A Verdict for the templates: passing, n_criteria, required, label (and its words and
+    status), supported, n_na and na_note (the criteria that are N/A) and the criteria rows as
+    dicts."""
     return {"passing": v.passing, "n_criteria": len(v.table), "required": v.required,
-            "label": v.label, "supported": v.supported,
+            "label": v.label, "words": v.words, "status": v.status, "supported": v.supported,
+            "n_na": v.n_na, "na_note": v.na_note(),
             "criteria": [r._asdict() for r in v.table.itertuples(index=False)]}
 
 
@@ -85,7 +87,8 @@ def within_verdict_context(within: pd.DataFrame, pooled: pd.DataFrame,
     within-experiment r part (see :func:`pooled_vs_within`)."""
     table = within[["subset", "component", "median_r"]].assign(
         ci=[fmt_ci(a, b) for a, b in zip(within["ci_low"], within["ci_high"])],
-        n_experiments=within["n_experiments"], passed=within["median_r"].gt(R_THRESHOLD))
+        n_experiments=within["n_experiments"], passed=within["median_r"].gt(R_THRESHOLD),
+        **({"na_reason": within["na_reason"]} if "na_reason" in within else {}))
     verdicts = {p: verdict_dict(within_verdict(within, p)) for p in PREFILL_SUBSETS}
     contrast = pooled_vs_within(pooled, within, n_experiments)
     return {"table": table, "pure": verdicts["pure_prefill"],
