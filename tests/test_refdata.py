@@ -16,7 +16,7 @@ import pytest
 from stepdecomp import otlp
 from stepdecomp.paths import DATA_DIR, WORKLOADS_DIR
 from stepdecomp.refdata import replay as R
-from stepdecomp.refdata import timeline
+from stepdecomp.refdata import stepcost, timeline
 from stepdecomp.refdata.cli import main
 from stepdecomp.refdata.stepcost import KV_BLOCK_TOKENS, kv_cache_blocks
 from stepdecomp.refdata.workload import (BOS_TOKENS, CLIENT_TIMEOUT_S, generate_requests,
@@ -528,6 +528,7 @@ def test_defaults_are_the_calibrated_fit() -> None:
     assert timeline.HOST_OVERHEAD_US == chosen["host_overhead_us"]
     assert timeline.HOST_PER_REQUEST_US == chosen["host_per_request_us"]
     assert timeline.API_ARRIVAL_US == chosen["api_arrival_us"]
+    assert stepcost.ALLREDUCE_CALL_US == chosen["allreduce_call_us"]
     assert R.DEFAULT_ENGINE_LOOP == chosen["engine_loop"] == "async"
 
 
