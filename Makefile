@@ -14,7 +14,8 @@ HARDWARE  ?=
 PRECISION ?=
 # make data SCALE=10: a synthetic 10x set (each experiment and 9 copies) in data/raw-x10, not data/raw
 SCALE  ?= 1
-# make data ENGINE_LOOP=sync replays vLLM's synchronous engine loop (default: async, what the study ran)
+# make data ENGINE_LOOP=sync replays vLLM's synchronous engine loop (default: async, what the study ran);
+# make report ENGINE_LOOP=sync|async makes the step targets assume it (default: detected per experiment)
 ENGINE_LOOP ?=
 # make data STEP_MODEL=reports/blis/defaults.yaml prices the forward pass with fitted BLIS coefficients
 STEP_MODEL ?=
@@ -89,7 +90,8 @@ validate: $(BUNDLED_STAMP) ## Published vs replayed client metrics of data/raw -
 report: setup $(if $(DATA),,$(BUNDLED_STAMP)) ## Run notebooks 01-07 -> reports/ + figures/ (or DATA=... OUT=... HARDWARE=...)
 	@echo "running $(words $(NOTEBOOKS)) notebooks on $(if $(DATA),$(DATA),the bundled dataset)"
 	$(PY) -m stepdecomp.runner $(NOTEBOOK_FILES) $(if $(DATA),--data "$(DATA)") $(if $(OUT),--out "$(OUT)") \
-		$(if $(HARDWARE),--hardware "$(HARDWARE)") $(if $(DASK),--dask "$(DASK)")
+		$(if $(HARDWARE),--hardware "$(HARDWARE)") $(if $(DASK),--dask "$(DASK)") \
+		$(if $(ENGINE_LOOP),--engine-loop "$(ENGINE_LOOP)")
 	@echo "findings: $(if $(OUT),$(OUT),reports)/FINDINGS.md"
 	$(if $(filter 1,$(SITE)),$(PY) -m stepdecomp.site $(SITE_ARGS))
 
