@@ -424,14 +424,17 @@ def step_targets(steps: pd.DataFrame, journeys: pd.DataFrame, engine_loop: str |
     The loop is detected per experiment from the traces (engineloop.detect_engine_loop;
     where they cannot tell, vLLM's default, async, is assumed and said); ``engine_loop``
     ("async" / "sync") overrides the detection for every experiment. Steps whose clock
-    stepped back keep no target under either loop; steps without their own time stamps get
-    the async targets, which do not need them.
+    stepped back, and steps without their own time stamps, keep no target under either loop.
     """
     out = sync_step_targets(steps, journeys, min_calibration_steps)
     for col in LOOP_COLUMNS:
         out[col] = pd.Series(pd.NA, index=out.index, dtype="object")
     out["gpu_waited_for_cpu"] = pd.array([pd.NA] * len(out), dtype="boolean")
     if not len(out):
+        for col in ("engine_loop", "engine_loop_source"):
+            out[col] = out[col].astype("str")
+        out[["loop_async_pairs", "loop_ordered_pairs"]] = out[
+            ["loop_async_pairs", "loop_ordered_pairs"]].astype("Int64")
         return out[TARGET_COLUMNS]
     if engine_loop is not None and engine_loop not in engineloop.ENGINE_LOOPS:
         raise ValueError(f"engine_loop must be one of {engineloop.ENGINE_LOOPS} or None, "
@@ -451,6 +454,8 @@ def step_targets(steps: pd.DataFrame, journeys: pd.DataFrame, engine_loop: str |
             _async_rows(out, rows, steps, journeys, exp_id)
     for col in ("loop_async_pairs", "loop_ordered_pairs"):
         out[col] = pd.array(out[col], dtype="Int64")
+    for col in ("engine_loop", "engine_loop_source"):
+        out[col] = out[col].astype("str")
     return out[TARGET_COLUMNS]
 
 
@@ -463,7 +468,9 @@ def _async_rows(out: pd.DataFrame, rows: np.ndarray, steps: pd.DataFrame,
     readings = engineloop.experiment_readings(steps[s_rows], journeys[j_rows])
     sid = out.loc[rows, STEP_ID].to_numpy(dtype=np.int64)
     t = engineloop.async_step_times(readings, sid)
-    backwards = (out.loc[rows, "no_target_reason"] == CLOCK_BACKWARDS).to_numpy()
+    # a step whose clock stepped back, or without its own time stamps (the GPU wait before
+    # it cannot be checked), keeps no target under either loop
+    backwards = out.loc[rows, "no_target_reason"].isin([CLOCK_BACKWARDS, NO_TIMESTAMPS]).to_numpy()
     for col in ("step_forward_us", "step_period_us", "step_period_lo_us", "step_period_hi_us"):
         out.loc[rows, col] = np.where(backwards, np.nan, t[col].to_numpy(dtype=np.float64))
     out.loc[rows, "step_forward_source"] = np.where(backwards, SOURCE_NONE,
@@ -476,12 +483,6 @@ def _async_rows(out: pd.DataFrame, rows: np.ndarray, steps: pd.DataFrame,
     waited = t["gpu_waited_for_cpu"].copy()
     waited[backwards] = pd.NA
     out.loc[rows, "gpu_waited_for_cpu"] = waited.to_numpy()
-    # steps without their own time stamps keep "no target" only where nothing was measured
-    untimed = (out.loc[rows, "no_target_reason"] == NO_TIMESTAMPS).to_numpy()
-    measured = ~np.isnan(out.loc[rows, "step_forward_us"].to_numpy(dtype=np.float64)) | \
-        ~np.isnan(out.loc[rows, "step_period_us"].to_numpy(dtype=np.float64))
-    out.loc[rows, "no_target_reason"] = np.where(untimed & measured, "",
-                                                 out.loc[rows, "no_target_reason"].to_numpy())
 
 
 def coverage_table(targets: pd.DataFrame, journeys: pd.DataFrame | None = None) -> pd.DataFrame:
