@@ -38,7 +38,7 @@ SANITIZE := tests/nbval-sanitize.cfg
 export TQDM_DISABLE ?= 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: FORCE help setup data calibrate validate report export-blis site site-check test unit nbval lab bench notebooks clean distclean
+.PHONY: FORCE help setup data calibrate validate stepmodel-check report export-blis site site-check test unit nbval lab bench notebooks clean distclean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -83,6 +83,9 @@ data: $(if $(filter-out 1,$(SCALE)),data/raw-x$(SCALE)/.complete,$(BUNDLED_STAMP
 
 calibrate: setup ## Fit hardware, weight precision, engine loop and host constants to the 12 published runs (whole run and per stage)
 	$(PY) -m stepdecomp.refdata.calibrate
+
+stepmodel-check: setup ## Replay the 12 published runs with the step model fitted without each run's model (after make report)
+	$(PY) -m stepdecomp.stepmodel_client $(if $(OUT),--out "$(OUT)")
 
 validate: $(BUNDLED_STAMP) ## Published vs replayed client metrics of data/raw -> data/README.md tables
 	$(PY) -m stepdecomp.refdata.validate
