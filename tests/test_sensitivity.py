@@ -48,8 +48,10 @@ def test_too_few_steps_is_nan_and_does_not_hold() -> None:
 
 def test_draws_are_seeded_within_the_spread() -> None:
     d = S.draws(kernel_draws=5, seed_draws=3, spread=0.2)
-    assert [x.name for x in d] == ["kernels-1", "kernels-2", "kernels-3", "kernels-4",
+    assert [x.name for x in d] == ["baseline", "kernels-1", "kernels-2", "kernels-3", "kernels-4",
                                    "kernels-5", "seed-1", "seed-2", "seed-3"]
+    assert d[0].kind == "baseline" and d[0].seed == 0 and d[0].scale == KernelScale()
+    d = d[1:]
     assert d == S.draws(kernel_draws=5, seed_draws=3, spread=0.2)
     factors = np.array([[getattr(x.scale, f) for f in KernelScale.__dataclass_fields__]
                         for x in d[:5]])
@@ -65,7 +67,8 @@ def test_draws_are_seeded_within_the_spread() -> None:
 def test_summary_counts_draws_per_kind() -> None:
     keys = [h.key for h in S.HEADLINES]
     rows = []
-    for name, kind, val in (("kernels-1", "kernels", 0.9), ("kernels-2", "kernels", 0.7),
+    for name, kind, val in (("baseline", "baseline", 0.8), ("kernels-1", "kernels", 0.9),
+                            ("kernels-2", "kernels", 0.7),
                             ("seed-1", "seed", 0.85), ("seed-2", "seed", 0.95)):
         for h in S.HEADLINES:
             value = val if h.key == "physical_tracks_forward" else 0.0
@@ -77,7 +80,7 @@ def test_summary_counts_draws_per_kind() -> None:
     assert (row["holds_seed_draws"], row["seed_draws"]) == (2, 2)
     assert row["seed_sd"] == pytest.approx(np.std([0.85, 0.95], ddof=1))
     assert (row["kernels_min"], row["kernels_max"]) == (0.7, 0.9)
-    assert bool(row["holds_on_reference"])
+    assert bool(row["holds_on_reference"]) and row["baseline"] == 0.8
 
 
 def test_a_headline_needs_one_bound() -> None:

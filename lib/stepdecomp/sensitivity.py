@@ -11,12 +11,14 @@ regenerates the replay
 * ``seed_draws`` times with other random seeds (arrivals, prompts, CPU and kernel noise)
   and the measured tables, the replay's own seed-to-seed spread,
 
-runs the analysis pipeline (pipeline.run, no notebooks) on each, and evaluates every
-headline of :data:`HEADLINES` on the resulting components table: its value per draw and
-whether the claim holds. ``reports/tables/sensitivity.csv`` has one row per headline (value on
-the reference data, range and standard deviation over the seed draws, range over the kernel
-draws, in how many draws of each kind it holds); ``sensitivity_draws.csv`` one row per draw
-and headline. The runs stay under data/interim/sensitivity/ (regenerated, not committed).
+plus one ``baseline`` draw (seed 0, tables as measured) at the same shortened stages, so that
+every draw is compared with a replay of its own length; runs the analysis pipeline
+(pipeline.run, no notebooks) on each, and evaluates every headline of :data:`HEADLINES` on the
+resulting components table: its value per draw and whether the claim holds.
+``reports/tables/sensitivity.csv`` has one row per headline (value on the reference data — the
+full-length bundled report — and on the baseline draw, range and standard deviation over the
+seed draws, range over the kernel draws, in how many draws of each kind it holds);
+``sensitivity_draws.csv`` one row per draw and headline. The runs stay under data/interim/sensitivity/ (regenerated, not committed).
 
 A headline is a claim the data can contradict: a statistic, a threshold (constants below)
 and the direction in which it must lie.
@@ -152,22 +154,23 @@ class Draw:
     """One regenerated replay: its name, replay seed and kernel scaling."""
 
     name: str
-    kind: str            # "kernels" or "seed"
+    kind: str            # "baseline", "kernels" or "seed"
     seed: int
     scale: KernelScale
 
 
 def draws(kernel_draws: int = DEFAULT_KERNEL_DRAWS, seed_draws: int = DEFAULT_SEED_DRAWS,
           spread: float = DEFAULT_SPREAD, draw_seed: int = DRAW_SEED) -> list[Draw]:
-    """The kernel draws (seed 0, each family's factor from U[1 − spread, 1 + spread]) and the
-    seed draws (seeds 1 … seed_draws, tables as measured)."""
+    """The baseline (seed 0, tables as measured), the kernel draws (seed 0, each family's
+    factor from U[1 − spread, 1 + spread]) and the seed draws (seeds 1 … seed_draws, tables
+    as measured)."""
     if not 0 <= spread < 1:
         raise ValueError(f"spread must be in [0, 1), got {spread}")
     if kernel_draws < 0 or seed_draws < 0:
         raise ValueError("draw counts must be ≥ 0")
     rng = np.random.default_rng(draw_seed)
     fields = list(KernelScale.__dataclass_fields__)
-    out = []
+    out = [Draw("baseline", "baseline", 0, KernelScale())]
     for k in range(kernel_draws):
         factors = rng.uniform(1 - spread, 1 + spread, len(fields))
         out.append(Draw(f"kernels-{k + 1}", "kernels", 0,
@@ -205,9 +208,11 @@ def summarize(reference: dict[str, float], per_draw: pd.DataFrame) -> pd.DataFra
     for h in HEADLINES:
         d = per_draw[per_draw["headline"] == h.key]
         seeds, kern = d[d["kind"] == "seed"]["value"], d[d["kind"] == "kernels"]["value"]
+        base = d[d["kind"] == "baseline"]["value"]
         rows.append({
             "headline": h.key, "claim": h.claim, "reference": reference[h.key],
             "holds_on_reference": h.holds(reference[h.key]),
+            "baseline": float(base.iloc[0]) if len(base) else np.nan,
             "seed_min": seeds.min(), "seed_max": seeds.max(),
             "seed_sd": seeds.std(ddof=1) if len(seeds) > 1 else np.nan,
             "holds_seed_draws": int(d[d["kind"] == "seed"]["holds"].sum()), "seed_draws": len(seeds),
