@@ -51,8 +51,8 @@ def test_draws_are_seeded_within_the_spread() -> None:
     assert [x.name for x in d] == ["baseline", "kernels-1", "kernels-2", "kernels-3", "kernels-4",
                                    "kernels-5", "seed-1", "seed-2", "seed-3"]
     assert d[0].kind == "baseline" and d[0].seed == 0 and d[0].scale == KernelScale()
-    d = d[1:]
     assert d == S.draws(kernel_draws=5, seed_draws=3, spread=0.2)
+    d = d[1:]
     factors = np.array([[getattr(x.scale, f) for f in KernelScale.__dataclass_fields__]
                         for x in d[:5]])
     assert ((factors >= 0.8) & (factors <= 1.2)).all() and factors.std() > 0.05
