@@ -17,6 +17,7 @@ import pytest
 from stepdecomp import explain as ex
 from stepdecomp import report, stats
 from stepdecomp.outputs import RunDirs
+from stepdecomp.report.render import ABSENT_PREFILL_PCT, R_AGREE
 from stepdecomp.specs import GpuSpec, ModelSpec
 
 TEMPLATES = report.TEMPLATE_DIR
@@ -461,7 +462,7 @@ The bundled traces are generated (see Setup). Beside the study's published numbe
 | rank agreement of per-experiment r (Spearman) | — | 1 |
 | hypothesis criteria passing | 0 | 1 |
 
-**Agree:** pure-decode steps are 75% of steps (80% published); decode GEMM reaches r = 0.437 on pure-decode steps (0.400 published); the median per-experiment r of the seed total is 0.555 (0.525 published), and the per-experiment ranking agrees with the published one at Spearman 1.00.
+**Agree:** pure-decode steps are 75% of steps (80% published); mixed steps are 22% of steps (19.4% published); decode GEMM reaches r = 0.437 on pure-decode steps (0.400 published); the median per-experiment r of the seed total is 0.555 (0.525 published), and the per-experiment ranking agrees with the published one at Spearman 1.00.
 
 **Differ:** pure-prefill steps are 3% of steps here against 0.6% published.
 
@@ -783,8 +784,8 @@ def test_measurement_section_numbers():
     text = report.findings_markdown(fi)
     assert ("`step.duration_us`: the scheduler's work explains what the FLOPs cannot, and not "
             "the reverse.") in text
-    assert "| step.duration_us | scheduler_work beyond flops | 0.300 | [0.200, 0.400] | 2 | yes |" \
-        in text
+    assert ("| step.duration_us | 0.300 [0.200, 0.400] | 0.004 [0.001, 0.010] | 2 | scheduler work |"
+            in text)
     assert ("On the bundled (generated) data the forward time is a function of the batch by "
             "construction") in text
 
@@ -792,3 +793,61 @@ def test_measurement_section_numbers():
 def test_seed_only_run_has_no_measurement_section():
     text = report.findings_markdown(_findings_input())
     assert "What the Traces Measure" not in text and "What the study measured" not in text
+
+
+def _claim_numbers(claim: str) -> tuple[float, float]:
+    """(this data, published) of one rendered claim: the number before "published" and the
+    first number of the claim."""
+    pub = re.search(r"(-?\d[\d.]*)%? published", claim)
+    ours = re.search(r"-?\d[\d.]*", claim[:pub.start()])
+    return float(ours.group()), float(pub.group(1))
+
+
+@pytest.mark.parametrize("breakdown, agree_kinds, differ_kinds", [
+    # the snapshot's data: every share close to the published one
+    ([12, 300, 88], {"pure_decode", "mixed"}, {"pure_prefill"}),
+    # the bundled report's shape: pure decode 89 % (80 published) agrees, mixed 10.9 % does
+    # not agree with 19.4 % although 8.5 points apart (a factor 1.78)
+    ([0, 891, 109], {"pure_decode", "pure_prefill"}, {"mixed"}),
+])
+def test_every_agree_and_differ_line_follows_its_own_numbers(breakdown, agree_kinds, differ_kinds):
+    """Each claim of the Agree / Differ lines, read back from the rendered text: its two
+    numbers, and the rule of its kind applied to them, put it on the line it is on."""
+    from stepdecomp.report.published import shares_agree
+
+    fi = _findings_input()
+    fi.breakdown = pd.DataFrame({"phase": ["pure_prefill", "pure_decode", "mixed"],
+                                 "steps": breakdown,
+                                 "pct": [100 * n / sum(breakdown) for n in breakdown]})
+    ctx = report.published_comparison_context(fi, PUBLISHED)
+    kinds = {c["kind"]: c["agree"] for c in ctx["claims"]}
+    assert {k for k, a in kinds.items() if a} >= agree_kinds
+    assert {k for k, a in kinds.items() if not a} >= differ_kinds
+    text = report.published_comparison_section(fi, PUBLISHED)
+    lines = {side: next((ln for ln in text.splitlines() if ln.startswith(f"**{side}:**")), "")
+             for side in ("Agree", "Differ")}
+    phrases = {"pure_prefill": "pure-prefill steps", "pure_decode": "pure-decode steps",
+               "mixed": "mixed steps", "decode_gemm_r": "decode GEMM reaches",
+               "median_r": "median per-experiment r"}
+    for c in ctx["claims"]:
+        side = "Agree" if c["agree"] else "Differ"
+        other = "Differ" if c["agree"] else "Agree"
+        claim = next(part for part in lines[side].split("; ") if phrases[c["kind"]] in part)
+        assert phrases[c["kind"]] not in lines[other]
+        ours, published = _claim_numbers(claim)
+        if c["kind"] in ("pure_decode", "mixed"):
+            assert shares_agree(ours, published) is c["agree"], claim
+        elif c["kind"] == "pure_prefill":
+            assert (ours < ABSENT_PREFILL_PCT) is c["agree"], claim
+        else:
+            assert (abs(ours - published) < R_AGREE) is c["agree"], claim
+
+
+def test_shares_agree_needs_points_and_factor() -> None:
+    from stepdecomp.report.published import shares_agree
+
+    assert shares_agree(89.0, 80.0)                # 9 points, ×1.11
+    assert not shares_agree(10.9, 19.4)            # 8.5 points but ×1.78
+    assert not shares_agree(50.0, 39.0)            # ×1.28 > 1.25
+    assert not shares_agree(95.0, 80.0)            # 15 points
+    assert shares_agree(0.0, 0.0) and not shares_agree(0.0, 0.6)

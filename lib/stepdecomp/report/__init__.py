@@ -144,11 +144,11 @@ def collect(dirs: "RunDirs", hardware: str = DEFAULT_HARDWARE) -> FindingsInput:
     stepmodel_tables = read_stepmodel(dirs)
     fi.held_out_errors = held_out(None if stepmodel_tables is None
                                   else stepmodel_tables[HELD_OUT])
-    fi.key_figure = key_figure(dirs)
     fi.sensitivity = read_optional(dirs, SENSITIVITY_TABLE)
-
-    # notebook 07's tables, when it has run
-    step_model = stepmodel_section(dirs, data_kind(meta["data_root"]) == "bundled")
+    fi.key_figure = key_figure(dirs)
+    # notebook 07's section, when it has run; the Answer shows the step model's figure as its key figure: the section does not repeat it
+    step_model = stepmodel_section(dirs, data_kind(meta["data_root"]) == "bundled",
+                                   show_figure=fi.key_figure is None)
     if step_model is not None:
         fi.extra_sections.append(step_model)
     if meta["data_root"] == display_path(RAW_DIR):

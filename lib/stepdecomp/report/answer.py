@@ -25,8 +25,12 @@ if TYPE_CHECKING:
 COMPONENTS_TABLE = "step_components.parquet"
 #: ``make sensitivity``'s summary (one row per headline), read when present.
 SENSITIVITY_TABLE = "sensitivity"
-#: The held-out scheme the Answer quotes: a model never seen in fitting (the harder one).
-ANSWER_SCHEME = "model"
+#: The held-out schemes the Answer quotes (stepmodel_eval.SCHEMES): a workload, a model never
+#: seen in fitting.
+ANSWER_SCHEMES = ("workload", "model")
+#: The predictors' names in the Answer (stepmodel_eval.PREDICTOR_LABELS in full elsewhere).
+ANSWER_LABELS = {"fitted": "BLIS basis with fitted β", "blis_shipped": "BLIS's shipped β",
+                 "physical": "uncalibrated roofline", "hgb": "gradient boosting"}
 #: The Answer's headlines (sensitivity.HEADLINES keys) and the sentence each backs.
 ANSWER_HEADLINES = ("physical_tracks_forward", "physical_runs_low")
 
@@ -65,17 +69,21 @@ def engine_loop(coverage: pd.DataFrame | None) -> dict[str, Any] | None:
     return {"loops": loops, "n_experiments": len(coverage)}
 
 
-def held_out(table: pd.DataFrame | None, scheme: str = ANSWER_SCHEME) -> list[dict[str, Any]]:
-    """Pooled held-out median absolute % error of every predictor under ``scheme``, in the
-    table's order (label, value)."""
+def held_out(table: pd.DataFrame | None) -> list[dict[str, Any]]:
+    """Pooled held-out median absolute % error of every predictor under each scheme of
+    ANSWER_SCHEMES (``median_ape_pct``: scheme → value), in the table's order."""
     from .. import stepmodel_eval
 
     if table is None:
         return []
-    pooled = table[(table["scheme"] == scheme) & (table["held_out"] == stepmodel_eval.ALL_GROUPS)]
-    return [{"predictor": p, "label": stepmodel_eval.PREDICTOR_LABELS.get(p, p),
-             "median_ape_pct": float(v)}
-            for p, v in zip(pooled["predictor"], pooled["median_ape_pct"])]
+    pooled = table[table["held_out"] == stepmodel_eval.ALL_GROUPS]
+    out = []
+    for p in dict.fromkeys(pooled["predictor"]):
+        mine = pooled[pooled["predictor"] == p].set_index("scheme")["median_ape_pct"]
+        out.append({"predictor": p,
+                    "label": ANSWER_LABELS.get(p, stepmodel_eval.PREDICTOR_LABELS.get(p, p)),
+                    "median_ape_pct": {k: float(mine[k]) for k in ANSWER_SCHEMES if k in mine}})
+    return out
 
 
 def answer_context(fi: FindingsInput) -> dict[str, Any]:
@@ -103,7 +111,7 @@ def answer_context(fi: FindingsInput) -> dict[str, Any]:
             "median_duration_us": (None if medians is None
                                    else float(medians[columns.DURATION].median())),
             "headlines": fi.headlines, "loop": fi.engine_loop,
-            "held_out": fi.held_out_errors, "scheme": ANSWER_SCHEME,
+            "held_out": fi.held_out_errors, "schemes": ANSWER_SCHEMES,
             "verdict": verdict, "target": None if conclusion is None else conclusion["target"],
             "key_figure": fi.key_figure, "robust": robust,
 }

@@ -10,7 +10,7 @@ import pandas as pd
 
 from .. import explain, truthcheck
 from ..experiments import short_name
-from .format import fmt_ci
+from .format import fmt_ci, fmt_f3
 from .inputs import FindingsInput, as_bool, data_kind
 
 if TYPE_CHECKING:
@@ -99,20 +99,27 @@ def measurement_context(fi: FindingsInput) -> dict[str, Any] | None:
 
 
 def _increments(inc: pd.DataFrame | None) -> dict[str, Any] | None:
-    """The incremental R² table (one row per target and increment, its interval as one
-    column) and which set each target credits (explain.credited_set)."""
+    """The incremental R² per target (each set beyond the other: median and interval) and the
+    set the data credits (explain.credited_set); ``all_neither``: no target separates them."""
     if inc is None:
         return None
-    table = pd.DataFrame({
-        "target": inc["target"], "regressors": inc["regressors"],
-        "median_increment": inc["median_increment"],
-        "ci": [fmt_ci(lo, hi) for lo, hi in zip(inc["ci_low"], inc["ci_high"])],
-        "experiments": inc["experiments"],
-        "credited": ["yes" if c else "no" for c in as_bool(inc["credited"])]})
-    credits = [{"target": t, "credited": explain.credited_set(
-        inc.assign(credited=as_bool(inc["credited"])), t)}
-        for t in dict.fromkeys(inc["target"])]
-    return {"table": table, "credits": credits, "minimum": explain.INCREMENT_MIN}
+    inc = inc.assign(credited=as_bool(inc["credited"]))
+    rows = []
+    for target in dict.fromkeys(inc["target"]):
+        part = inc[inc["target"] == target].set_index("regressors")
+        cell = {}
+        for name, key in ((explain.SET_SCHEDULER_BEYOND, "scheduler"),
+                          (explain.SET_FLOPS_BEYOND, "flops")):
+            r = part.loc[name] if name in part.index else None
+            cell[key] = ("N/A" if r is None else
+                         f"{fmt_f3(r['median_increment'])} {fmt_ci(r['ci_low'], r['ci_high'])}")
+        rows.append({"target": target, **cell,
+                     "experiments": int(part["experiments"].max()),
+                     "credited": explain.credited_set(inc, target)})
+    table = pd.DataFrame(rows, columns=["target", "scheduler", "flops", "experiments", "credited"])
+    return {"table": table, "credits": table[["target", "credited"]].to_dict("records"),
+            "all_neither": bool((table["credited"] == "neither").all()),
+            "minimum": explain.INCREMENT_MIN}
 
 
 def _truth(truth: pd.DataFrame | None) -> dict[str, Any] | None:
