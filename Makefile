@@ -14,7 +14,8 @@ HARDWARE  ?=
 PRECISION ?=
 # make data SCALE=10: a synthetic 10x set (each experiment and 9 copies) in data/raw-x10, not data/raw
 SCALE  ?= 1
-# make data ENGINE_LOOP=sync replays vLLM's synchronous engine loop (default: async, what the study ran)
+# make data ENGINE_LOOP=sync replays vLLM's synchronous engine loop (default: async, what the study ran);
+# make report ENGINE_LOOP=sync|async makes the step targets assume it (default: detected per experiment)
 ENGINE_LOOP ?=
 # make data STEP_MODEL=reports/blis/defaults.yaml prices the forward pass with fitted BLIS coefficients
 STEP_MODEL ?=
@@ -37,7 +38,7 @@ SANITIZE := tests/nbval-sanitize.cfg
 export TQDM_DISABLE ?= 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: FORCE help setup data calibrate validate report sensitivity export-blis site site-check test unit nbval lab bench notebooks clean distclean
+.PHONY: FORCE help setup data calibrate validate stepmodel-check report sensitivity export-blis site site-check test unit nbval lab bench notebooks clean distclean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -83,13 +84,17 @@ data: $(if $(filter-out 1,$(SCALE)),data/raw-x$(SCALE)/.complete,$(BUNDLED_STAMP
 calibrate: setup ## Fit hardware, weight precision, engine loop and host constants to the 12 published runs (whole run and per stage)
 	$(PY) -m stepdecomp.refdata.calibrate
 
+stepmodel-check: setup ## Replay the 12 published runs with the step model fitted without each run's model (after make report)
+	$(PY) -m stepdecomp.stepmodel_client $(if $(OUT),--out "$(OUT)")
+
 validate: $(BUNDLED_STAMP) ## Published vs replayed client metrics of data/raw -> data/README.md tables
 	$(PY) -m stepdecomp.refdata.validate
 
 report: setup $(if $(DATA),,$(BUNDLED_STAMP)) ## Run notebooks 01-07 -> reports/ + figures/ (or DATA=... OUT=... HARDWARE=...)
 	@echo "running $(words $(NOTEBOOKS)) notebooks on $(if $(DATA),$(DATA),the bundled dataset)"
 	$(PY) -m stepdecomp.runner $(NOTEBOOK_FILES) $(if $(DATA),--data "$(DATA)") $(if $(OUT),--out "$(OUT)") \
-		$(if $(HARDWARE),--hardware "$(HARDWARE)") $(if $(DASK),--dask "$(DASK)")
+		$(if $(HARDWARE),--hardware "$(HARDWARE)") $(if $(DASK),--dask "$(DASK)") \
+		$(if $(ENGINE_LOOP),--engine-loop "$(ENGINE_LOOP)")
 	@echo "findings: $(if $(OUT),$(OUT),reports)/FINDINGS.md"
 	$(if $(filter 1,$(SITE)),$(PY) -m stepdecomp.site $(SITE_ARGS))
 

@@ -158,7 +158,7 @@ def test_kernel_scale_multiplies_each_family_alone() -> None:
     from stepdecomp.specs import load_model_spec
 
     spec = load_model_spec("mistralai/Mixtral-8x7B-v0.1")
-    base = build_step_cost(spec, 2, 256, 16, 1024)
+    base = build_step_cost(spec, 2, 256, 16, 1024, allreduce_call_us=0.0)
     moe = build_step_cost(spec, 2, 256, 16, 1024, scale=KernelScale(moe=1.2))
     dense = build_step_cost(spec, 2, 256, 16, 1024, scale=KernelScale(gemm=0.8))
     both = build_step_cost(spec, 2, 256, 16, 1024, scale=KernelScale(gemm=0.8, moe=1.2))
@@ -168,7 +168,8 @@ def test_kernel_scale_multiplies_each_family_alone() -> None:
     for field, arr in (("allreduce", "comm_us"), ("lm_head", "lm_head_us"),
                        ("prefill_attention", "prefill_attn_us"),
                        ("decode_attention", "decode_attn_us")):
-        scaled = build_step_cost(spec, 2, 256, 16, 1024, scale=KernelScale(**{field: 1.15}))
+        scaled = build_step_cost(spec, 2, 256, 16, 1024, scale=KernelScale(**{field: 1.15}),
+                                 allreduce_call_us=0.0)
         np.testing.assert_allclose(getattr(scaled, arr), 1.15 * getattr(base, arr))
         np.testing.assert_array_equal(scaled.gemm_us, base.gemm_us)
 
@@ -182,3 +183,20 @@ def test_kernel_scale_refuses_bad_factors(items: list[str], message: str) -> Non
     from stepdecomp.refdata.stepcost import KernelScale
     with pytest.raises(ValueError, match=message):
         KernelScale.parse(items)
+
+
+def test_allreduce_call_latency_adds_per_call_with_tp_only() -> None:
+    """ALLREDUCE_CALL_US: each of the 2L + 1 all-reduce calls of a step costs that much more
+    with TP > 1 (65 calls for Mixtral's 32 layers), nothing at TP 1; a negative value is refused."""
+    from stepdecomp.refdata.stepcost import build_step_cost
+    from stepdecomp.specs import load_model_spec
+
+    mix = load_model_spec("mistralai/Mixtral-8x7B-v0.1")
+    a = build_step_cost(mix, 2, 64, 4, 256, allreduce_call_us=0.0)
+    b = build_step_cost(mix, 2, 64, 4, 256, allreduce_call_us=10.0)
+    np.testing.assert_allclose(b.comm_us - a.comm_us, 65 * 10.0)
+    l7 = load_model_spec("meta-llama/Llama-2-7b-hf")
+    np.testing.assert_array_equal(build_step_cost(l7, 1, 64, 4, 256, allreduce_call_us=10.0).comm_us,
+                                  build_step_cost(l7, 1, 64, 4, 256, allreduce_call_us=0.0).comm_us)
+    with pytest.raises(ValueError, match="allreduce_call_us"):
+        build_step_cost(mix, 2, 64, 4, 256, allreduce_call_us=-1.0)

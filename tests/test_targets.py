@@ -29,6 +29,13 @@ import pytest
 
 from stepdecomp import targets as tg
 
+
+def sync_targets(*args, **kwargs) -> pd.DataFrame:
+    """The hand timelines here are of the synchronous loop: targets under that loop (the
+    loop-aware wrapper, told the loop, since a few steps cannot show it)."""
+    return tg.step_targets(*args, engine_loop="sync", **kwargs)
+
+
 T0 = 10**15          # a large monotonic origin: ns must survive without a float round trip
 US = 1_000
 
@@ -76,7 +83,7 @@ def by_step(out: pd.DataFrame, exp: str = "A") -> pd.DataFrame:
 
 
 def test_hand_timeline_raw_upper_bound() -> None:
-    out = by_step(tg.step_targets(steps_frame(HAND_STEPS), journeys_frame(HAND_EVENTS)))
+    out = by_step(sync_targets(steps_frame(HAND_STEPS), journeys_frame(HAND_EVENTS)))
     assert out["step_forward_us"].tolist() == [5000.0, 5000.0, 5000.0]
     # two calibration steps < MIN_CALIBRATION_STEPS: the estimate is the raw upper bound
     assert out.loc[1, "step_period_us"] == 5330.0
@@ -94,7 +101,7 @@ def test_hand_timeline_raw_upper_bound() -> None:
 
 
 def test_hand_timeline_calibrated() -> None:
-    out = by_step(tg.step_targets(steps_frame(HAND_STEPS), journeys_frame(HAND_EVENTS),
+    out = by_step(sync_targets(steps_frame(HAND_STEPS), journeys_frame(HAND_EVENTS),
                                   min_calibration_steps=2))
     assert out.loc[1, "step_period_us"] == 5295.0        # 5330 − median(20, 50)
     assert out.loc[1, "step_period_offset_us"] == 35.0
@@ -105,7 +112,7 @@ def test_hand_timeline_calibrated() -> None:
 def test_output_keeps_the_steps_index_and_order() -> None:
     steps = steps_frame(HAND_STEPS[::-1])
     steps.index = [7, 8, 9]
-    out = tg.step_targets(steps, journeys_frame(HAND_EVENTS))
+    out = sync_targets(steps, journeys_frame(HAND_EVENTS))
     assert list(out.index) == [7, 8, 9] and out["step.id"].tolist() == [4, 3, 1]
     assert list(out.columns) == tg.TARGET_COLUMNS
     assert out["step_period_avg_us"].tolist()[1:] == [5200.0, 5250.0]
@@ -113,13 +120,13 @@ def test_output_keeps_the_steps_index_and_order() -> None:
 
 def test_aborted_finished_is_ignored() -> None:
     events = [e for e in HAND_EVENTS if e[1] != "r3"]      # step 4: only the aborted FINISHED
-    out = by_step(tg.step_targets(steps_frame(HAND_STEPS), journeys_frame(events)))
+    out = by_step(sync_targets(steps_frame(HAND_STEPS), journeys_frame(events)))
     assert np.isnan(out.loc[4, "step_forward_us"])
     assert out.loc[4, "step_period_lo_us"] == 100.0          # only ts_end bounds it
 
 
 def test_steps_without_events() -> None:
-    out = tg.step_targets(steps_frame(HAND_STEPS), journeys_frame([HAND_EVENTS[0]]))
+    out = sync_targets(steps_frame(HAND_STEPS), journeys_frame([HAND_EVENTS[0]]))
     assert out["step_forward_us"].isna().all()
     assert out["step_period_us"].tolist()[1] == 5200.0        # exact needs no journey
     assert np.isnan(out["step_period_us"].tolist()[0])
@@ -132,7 +139,7 @@ def test_experiments_do_not_mix() -> None:
     events = HAND_EVENTS + [("B", "q1", "FIRST_TOKEN", 1, 6000, None),
                             ("B", "q2", "SCHEDULED", 2, 7050, None),
                             ("B", "q9", "SCHEDULED", 3, 14400, None)]
-    out = tg.step_targets(steps, journeys_frame(events))
+    out = sync_targets(steps, journeys_frame(events))
     a, b = by_step(out, "A"), by_step(out, "B")
     assert a["step_forward_us"].tolist() == [5000.0] * 3 and a.loc[1, "step_period_us"] == 5330.0
     assert b.loc[1, "step_forward_us"] == 5800.0 and b.loc[1, "step_period_us"] == 7000.0
@@ -157,13 +164,13 @@ def test_async_overlap_is_detected_and_never_negative() -> None:
     events = [("C", "a", "SCHEDULED", 2, 300, None), ("C", "a", "FIRST_TOKEN", 1, 5100, None),
               ("C", "b", "SCHEDULED", 3, 10250, None),           # offset 250 on sampled step 3
               ("C", "c", "FIRST_TOKEN", 5, 25000, None)]          # update(5) after S(6)
-    raw = by_step(tg.step_targets(steps, journeys_frame(events)), "C")
+    raw = by_step(sync_targets(steps, journeys_frame(events)), "C")
     assert bool(raw.loc[1, "async_overlap"])
     assert (raw.loc[1, "step_period_lo_us"], raw.loc[1, "step_period_hi_us"]) == (100.0, 300.0)
     assert raw.loc[1, "step_period_us"] == 300.0                  # uncalibrated: upper bound
     assert bool(raw.loc[5, "async_overlap"]) and raw.loc[5, "step_period_us"] == 150.0
     assert raw.loc[5, "step_period_lo_us"] == 100.0 and bool(raw.loc[5, "step_period_exact"])
-    cal = by_step(tg.step_targets(steps, journeys_frame(events), min_calibration_steps=1), "C")
+    cal = by_step(sync_targets(steps, journeys_frame(events), min_calibration_steps=1), "C")
     assert cal.loc[1, "step_period_us"] == 100.0                  # 300 − 250 clipped to lo
     assert (cal["step_period_us"].dropna() > 0).all()
     assert not cal["timeline_inconsistent"].any()
@@ -175,7 +182,7 @@ def test_inconsistent_stamps_give_nan_not_negative() -> None:
     # a first update event before ts_end, and a SCHEDULED of step 2 before ts_end of step 1
     steps = steps_frame([("D", 1, 0, 100)])
     events = [("D", "a", "FIRST_TOKEN", 1, 50, None), ("D", "b", "SCHEDULED", 2, 80, None)]
-    out = tg.step_targets(steps, journeys_frame(events))
+    out = sync_targets(steps, journeys_frame(events))
     assert out["timeline_inconsistent"].item()
     assert np.isnan(out["step_forward_us"].item()) and np.isnan(out["step_period_us"].item())
 
@@ -187,7 +194,7 @@ def test_journeys_on_another_clock_are_flagged_not_negative() -> None:
     j = journeys_frame([("E", "a", "FIRST_TOKEN", 1, 5100, None),
                         ("E", "b", "SCHEDULED", 2, 5330, None)])
     j["ts.monotonic_ns"] = j["ts.monotonic_ns"] - T0 - 10**12
-    out = tg.step_targets(steps, j).set_index("step.id")
+    out = sync_targets(steps, j).set_index("step.id")
     assert out["timeline_inconsistent"].tolist() == [True, False]
     assert out.loc[1, "step_period_us"] == 5300.0 and np.isnan(out.loc[1, "step_period_hi_us"])
     assert out["step_forward_us"].isna().all()
@@ -217,7 +224,7 @@ def test_targets_with_float_timestamps_only() -> None:
     # T0 = 1e15 ns = 1e6 s: float seconds keep ~0.1 ns there, so rounding recovers every stamp
     j = journeys_frame(HAND_EVENTS)
     j["ts.monotonic_ns"] = pd.array([None] * len(j), dtype="Int64")
-    out = by_step(tg.step_targets(steps_frame(HAND_STEPS), j))
+    out = by_step(sync_targets(steps_frame(HAND_STEPS), j))
     assert out["step_forward_us"].tolist() == [5000.0] * 3
     assert out.loc[1, "step_period_hi_us"] == 5330.0
 
@@ -225,14 +232,14 @@ def test_targets_with_float_timestamps_only() -> None:
 def test_journey_prefix_and_bad_steps() -> None:
     j = journeys_frame(HAND_EVENTS)
     j["event"] = "journey." + j["event"]
-    out = by_step(tg.step_targets(steps_frame(HAND_STEPS), j))
+    out = by_step(sync_targets(steps_frame(HAND_STEPS), j))
     assert out["step_forward_us"].tolist() == [5000.0] * 3
     dup = steps_frame(HAND_STEPS + [("A", 3, 10500, 10600)])
     with pytest.raises(ValueError, match=r"^experiment A: 1 duplicate step.id row\(s\) among 4 "
                                          r"steps, e.g. step.id 3$"):
-        tg.step_targets(dup, j)
+        sync_targets(dup, j)
     with pytest.raises(KeyError, match="finish.status"):
-        tg.step_targets(steps_frame(HAND_STEPS), j.drop(columns="finish.status"))
+        sync_targets(steps_frame(HAND_STEPS), j.drop(columns="finish.status"))
 
 
 # --------------------------------------------------------------------------- synthetic
@@ -293,7 +300,7 @@ def test_synthetic_timelines_recover_the_truth() -> None:
     parts = [synthetic_timeline(rng, f"exp{i}", 6000) for i in range(3)]
     steps = pd.concat([p[0] for p in parts], ignore_index=True)
     journeys = pd.concat([p[1] for p in parts], ignore_index=True)
-    out = tg.step_targets(steps, journeys)
+    out = sync_targets(steps, journeys)
     assert not out["timeline_inconsistent"].any() and not out["async_overlap"].any()
     cov = tg.coverage_table(out).set_index("experiment_id")
     for i, (_, _, truth) in enumerate(parts):
@@ -321,12 +328,12 @@ def test_forward_from_the_period_where_the_step_emitted_no_update_event() -> Non
     # = 100 (the only step with an exact next start and an event). forward = 5115 − 100 − 100.
     steps = steps_frame(HAND_STEPS + [("A", 6, 25000, 25100)])
     events = journeys_frame(HAND_EVENTS + [("A", "r6", "SCHEDULED", 7, 30150, None)])
-    out = by_step(tg.step_targets(steps, events, min_calibration_steps=1))
+    out = by_step(sync_targets(steps, events, min_calibration_steps=1))
     assert out.loc[6, "step_period_us"] == 5115.0
     assert out.loc[6, "step_forward_us"] == 4915.0
     assert out["step_forward_source"].tolist() == ["event", "event", "event", "from_period"]
     # with too few calibration steps for the tail there is no estimate
-    out = by_step(tg.step_targets(steps, events, min_calibration_steps=2))
+    out = by_step(sync_targets(steps, events, min_calibration_steps=2))
     assert np.isnan(out.loc[6, "step_forward_us"]) and out.loc[6, "step_forward_source"] == "none"
 
 
@@ -343,7 +350,7 @@ def test_step_without_timestamps_gets_no_target_and_is_counted() -> None:
     steps["step.ts_end_ns"] = pd.array([steps["step.ts_end_ns"][0], None, steps["step.ts_end_ns"][2]],
                                        dtype="Int64")
     j = journeys_frame(HAND_EVENTS)
-    out = by_step(tg.step_targets(steps, j))
+    out = by_step(sync_targets(steps, j))
     _never_negative(out)
     assert out["no_target_reason"].tolist() == ["", tg.NO_TIMESTAMPS, ""]
     assert out.loc[3, tg.TARGET_US_COLUMNS].isna().all()
@@ -353,7 +360,7 @@ def test_step_without_timestamps_gets_no_target_and_is_counted() -> None:
     assert out.loc[1, "step_period_avg_us"] == pytest.approx(15700 / 3)
     assert (out.loc[1, "step_period_us"], out.loc[1, "step_period_source"]) == (5330.0, tg.SOURCE_UPPER)
     assert out.loc[4, "step_forward_us"] == 5000.0
-    cov = tg.coverage_table(tg.step_targets(steps, j), j)
+    cov = tg.coverage_table(sync_targets(steps, j), j)
     assert cov[["sampled_steps", "steps_without_timestamps", "steps_clock_backwards",
                 "journey_events_without_ts"]].iloc[0].tolist() == [3, 1, 0, 0]
     assert cov["na_reason"].tolist() == ["1 step(s) without step.ts_start_ns/step.ts_end_ns: no target"]
@@ -362,7 +369,7 @@ def test_step_without_timestamps_gets_no_target_and_is_counted() -> None:
 def test_steps_table_without_timestamp_columns() -> None:
     steps = steps_frame(HAND_STEPS).drop(columns=["step.ts_start_ns", "step.ts_end_ns"])
     j = journeys_frame(HAND_EVENTS)
-    out = tg.step_targets(steps, j)
+    out = sync_targets(steps, j)
     assert out[tg.TARGET_US_COLUMNS].isna().all().all()
     assert out["no_target_reason"].tolist() == [tg.NO_TIMESTAMPS] * 3
     assert tg.coverage_table(out)["steps_without_timestamps"].tolist() == [3]
@@ -371,43 +378,43 @@ def test_steps_table_without_timestamp_columns() -> None:
 def test_journeys_without_time_stamps_are_left_out_and_counted() -> None:
     steps = steps_frame(HAND_STEPS)
     j = journeys_frame(HAND_EVENTS).drop(columns=["ts.monotonic", "ts.monotonic_ns"])
-    out = by_step(tg.step_targets(steps, j))
+    out = by_step(sync_targets(steps, j))
     _never_negative(out)
     assert out["step_forward_us"].isna().all()
     assert np.isnan(out.loc[1, "step_period_us"])              # no SCHEDULED time: no bound
     assert out.loc[3, "step_period_us"] == 5200.0               # the step stamps alone
     assert out["step_period_avg_us"].tolist()[:2] == [5250.0, 5200.0]
     assert out["no_target_reason"].tolist() == ["", "", ""]
-    cov = tg.coverage_table(tg.step_targets(steps, j), j)
+    cov = tg.coverage_table(sync_targets(steps, j), j)
     assert cov["journey_events_without_ts"].tolist() == [10]
     assert cov["na_reason"].tolist() == ["10 journey event(s) without ts.monotonic(_ns): left out"]
     # some events timed, some not: only the untimed ones are dropped
     j2 = journeys_frame(HAND_EVENTS)
     j2.loc[2, "ts.monotonic_ns"] = None
     j2.loc[2, "ts.monotonic"] = np.nan
-    out2 = by_step(tg.step_targets(steps, j2))
+    out2 = by_step(sync_targets(steps, j2))
     assert np.isnan(out2.loc[1, "step_forward_us"]) and out2.loc[3, "step_forward_us"] == 5000.0
-    assert tg.coverage_table(tg.step_targets(steps, j2), j2)["journey_events_without_ts"].tolist() == [1]
+    assert tg.coverage_table(sync_targets(steps, j2), j2)["journey_events_without_ts"].tolist() == [1]
 
 
 def test_clock_stepping_back_is_counted_and_never_negative() -> None:
     # step 4 starts at 10000 µs, before step 3 (10500): both lose their targets
     steps = steps_frame([("A", 1, 0, 100), ("A", 3, 10500, 10600), ("A", 4, 10000, 10100)])
     j = journeys_frame(HAND_EVENTS)
-    out = by_step(tg.step_targets(steps, j))
+    out = by_step(sync_targets(steps, j))
     _never_negative(out)
     assert out["no_target_reason"].tolist() == ["", tg.CLOCK_BACKWARDS, tg.CLOCK_BACKWARDS]
     assert out.loc[[3, 4], tg.TARGET_US_COLUMNS].isna().all().all()
     assert out.loc[1, "step_forward_us"] == 5000.0
     assert out.loc[1, "step_period_avg_us"] == 5250.0
-    cov = tg.coverage_table(tg.step_targets(steps, j), j)
+    cov = tg.coverage_table(sync_targets(steps, j), j)
     assert cov[["steps_clock_backwards", "steps_without_timestamps"]].iloc[0].tolist() == [2, 0]
     assert cov["na_reason"].tolist() == ["2 step(s) where the clock stepped back: no target"]
 
 
 def test_step_ending_before_it_starts_has_no_negative_target() -> None:
     steps = steps_frame([("A", 1, 0, 100), ("A", 2, 6000, 5900), ("A", 3, 12000, 12100)])
-    out = by_step(tg.step_targets(steps, journeys_frame(HAND_EVENTS)))
+    out = by_step(sync_targets(steps, journeys_frame(HAND_EVENTS)))
     _never_negative(out)
     assert bool(out.loc[2, "timeline_inconsistent"])
     assert out.loc[2, ["step_period_us", "step_period_lo_us", "step_period_avg_us"]].isna().all()
@@ -416,9 +423,38 @@ def test_step_ending_before_it_starts_has_no_negative_target() -> None:
 
 def test_no_steps_and_no_journeys() -> None:
     empty = steps_frame(HAND_STEPS).iloc[:0]
-    out = tg.step_targets(empty, journeys_frame(HAND_EVENTS).iloc[:0])
+    out = sync_targets(empty, journeys_frame(HAND_EVENTS).iloc[:0])
     assert len(out) == 0 and list(out.columns) == tg.TARGET_COLUMNS
     assert len(tg.coverage_table(out)) == 0
     j_none = pd.DataFrame({"experiment_id": pd.Series([], dtype=object)})
-    out = by_step(tg.step_targets(steps_frame(HAND_STEPS), j_none))
+    out = by_step(sync_targets(steps_frame(HAND_STEPS), j_none))
     assert out["step_forward_us"].isna().all() and out.loc[3, "step_period_us"] == 5200.0
+
+
+# --------------------------------------------------------------------------- the engine loop
+
+def test_too_few_steps_to_tell_the_loop_assume_async_and_say_so() -> None:
+    """Three hand steps cannot show the loop: vLLM's default (async) is assumed, said in
+    engine_loop_source, and the async estimators run (they need readings these steps lack)."""
+    out = tg.step_targets(steps_frame(HAND_STEPS), journeys_frame(HAND_EVENTS))
+    assert list(out.columns) == tg.TARGET_COLUMNS
+    assert set(out["engine_loop"]) == {"async"} and set(out["engine_loop_source"]) == {"assumed"}
+    assert int(out["loop_ordered_pairs"].max()) < 5
+    cov = tg.coverage_table(out)
+    assert cov[["engine_loop", "engine_loop_source"]].iloc[0].tolist() == ["async", "assumed"]
+    told = tg.step_targets(steps_frame(HAND_STEPS), journeys_frame(HAND_EVENTS), engine_loop="sync")
+    assert set(told["engine_loop_source"]) == {"parameter"}
+    assert told["gpu_waited_for_cpu"].isna().all()      # the sync estimator cannot tell
+
+
+def test_an_unknown_engine_loop_is_refused() -> None:
+    with pytest.raises(ValueError, match="engine_loop must be one of"):
+        tg.step_targets(steps_frame(HAND_STEPS), journeys_frame(HAND_EVENTS), engine_loop="batched")
+
+
+def test_experiment_level_loop_columns_are_not_attached_to_steps() -> None:
+    out = tg.step_targets(steps_frame(HAND_STEPS), journeys_frame(HAND_EVENTS))
+    comp = steps_frame(HAND_STEPS)[["experiment_id", "step.id"]]
+    got = tg.attach(comp, out)
+    assert "engine_loop" in got and "gpu_waited_for_cpu" in got
+    assert not set(tg.EXPERIMENT_LEVEL_COLUMNS) & set(got.columns)

@@ -35,9 +35,11 @@ prefill in progress: a pure-decode stretch whose batches differ only by one toke
 per request), G(b) − G(a) over b − a steps is the forward time of each of them (``span``).
 
 ``step_period_us`` under async is the loop iteration that waits for batch n: S(n+2) −
-S(n+1) (``exact`` when both are sampled), with S(k) ← G(k−2) + tail where S(k) is not read,
-and the same span rule. Its bounds: S(k) lies between the latest of QUEUED(k − 1) and
-U_last(k − 2) (update(k−2) precedes schedule(k)) and the earliest SCHEDULED(k).
+S(n+1) (``exact`` when both are sampled), with S(k) ← G(k−2) + tail where S(k) is not read
+(``adjacent``); no span rule, so the period keeps each iteration's own variation (the forward
+time's span estimate is the mean of a run of batches). Its bounds: S(k) lies between the
+latest of QUEUED(k − 1) and U_last(k − 2) (update(k−2) precedes schedule(k)) and the
+earliest SCHEDULED(k).
 
 The GPU waited for the CPU before batch n when schedule(n) ended after batch n−1 did:
 ts_end(n) > G(n−1). There the interval holds CPU time, so ``step_forward_us`` is left empty
@@ -86,10 +88,11 @@ SOURCE_NONE = "none"
 
 # --------------------------------------------------------------------------- readings
 
-def _journey_ts_ns(journeys: pd.DataFrame) -> np.ndarray:
-    """int64 ns of each journey event (targets.journey_ts_ns: the one place of the fallback)."""
-    from .targets import journey_ts_ns
-    return journey_ts_ns(journeys)
+def _journey_ts_ns(journeys: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """int64 ns of each journey event and a mask of the timed ones
+    (targets.journey_ts_ns_where_known: the one place of the ts.monotonic fallback)."""
+    from .targets import journey_ts_ns_where_known
+    return journey_ts_ns_where_known(journeys)
 
 
 def _names(event: pd.Series, names: tuple[str, ...]) -> np.ndarray:
@@ -157,13 +160,19 @@ def experiment_readings(steps: pd.DataFrame, journeys: pd.DataFrame) -> Readings
     its journey events)."""
     sid = pd.array(steps[STEP_ID], dtype="Int64").to_numpy(dtype=np.int64, na_value=-1) \
         if STEP_ID in steps else np.zeros(0, np.int64)
-    jstep_all = pd.array(journeys[JOURNEY_STEP], dtype="Int64") if len(journeys) else pd.array([], dtype="Int64")
-    has_step = ~np.asarray(jstep_all.isna(), dtype=bool)
+    jstep_all = pd.array(journeys[JOURNEY_STEP], dtype="Int64") \
+        if len(journeys) and JOURNEY_STEP in journeys else pd.array([pd.NA] * len(journeys), dtype="Int64")
+    ts, timed = _journey_ts_ns(journeys) if len(journeys) else (np.zeros(0, np.int64),
+                                                                np.zeros(0, bool))
+    # events without a step or a time stamp cannot be placed on the loop: left out (an
+    # untimed event with a step still tells that the batch changed there)
+    stepped = ~np.asarray(jstep_all.isna(), dtype=bool)
+    has_step = stepped & timed
     jstep = jstep_all.to_numpy(dtype=np.int64, na_value=-1)
     top = max(int(sid.max()) if len(sid) else 0, int(jstep.max()) if len(jstep) else 0)
     size = top + 4
-    ts = _journey_ts_ns(journeys) if len(journeys) else np.zeros(0, np.int64)
-    ev = journeys["event"] if len(journeys) else pd.Series([], dtype="string")
+    ev = journeys["event"] if len(journeys) and "event" in journeys else \
+        pd.Series([pd.NA] * len(journeys), dtype="string")
     upd = _names(ev, ("FIRST_TOKEN", "FINISHED")) & has_step
     if upd.any() and FINISH_STATUS in journeys:
         upd &= ~(journeys[FINISH_STATUS] == ABORTED_STATUS).to_numpy(dtype=bool, na_value=False)
@@ -174,7 +183,7 @@ def experiment_readings(steps: pd.DataFrame, journeys: pd.DataFrame) -> Readings
     for col, arr in ((TS_START, start), (TS_END, end)):
         if col in steps:
             v = pd.array(steps[col], dtype="Int64")
-            ok = ~np.asarray(v.isna(), dtype=bool) & (sid >= 0)
+            ok = ~np.asarray(v.isna(), dtype=bool) & (sid >= 0) & (sid < size)
             arr[sid[ok]] = v.to_numpy(dtype=np.int64, na_value=0)[ok]
     return Readings(
         u_first=_dense_min_max(jstep[upd], ts[upd], size, "min"),
@@ -182,8 +191,8 @@ def experiment_readings(steps: pd.DataFrame, journeys: pd.DataFrame) -> Readings
         sch=_dense_min_max(jstep[sch], ts[sch], size, "min"),
         queued=np.r_[0, _dense_min_max(jstep[que], ts[que], size, "max")[:-1]],
         start=start, end=end,
-        uniform=_uniform(journeys.reset_index(drop=True), jstep, size) if len(journeys)
-        else np.zeros(size, dtype=bool))
+        uniform=_uniform(journeys.reset_index(drop=True), np.where(stepped, jstep, -1), size)
+        if len(journeys) else np.zeros(size, dtype=bool))
 
 
 # --------------------------------------------------------------------------- the loop
@@ -327,12 +336,10 @@ def async_step_times(r: Readings, sid: np.ndarray) -> pd.DataFrame:
     i1, i2 = np.clip(sid + 1, 0, n - 1), np.clip(sid + 2, 0, n - 1)
     per_adj = p[i2] - p[i1]
     per_ok = ~np.isnan(per_adj) & (per_adj > 0) & (sid + 2 < n)
-    p_rate, p_span_ok = _span_rate(p, r.uniform)
-    period = np.where(per_ok, per_adj, np.where(p_span_ok[i2], p_rate[i2], np.nan))
+    period = np.where(per_ok, per_adj, np.nan)
     both_exact = exact[i1] & exact[i2] & (sid + 2 < n)
     psrc = np.where(both_exact & per_ok, SOURCE_EXACT,
-                    np.where(per_ok, SOURCE_ADJACENT,
-                             np.where(p_span_ok[i2], SOURCE_SPAN, SOURCE_NONE)))
+                    np.where(per_ok, SOURCE_ADJACENT, SOURCE_NONE))
     lo, hi = bounds
     p_lo = lo[i2] - hi[i1]
     p_hi = hi[i2] - lo[i1]

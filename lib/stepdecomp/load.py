@@ -536,8 +536,11 @@ def load_dataset(root: str | os.PathLike[str], cache_root: Path = INTERIM_DIR,
         stats.append(st)
     all_steps = pd.concat(steps, ignore_index=True)
     if all_steps.empty:
-        raise ValueError(f"no step.BATCH_SUMMARY events in any traces.json under "
-                         f"{display_path(root)}")
+        # a valid dataset whose experiments hold no step yet: the report runs, every
+        # statistic N/A with its reason (issue: the report runs on any valid dataset)
+        warnings.warn(bounded(f"no step.BATCH_SUMMARY events in any traces.json under "
+                              f"{display_path(root)}: every statistic will be N/A"),
+                      TraceWarning, stacklevel=2)
     report = pd.DataFrame([asdict(s) for s in stats])[REPORT_COLUMNS]
     return Dataset(root=Path(root), experiments=found.experiments, steps=all_steps,
                    journeys=pd.concat(journeys, ignore_index=True), parse_report=report,

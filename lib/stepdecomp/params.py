@@ -24,6 +24,10 @@ SAMPLE_SEED = 0
 
 ALL_NOTEBOOKS = ("01_load", "02_decompose", "03_phases", "04_correlation", "05_plots", "07_model",
                  "06_report")
+#: The engine loop the targets assume: "auto" detects it per experiment from the traces
+#: (engineloop.py; vLLM's default, async, where they cannot tell), "async" / "sync" name it.
+DEFAULT_ENGINE_LOOP = "auto"
+ENGINE_LOOP_CHOICES = ("auto", "async", "sync")
 #: The step-time model's defaults (07_model): the fit target and the held-out schemes.
 DEFAULT_STEP_MODEL_TARGET = "step_forward_us"
 DEFAULT_HELD_OUT = "workload,model"
@@ -62,6 +66,9 @@ PARAMETERS: tuple[Parameter, ...] = (
     Parameter("hardware", str, DEFAULT_HARDWARE,
               "GPU spec data/hardware/<name>.json of every roofline, bound and floor",
               ("02_decompose", "04_correlation", "05_plots", "07_model", "06_report")),
+    Parameter("engine_loop", str, DEFAULT_ENGINE_LOOP,
+              "vLLM engine loop the step targets assume: auto (detected per experiment), async, sync",
+              ("02_decompose",)),
     Parameter("max_points", int, MAX_POINTS, "points per panel in the per-experiment scatter plots",
               ("05_plots",)),
     Parameter("sample_seed", int, SAMPLE_SEED, "seed of the random subsample behind those plots",

@@ -77,7 +77,8 @@ PARTITION_FILE = "part.parquet"
 
 def decompose_experiment(steps: pd.DataFrame, journeys: pd.DataFrame,
                          budget_tokens: Mapping[str, int | None],
-                         model_specs: Mapping[str, ModelSpec], gpu: GpuSpec
+                         model_specs: Mapping[str, ModelSpec], gpu: GpuSpec,
+                         engine_loop: str | None = None
                          ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(components, reconstruction report, step targets) of the steps and journeys given —
     what notebook 02 computes: seed components, the reconstruction from journeys, the
@@ -86,7 +87,7 @@ def decompose_experiment(steps: pd.DataFrame, journeys: pd.DataFrame,
     merged, rec_report = reconstruct.attach_reconstruction(steps, journeys, dict(budget_tokens))
     physical = physical_mode.physical_components(merged, model_specs, gpu)
     components = seed_mode.with_physical(seed, physical)
-    step_targets = targets.step_targets(steps, journeys)
+    step_targets = targets.step_targets(steps, journeys, engine_loop)
     components = targets.attach(components, step_targets)
     components = explain.with_scheduler_work(components, steps)
     return components, rec_report, step_targets
@@ -160,6 +161,7 @@ class StageInputs:
     gpu: GpuSpec
     components_root: Path
     cache_root: Path = INTERIM_DIR
+    engine_loop: str | None = None      # None: detected per experiment (targets.step_targets)
 
 
 @dataclass
@@ -224,7 +226,8 @@ def process_experiment(exp: Experiment, inputs: StageInputs) -> ExperimentResult
     without steps (the loader warned about it) goes through the same stages: its partition
     has no rows, and each table has its N/A rows (:func:`no_step_rows`)."""
     steps, journeys, parse_stats = load.load_experiment(exp, inputs.cache_root)
-    components, tables = experiment_stages(exp, steps, journeys, inputs.model_specs, inputs.gpu)
+    components, tables = experiment_stages(exp, steps, journeys, inputs.model_specs, inputs.gpu,
+                                           inputs.engine_loop)
     path = partition_path(inputs.components_root, exp.experiment_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     components.to_parquet(path, index=False)
@@ -232,13 +235,14 @@ def process_experiment(exp: Experiment, inputs: StageInputs) -> ExperimentResult
 
 
 def experiment_stages(exp: Experiment, steps: pd.DataFrame, journeys: pd.DataFrame,
-                      model_specs: Mapping[str, ModelSpec], gpu: GpuSpec
+                      model_specs: Mapping[str, ModelSpec], gpu: GpuSpec,
+                      engine_loop: str | None = None
                       ) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
     """(components, the ``EXPERIMENT_TABLES``) of one experiment's loaded steps and journeys:
     what :func:`process_experiment` computes after the load (N/A rows for no steps)."""
     specs = {exp.hf_id: model_specs[exp.hf_id]}
     components, rec_report, step_targets = decompose_experiment(
-        steps, journeys, {exp.experiment_id: exp.max_num_batched_tokens}, specs, gpu)
+        steps, journeys, {exp.experiment_id: exp.max_num_batched_tokens}, specs, gpu, engine_loop)
     tables = {"reconstruction_report": rec_report,
               "target_coverage": targets.coverage_table(step_targets, journeys)}
     tables.update(experiment_statistics(components))
@@ -403,25 +407,40 @@ class PipelineResult:
     without_steps: list[str] = field(default_factory=list)
 
 
+def engine_loop_argument(engine_loop: str | None) -> str | None:
+    """The report's ``engine_loop`` parameter as targets.step_targets takes it: "auto" or
+    empty → None (detected per experiment), "async" / "sync" as given; anything else refused."""
+    if engine_loop in (None, "", "auto"):
+        return None
+    if engine_loop not in ("async", "sync"):
+        raise ValueError(f"engine_loop must be auto, async or sync, got {engine_loop!r}")
+    return engine_loop
+
+
 def decompose_dataset(dirs: outputs.RunDirs, gpu: GpuSpec, dask: str | None = None,
                       cache_root: Path = INTERIM_DIR,
-                      model_specs: Mapping[str, ModelSpec] | None = None) -> PipelineResult:
+                      model_specs: Mapping[str, ModelSpec] | None = None,
+                      engine_loop: str | None = None) -> PipelineResult:
     """Run :func:`process_experiment` over every experiment of ``dirs.data_root`` (a loop,
     or Dask tasks on the backend of :func:`dask_client`), then write the
     ``EXPERIMENT_TABLES`` and step_components.parquet (the partitions in experiment order).
-    ``model_specs`` defaults to the configs of the experiments' models."""
+    ``model_specs`` defaults to the configs of the experiments' models; ``engine_loop``
+    (:func:`engine_loop_argument`) names the loop the targets assume instead of detecting it."""
+    loop = engine_loop_argument(engine_loop)
     with dask_client(dask) as client:
-        return _decompose(dirs, gpu, client, cache_root, model_specs)
+        return _decompose(dirs, gpu, client, cache_root, model_specs, loop)
 
 
 def _decompose(dirs: outputs.RunDirs, gpu: GpuSpec, client: "Client | None", cache_root: Path,
-               model_specs: Mapping[str, ModelSpec] | None) -> PipelineResult:
+               model_specs: Mapping[str, ModelSpec] | None,
+               engine_loop: str | None = None) -> PipelineResult:
     t0 = time.perf_counter()
     found = discover(dirs.data_root, MODELS_DIR)     # refuses a root without experiments
     specs = dict(model_specs) if model_specs is not None else _specs_for(found.experiments, MODELS_DIR)
     root = dirs.interim / COMPONENTS_DATASET
     shutil.rmtree(root, ignore_errors=True)        # no partition of a previous run survives
-    inputs = StageInputs(model_specs=specs, gpu=gpu, components_root=root, cache_root=cache_root)
+    inputs = StageInputs(model_specs=specs, gpu=gpu, components_root=root, cache_root=cache_root,
+                         engine_loop=engine_loop)
     ordered = sorted(found.experiments, key=lambda e: e.experiment_id)
     results = _map(client, process_experiment, ordered, inputs=inputs)
     t1 = time.perf_counter()
@@ -477,7 +496,7 @@ def pooled_tables(dirs: outputs.RunDirs) -> dict[str, pd.DataFrame]:
 
 
 def run(dirs: outputs.RunDirs, hardware: str, dask: str | None = None,
-        cache_root: Path = INTERIM_DIR) -> PipelineResult:
+        cache_root: Path = INTERIM_DIR, engine_loop: str | None = None) -> PipelineResult:
     """Every stage without the notebooks: load (on Dask, the uncached files are parsed as
     tasks), the per-experiment stages, the pooled statistics. Tables go to ``dirs.tables``."""
     t0 = time.perf_counter()
@@ -486,7 +505,8 @@ def run(dirs: outputs.RunDirs, hardware: str, dask: str | None = None,
             found = discover(dirs.data_root, MODELS_DIR)
             _map(client, parse_into_cache, found.experiments, cache_root=cache_root)
         t1 = time.perf_counter()
-        result = _decompose(dirs, load_gpu_spec(hardware), client, cache_root, None)
+        result = _decompose(dirs, load_gpu_spec(hardware), client, cache_root, None,
+                            engine_loop_argument(engine_loop))
     t2 = time.perf_counter()
     _warn_skipped(result)
     result.tables.update(pooled_tables(dirs))
@@ -515,10 +535,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hardware", default="h100-sxm", help="data/hardware/<name>.json")
     ap.add_argument("--dask", default=None,
                     help=f"'{LOCAL}' or a scheduler address (default: ${ENV_DASK}, else in process)")
+    ap.add_argument("--engine-loop", default="auto", choices=("auto", "async", "sync"),
+                    help="the vLLM engine loop the step targets assume (default: detected)")
     args = ap.parse_args(argv)
     os.environ.setdefault("TQDM_DISABLE", "1")
     dirs = outputs.run_dirs(args.data, args.out)
-    res = run(dirs, args.hardware, args.dask)
+    res = run(dirs, args.hardware, args.dask, engine_loop=args.engine_loop)
     times = ", ".join(f"{k} {v:.1f} s" for k, v in res.seconds.items())
     print(f"{res.steps:,} steps, {res.journey_events:,} journey events "
           f"({backend(args.dask) or 'in process'}): {times}; tables in {display_path(dirs.tables)}")

@@ -129,9 +129,11 @@ def per_experiment_scatter(components: pd.DataFrame, analytical: str = "total_an
     """Small multiples: observed vs analytical for every experiment, coloured by phase
     (at most ``max_points`` per panel, a seeded sample)."""
     groups = list(components.groupby("experiment_id", sort=True))
-    ncols = min(4, len(groups))
-    nrows = math.ceil(len(groups) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.6 * nrows), squeeze=False)
+    fig, axes = _grid(len(groups), width=4.2, height=3.6)
+    if not groups:                      # no step in any experiment: an empty, labelled panel
+        axes.flat[0].set_axis_on()
+        axes.flat[0].text(0.5, 0.5, "no steps", ha="center", va="center",
+                          transform=axes.flat[0].transAxes)
     for ax, (exp, g) in zip(axes.flat, groups):
         if len(g) > max_points:
             g = g.sample(max_points, random_state=seed)
@@ -146,8 +148,6 @@ def per_experiment_scatter(components: pd.DataFrame, analytical: str = "total_an
         ax.set_yscale("log")
         ax.set_title(short_name(exp), fontsize=9)
         ax.tick_params(labelsize=7)
-    for ax in axes.flat[len(groups):]:
-        ax.set_axis_off()
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="upper right", fontsize=8)
     fig.supxlabel(f"{analytical} (µs)")
@@ -379,7 +379,7 @@ def targets_vs_physical(components: pd.DataFrame, model: str, max_points: int = 
         ax.set_xlabel("physical estimate phys_total_us (µs)")
         ax.set_ylabel(f"{target} (µs)")
         ax.legend(loc="upper left", fontsize=7)
-    fig.suptitle(f"{model}: what each step-time target measures against the batch physics")
+    fig.suptitle(f"{model or 'no steps'}: what each step-time target measures against the batch physics")
     fig.tight_layout()
     return fig
 
@@ -389,7 +389,8 @@ def model_with_most(components: pd.DataFrame, column: str) -> str:
     counts = components[components[column].notna()].groupby("model").size() \
         if column in components else pd.Series(dtype=int)
     if counts.empty:
-        return str(sorted(components["model"].unique())[0])
+        models = sorted(components["model"].dropna().unique()) if "model" in components else []
+        return str(models[0]) if models else ""      # no step at all: an empty figure
     return str(counts.sort_index().idxmax())
 
 

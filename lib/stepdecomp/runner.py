@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from .params import ALL_NOTEBOOKS, DEFAULT_HARDWARE, notebook_parameters
+from .params import ALL_NOTEBOOKS, DEFAULT_HARDWARE, ENGINE_LOOP_CHOICES, notebook_parameters
 from .paths import HARDWARE_DIR, NOTEBOOKS_DIR, REPORTS_DIR, display_path, resolve_out_dir
 
 
@@ -90,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--figures", default="", help="figures directory (default: figures/ or OUT/figures)")
     ap.add_argument("--hardware", default="",
                     help=f"GPU spec data/hardware/<name>.json (default {DEFAULT_HARDWARE})")
+    ap.add_argument("--engine-loop", default="", choices=("", *ENGINE_LOOP_CHOICES),
+                    help="the vLLM engine loop the step targets assume (default: detected)")
     ap.add_argument("--dask", default="",
                     help="run the per-experiment stages on Dask: 'local' (a LocalCluster of 2 "
                          "processes, started once for all notebooks) or a scheduler address "
@@ -100,9 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.refresh_committed:
         refresh_committed([nb.name for nb in args.notebooks])
         return 0
-    params = {k: str(Path(v).resolve()) if k != "hardware" else v
+    params = {k: str(Path(v).resolve()) if k not in ("hardware", "engine_loop") else v
               for k, v in {"data_root": args.data, "out_dir": args.out, "figures_dir": args.figures,
-                           "hardware": args.hardware}.items() if v}
+                           "hardware": args.hardware, "engine_loop": args.engine_loop}.items() if v}
     if "hardware" in params and not (HARDWARE_DIR / f"{params['hardware']}.json").is_file():
         known = ", ".join(sorted(p.stem for p in HARDWARE_DIR.glob("*.json")))
         print(f"make report: no hardware spec {display_path(HARDWARE_DIR)}/{params['hardware']}.json "

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import blis_basis, blis_export, columns, outputs, stepmodel, stepmodel_eval
+from . import blis_basis, blis_export, columns, outputs, stepmodel, stepmodel_eval, stepmodel_plots
 from .paths import display_path
 from .specs import GpuSpec, ModelSpec, load_gpu_spec, load_model_specs
 
@@ -45,6 +45,15 @@ class StepModelResults:
     tables: dict[str, pd.DataFrame]
     models: pd.DataFrame          # hf_id, tp per experiment (the export's defaults entries)
     hardware: str
+
+    @property
+    def na_reason(self) -> str:
+        """Why nothing was fitted ("" when the fit ran)."""
+        return "" if self.fits else NO_STEPS_REASON
+
+
+#: The stage's N/A reason when no step has the target and every basis sum.
+NO_STEPS_REASON = "no usable steps (none with the target and every basis sum): nothing fitted"
 
 
 def model_label(hf_id: str) -> str:
@@ -117,6 +126,10 @@ def build(dirs: outputs.RunDirs, hardware: str, target: str = stepmodel.DEFAULT_
     specs: dict[str, ModelSpec] = load_model_specs(components[columns.HF_ID].unique())
     gpu = load_gpu_spec(hardware)
     data = stepmodel.step_data(components, specs, gpu, target)
+    models = components[[columns.EXPERIMENT, columns.HF_ID, "tp"]].drop_duplicates(
+        columns.EXPERIMENT)
+    if len(data) == 0:
+        return StepModelResults(data, [], [], _empty_tables(data, target), models, hardware)
     fits = [stepmodel.fit_hardware(data, n_resamples=n_resamples),
             *stepmodel.fit_per_model(data, n_resamples=n_resamples)]
     shipped = blis_basis.load_coefficients()
@@ -134,9 +147,31 @@ def build(dirs: outputs.RunDirs, hardware: str, target: str = stepmodel.DEFAULT_
     tables = {COEFFICIENTS: coef, HELD_OUT: errors.assign(target=target), FOLD_BETAS: fold,
               BASIS_VS_PHYSICAL: basis_vs_physical(components, basis, gpu),
               DATA_SUMMARY: _data_summary(data, target)}
-    models = components[[columns.EXPERIMENT, columns.HF_ID, "tp"]].drop_duplicates(
-        columns.EXPERIMENT)
     return StepModelResults(data, fits, held, tables, models, hardware)
+
+
+def _empty_tables(data: stepmodel.StepData, target: str) -> dict[str, pd.DataFrame]:
+    """Every table of the stage without rows but the data summary, which says why."""
+    summary = pd.concat([_data_summary(data, target),
+                         pd.DataFrame([{"target": target, "item": "na_reason",
+                                        "value": NO_STEPS_REASON}])], ignore_index=True)
+    def empty() -> pd.DataFrame:          # a header that reads back (no rows)
+        return pd.DataFrame({"na_reason": pd.Series([], dtype=str)})
+    return {COEFFICIENTS: empty(), HELD_OUT: empty(), FOLD_BETAS: empty(),
+            BASIS_VS_PHYSICAL: empty(), DATA_SUMMARY: summary}
+
+
+def figure(results: StepModelResults, target: str):
+    """The held-out predicted-vs-measured figure, or a labelled empty one with the reason."""
+    import matplotlib.pyplot as plt
+
+    if results.held_out:
+        return stepmodel_plots.predicted_vs_measured(results.held_out[0].predictions,
+                                                     model_label, target)
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.set_axis_off()
+    ax.text(0.5, 0.5, results.na_reason, ha="center", va="center", wrap=True)
+    return fig
 
 
 def write_tables(dirs: outputs.RunDirs, results: StepModelResults) -> list[Path]:
@@ -159,6 +194,11 @@ def export_blis(dirs: outputs.RunDirs, results: StepModelResults) -> list[Path]:
     from .report.render import environment
 
     out = dirs.out / BLIS_DIR
+    if not results.fits:
+        for name in (blis_export.DEFAULTS_FILE, blis_export.README_FILE):
+            (out / name).unlink(missing_ok=True)
+        warnings.warn(f"no BLIS export: {results.na_reason}", stacklevel=2)
+        return []
     if results.hardware not in blis_export.BLIS_GPU_NAMES:
         for name in (blis_export.DEFAULTS_FILE, blis_export.README_FILE):
             (out / name).unlink(missing_ok=True)
@@ -216,3 +256,23 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def _na_frame(results: StepModelResults) -> pd.DataFrame:
+    return pd.DataFrame({"na_reason": [results.na_reason]})
+
+
+def hardware_view(results: StepModelResults) -> pd.DataFrame:
+    """The per-hardware vector's rows of the coefficient table (notebook 07), or the reason."""
+    coef = results.tables[COEFFICIENTS]
+    if coef.empty:
+        return _na_frame(results)
+    return coef[coef["scope"] == stepmodel.ALL_MODELS].drop(columns=["scope", "hardware", "target"])
+
+
+def pooled_errors_view(results: StepModelResults) -> pd.DataFrame:
+    """The held-out errors pooled over folds (notebook 07), or the reason."""
+    errors = results.tables[HELD_OUT]
+    if errors.empty:
+        return _na_frame(results)
+    return errors[errors["held_out"] == stepmodel_eval.ALL_GROUPS]

@@ -44,7 +44,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from . import columns, otlp
+from . import columns, engineloop, otlp
 
 # --------------------------------------------------------------------------- constants
 
@@ -90,11 +90,24 @@ NO_TIMESTAMPS = "no step timestamps"
 #: this one starts before the previous sampled step (both steps of the pair lose their targets).
 CLOCK_BACKWARDS = "clock stepped back"
 
-TARGET_COLUMNS = [
+SYNC_COLUMNS = [
     EXP, STEP_ID, "step_forward_us", "step_forward_source", "step_period_us", "step_period_exact",
     "step_period_lo_us", "step_period_hi_us", "step_period_source", "step_period_offset_us",
     "async_overlap", "timeline_inconsistent", "step_period_avg_us", "no_target_reason",
 ]
+#: Per step: the engine loop its experiment ran (detected from the traces, or given), how
+#: that was decided, and whether the GPU waited for the CPU before its batch (async only;
+#: <NA> where the traces cannot tell). Per experiment (repeated on its rows): the ordered
+#: pairs the detection rests on.
+LOOP_COLUMNS = ["engine_loop", "engine_loop_source", "gpu_waited_for_cpu", "loop_async_pairs",
+                "loop_ordered_pairs"]
+TARGET_COLUMNS = [*SYNC_COLUMNS, *LOOP_COLUMNS]
+#: Columns of the targets that describe the experiment, not the step: not attached to steps.
+EXPERIMENT_LEVEL_COLUMNS = ["engine_loop_source", "loop_async_pairs", "loop_ordered_pairs"]
+#: engine_loop_source when the report's parameter names the loop instead of the traces.
+LOOP_FROM_PARAMETER = "parameter"
+#: The async estimators' sources (engineloop.py).
+ASYNC_FORWARD_SOURCES = (engineloop.SOURCE_ADJACENT, engineloop.SOURCE_SPAN)
 #: Every target column (µs): NaN or >= 0, never negative.
 TARGET_US_COLUMNS = ["step_forward_us", "step_period_us", "step_period_lo_us",
                      "step_period_hi_us", "step_period_avg_us"]
@@ -293,9 +306,10 @@ def schedule_offset_ns(codes: np.ndarray, offset_ns: np.ndarray,
     return med, size
 
 
-def step_targets(steps: pd.DataFrame, journeys: pd.DataFrame,
-                 min_calibration_steps: int = MIN_CALIBRATION_STEPS) -> pd.DataFrame:
-    """One row per sampled step (same index as ``steps``): the ``TARGET_COLUMNS``.
+def sync_step_targets(steps: pd.DataFrame, journeys: pd.DataFrame,
+                      min_calibration_steps: int = MIN_CALIBRATION_STEPS) -> pd.DataFrame:
+    """The targets under vLLM's synchronous engine loop, one row per sampled step (same
+    index as ``steps``): the ``TARGET_COLUMNS`` but the engine-loop ones.
 
     Period estimator where step n+1 is not sampled but bounded (hi known):
     ``step_period_us`` = clip(hi − o, lo, hi), o = the experiment's median in-schedule offset
@@ -391,7 +405,84 @@ def step_targets(steps: pd.DataFrame, journeys: pd.DataFrame,
     avg_ok = has_next & lo_ok & (next_start - start >= lo_trivial)
     out["step_period_avg_us"] = np.where(avg_ok, (next_start - start) / gap / NS_PER_US, np.nan)
     out["no_target_reason"] = np.select([~timed, backwards], [NO_TIMESTAMPS, CLOCK_BACKWARDS], "")
+    return out[SYNC_COLUMNS]
+
+
+def step_targets(steps: pd.DataFrame, journeys: pd.DataFrame, engine_loop: str | None = None,
+                 min_calibration_steps: int = MIN_CALIBRATION_STEPS) -> pd.DataFrame:
+    """One row per sampled step (same index as ``steps``): the ``TARGET_COLUMNS``, each
+    target measuring the same thing under the engine loop its experiment ran
+    (docs/measurement.md §5):
+
+    * ``step_forward_us``: the forward time of batch n. sync: :func:`sync_step_targets`
+      (summary emission → the step's first output event). async: engineloop.async_step_times
+      (the difference of two readings of consecutive GPU ends, or the mean over a run of
+      identical batches); empty where the GPU waited for the CPU before batch n.
+    * ``step_period_us``: the loop iteration that waits for batch n. sync: S(n+1) − S(n);
+      async: S(n+2) − S(n+1).
+
+    The loop is detected per experiment from the traces (engineloop.detect_engine_loop;
+    where they cannot tell, vLLM's default, async, is assumed and said); ``engine_loop``
+    ("async" / "sync") overrides the detection for every experiment. Steps whose clock
+    stepped back, and steps without their own time stamps, keep no target under either loop.
+    """
+    out = sync_step_targets(steps, journeys, min_calibration_steps)
+    for col in LOOP_COLUMNS:
+        out[col] = pd.Series(pd.NA, index=out.index, dtype="object")
+    out["gpu_waited_for_cpu"] = pd.array([pd.NA] * len(out), dtype="boolean")
+    if not len(out):
+        for col in ("engine_loop", "engine_loop_source"):
+            out[col] = out[col].astype("str")
+        out[["loop_async_pairs", "loop_ordered_pairs"]] = out[
+            ["loop_async_pairs", "loop_ordered_pairs"]].astype("Int64")
+        return out[TARGET_COLUMNS]
+    if engine_loop is not None and engine_loop not in engineloop.ENGINE_LOOPS:
+        raise ValueError(f"engine_loop must be one of {engineloop.ENGINE_LOOPS} or None, "
+                         f"got {engine_loop!r}")
+    detected = engineloop.detect_engine_loop(steps, journeys).set_index(EXP)
+    exp = out[EXP].astype(str).to_numpy()
+    for exp_id, row in detected.iterrows():
+        rows = exp == exp_id
+        if not rows.any():
+            continue
+        loop = engine_loop or row["engine_loop"]
+        source = LOOP_FROM_PARAMETER if engine_loop else row["engine_loop_source"]
+        out.loc[rows, ["engine_loop", "engine_loop_source"]] = [loop, source]
+        out.loc[rows, ["loop_async_pairs", "loop_ordered_pairs"]] = [int(row["async_pairs"]),
+                                                                      int(row["ordered_pairs"])]
+        if loop == engineloop.ASYNC:
+            _async_rows(out, rows, steps, journeys, exp_id)
+    for col in ("loop_async_pairs", "loop_ordered_pairs"):
+        out[col] = pd.array(out[col], dtype="Int64")
+    for col in ("engine_loop", "engine_loop_source"):
+        out[col] = out[col].astype("str")
     return out[TARGET_COLUMNS]
+
+
+def _async_rows(out: pd.DataFrame, rows: np.ndarray, steps: pd.DataFrame,
+                journeys: pd.DataFrame, exp_id: str) -> None:
+    """Overwrite the loop-dependent targets of one async experiment's rows in place."""
+    j_rows = (journeys[EXP].astype(str) == exp_id).to_numpy() if len(journeys) else \
+        np.zeros(0, dtype=bool)
+    s_rows = (steps[EXP].astype(str) == exp_id).to_numpy()
+    readings = engineloop.experiment_readings(steps[s_rows], journeys[j_rows])
+    sid = out.loc[rows, STEP_ID].to_numpy(dtype=np.int64)
+    t = engineloop.async_step_times(readings, sid)
+    # a step whose clock stepped back, or without its own time stamps (the GPU wait before
+    # it cannot be checked), keeps no target under either loop
+    backwards = out.loc[rows, "no_target_reason"].isin([CLOCK_BACKWARDS, NO_TIMESTAMPS]).to_numpy()
+    for col in ("step_forward_us", "step_period_us", "step_period_lo_us", "step_period_hi_us"):
+        out.loc[rows, col] = np.where(backwards, np.nan, t[col].to_numpy(dtype=np.float64))
+    out.loc[rows, "step_forward_source"] = np.where(backwards, SOURCE_NONE,
+                                                    t["step_forward_source"].to_numpy())
+    out.loc[rows, "step_period_source"] = np.where(backwards, SOURCE_NONE,
+                                                   t["step_period_source"].to_numpy())
+    out.loc[rows, "step_period_exact"] = t["step_period_exact"].to_numpy() & ~backwards
+    out.loc[rows, "step_period_offset_us"] = np.nan
+    out.loc[rows, "async_overlap"] = False
+    waited = t["gpu_waited_for_cpu"].copy()
+    waited[backwards] = pd.NA
+    out.loc[rows, "gpu_waited_for_cpu"] = waited.to_numpy()
 
 
 def coverage_table(targets: pd.DataFrame, journeys: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -404,7 +495,11 @@ def coverage_table(targets: pd.DataFrame, journeys: pd.DataFrame | None = None) 
     (hi − lo over bounded steps), schedule_offset_us (the subtracted median offset),
     steps_without_timestamps and steps_clock_backwards (steps without any target, by
     ``no_target_reason``), journey_events_without_ts (of ``journeys``, when given: left out
-    of every target) and na_reason (those counts in words; "" when all are 0).
+    of every target) and na_reason (those counts in words; "" when all are 0); the engine
+    loop: engine_loop, engine_loop_source (detected / assumed / parameter), async_pairs and
+    ordered_pairs (the detection's evidence), share_forward_adjacent and share_forward_span
+    (async sources of step_forward_us), share_gpu_waited (steps whose GPU waited for the CPU:
+    no forward target there) and share_gpu_wait_unknown (the traces cannot tell).
     """
     t = targets
     bounded = t["step_period_source"].isin([SOURCE_CALIBRATED, SOURCE_UPPER])
@@ -419,8 +514,13 @@ def coverage_table(targets: pd.DataFrame, journeys: pd.DataFrame | None = None) 
         "width": (t["step_period_hi_us"] - t["step_period_lo_us"]).where(bounded),
         "offset": t["step_period_offset_us"],
         "untimed": t["no_target_reason"] == NO_TIMESTAMPS,
-        "backwards": t["no_target_reason"] == CLOCK_BACKWARDS})
+        "backwards": t["no_target_reason"] == CLOCK_BACKWARDS,
+        "adjacent": t["step_forward_source"] == engineloop.SOURCE_ADJACENT,
+        "span": t["step_forward_source"] == engineloop.SOURCE_SPAN,
+        "waited": t["gpu_waited_for_cpu"].fillna(False).astype(bool),
+        "wait_unknown": t["gpu_waited_for_cpu"].isna() & (t["engine_loop"] == engineloop.ASYNC)})
     g = frame.groupby(EXP, sort=True)
+    loop = t.assign(**{EXP: t[EXP].astype(str)}).groupby(EXP, sort=True)
     out = pd.DataFrame({
         "sampled_steps": g.size(),
         "share_step_forward": g["fwd"].mean(), "share_forward_event": g["fwd_event"].mean(),
@@ -430,7 +530,13 @@ def coverage_table(targets: pd.DataFrame, journeys: pd.DataFrame | None = None) 
         "share_inconsistent": g["bad"].mean(), "median_bound_width_us": g["width"].median(),
         "schedule_offset_us": g["offset"].max(),
         "steps_without_timestamps": g["untimed"].sum().astype(np.int64),
-        "steps_clock_backwards": g["backwards"].sum().astype(np.int64)})
+        "steps_clock_backwards": g["backwards"].sum().astype(np.int64),
+        "engine_loop": loop["engine_loop"].first(),
+        "engine_loop_source": loop["engine_loop_source"].first(),
+        "async_pairs": loop["loop_async_pairs"].max().astype("Int64"),
+        "ordered_pairs": loop["loop_ordered_pairs"].max().astype("Int64"),
+        "share_forward_adjacent": g["adjacent"].mean(), "share_forward_span": g["span"].mean(),
+        "share_gpu_waited": g["waited"].mean(), "share_gpu_wait_unknown": g["wait_unknown"].mean()})
     untimed = (untimed_journey_events(journeys) if journeys is not None
                else pd.Series(dtype=np.int64))
     out["journey_events_without_ts"] = untimed.reindex(out.index, fill_value=0).astype(np.int64)
@@ -458,7 +564,8 @@ def attach(components: pd.DataFrame, step_targets: pd.DataFrame) -> pd.DataFrame
     key = [EXP, STEP_ID]
     if step_targets.duplicated(key).any():
         raise ValueError("step targets hold an (experiment_id, step.id) twice")
-    extra = [c for c in step_targets.columns if c not in key and c not in components]
+    extra = [c for c in step_targets.columns
+             if c not in key and c not in components and c not in EXPERIMENT_LEVEL_COLUMNS]
     left = components.assign(**{EXP: components[EXP].astype(str)})
     right = step_targets[key + extra].assign(**{EXP: step_targets[EXP].astype(str)})
     out = left.merge(right, on=key, how="left", validate="one_to_one")

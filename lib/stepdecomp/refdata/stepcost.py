@@ -45,7 +45,7 @@ FORWARD_NOISE_SIGMA = 0.03
 #: (synchronising the ranks' kernels between layers, launch gaps around the custom
 #: all-reduce), µs per call, TP > 1 only. Calibrated on the 12 published runs (calibrate.py);
 #: the default is the calibrated value (data/calibration.json).
-ALLREDUCE_CALL_US = 0.0
+ALLREDUCE_CALL_US = 10.0
 
 
 def kv_cache_blocks(spec: ModelSpec, tp: int, gpu: GpuSpec, precision: str = "bf16") -> int:

@@ -52,7 +52,7 @@ HOST_PER_REQUEST_US = 1.0
 #: Time from the client's send to the request's arrival at the engine core (HTTP handling,
 #: prompt tokenization, input processing in the API server). Calibrated (calibrate.py) as the
 #: median gap between the published and the replayed TTFT of the runs that did not overload.
-API_ARRIVAL_US = 11985.7
+API_ARRIVAL_US = 9103.7
 
 
 @dataclass(frozen=True)

@@ -92,6 +92,9 @@ def stepmodel_section(dirs: "RunDirs", generated: bool = False,
     tables = _read(dirs)
     if tables is None:
         return None
+    if tables[stepmodel_tables.COEFFICIENTS].empty:       # notebook 07 fitted nothing
+        summary = tables[stepmodel_tables.DATA_SUMMARY].set_index("item")["value"]
+        return render_section("stepmodel_na", {"na_reason": str(summary.get("na_reason", ""))})
     fig_path = dirs.figures / f"{stepmodel_tables.FIGURE}.png"
     figure = (os.path.relpath(fig_path, dirs.out) if fig_path.is_file() and show_figure
               else None)
