@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
 
 from .. import columns
@@ -58,14 +57,17 @@ def headline_values(dirs: "RunDirs") -> dict[str, Any] | None:
 def engine_loop(coverage: pd.DataFrame | None) -> dict[str, Any] | None:
     """The engine loop the targets were measured under (target_coverage's ``engine_loop``
     and ``engine_loop_source`` per experiment): each loop with its experiment count and how
-    many were detected; None when the table has no such column."""
+    many experiments each source decided (detected / assumed / parameter); None when the
+    table has no such column (a run before the targets knew the loop)."""
     if coverage is None or "engine_loop" not in coverage:
         return None
-    source = coverage.get("engine_loop_source", pd.Series("", index=coverage.index))
+    source = (coverage["engine_loop_source"].astype(str) if "engine_loop_source" in coverage
+              else pd.Series("", index=coverage.index))
     loops = []
     for loop, part in coverage.groupby(coverage["engine_loop"].astype(str), sort=True):
-        detected = int((source.loc[part.index].astype(str) == "detected").sum())
-        loops.append({"loop": loop, "experiments": len(part), "detected": detected})
+        counts = source.loc[part.index].value_counts(sort=False)
+        loops.append({"loop": loop, "experiments": len(part),
+                      "sources": {k: int(counts[k]) for k in sorted(counts.index)}})
     return {"loops": loops, "n_experiments": len(coverage)}
 
 
@@ -146,7 +148,3 @@ def key_figure(dirs: "RunDirs") -> str | None:
 def read_optional(dirs: "RunDirs", name: str) -> pd.DataFrame | None:
     path = dirs.tables / f"{name}.csv"
     return pd.read_csv(path) if path.is_file() else None
-
-
-def finite(x: float | None) -> bool:
-    return x is not None and bool(np.isfinite(x))
