@@ -312,7 +312,7 @@ ANSWERED = """# Tiny findings
 
 **Answer.** Short.
 
-![the key figure](figures/tiny.png)
+[![the key figure](figures/tiny.png)](../elsewhere/figures/tiny.png)
 
 Link to [Table A1: Per run](APPENDIX.md#table-a1-per-run).
 
@@ -339,6 +339,7 @@ def test_appendix_page_anchors_and_links(tmp_path):
     assert "appendix.html" in index.attrs("a", "href")                      # in the nav
     assert index.attrs("h2", "id") == ["answer", "details"]
     assert index.attrs("img", "class") == [site_mod.KEY_FIGURE_CLASS]     # only the Answer's
+    assert "figures/tiny.png" in index.attrs("a", "href")       # the figure's link: its copy
     appendix = Tags((site / "appendix.html").read_text(encoding="utf-8"))
     assert appendix.attrs("h3", "id") == ["table-a1-per-run"]
     assert "index.html" in appendix.attrs("a", "href") and appendix.count("table") == 1

@@ -58,6 +58,8 @@ FIGURES_SUBDIR = "figures"
 #: (given KEY_FIGURE_CLASS, which site.css fits into the first viewport with the Answer).
 ANSWER_HEADING = "Answer"
 KEY_FIGURE_CLASS = "site-key-figure"
+#: Links to files with these suffixes are links to figures (copied to SITE/figures/).
+FIGURE_SUFFIXES = frozenset({".png", ".svg", ".jpg", ".jpeg"})
 FINDINGS_NAME = "FINDINGS.md"
 INDEX_NAME = "index.html"
 #: The appendix FINDINGS links its tables to (report.APPENDIX_NAME) and its page.
@@ -171,14 +173,18 @@ def render_findings(findings: Path, site: Path) -> tuple[str, list[str], list[st
 
 
 def _relink(link: Any) -> None:
-    """A link to FINDINGS.md or APPENDIX.md (with its #anchor) pointed at the site's page."""
+    """A link to FINDINGS.md or APPENDIX.md (with its #anchor) pointed at the site's page; a
+    link to a figure (the key figure opens full size) at its copy in SITE/figures/."""
     href = link.attrGet("href")
     if not isinstance(href, str) or not _is_local(href):
         return
     parts = urlsplit(href)
-    page = PAGE_OF_DOCUMENT.get(PurePosixPath(parts.path).name)
+    name = PurePosixPath(unquote(parts.path)).name
+    page = PAGE_OF_DOCUMENT.get(name)
     if page is not None:
         link.attrSet("href", page + (f"#{parts.fragment}" if parts.fragment else ""))
+    elif PurePosixPath(name).suffix.lower() in FIGURE_SUFFIXES:
+        link.attrSet("href", f"{FIGURES_SUBDIR}/{name}")
 
 
 def _copy(src: Path, dst: Path) -> None:
