@@ -147,9 +147,11 @@ def test_too_little_evidence_is_assumed_and_said() -> None:
         == ["unknown", 2, "sync", "assumed"]
 
 
-@pytest.mark.parametrize("after, pairs, expected", [(10, 10, "async"), (9, 10, "async"),
-                                                     (8, 10, "unknown"), (1, 10, "sync"),
-                                                     (0, 4, "unknown"), (5, 5, "async")])
+@pytest.mark.parametrize("after, pairs, expected", [(10, 10, "async"), (8, 10, "async"),
+                                                     (5, 10, "async"), (4, 10, "unknown"),
+                                                     (2, 10, "unknown"), (1, 10, "sync"),
+                                                     (0, 10, "sync"), (0, 4, "unknown"),
+                                                     (5, 5, "async")])
 def test_decide_loop_thresholds(after: int, pairs: int, expected: str) -> None:
     assert L.decide_loop(after, pairs) == expected
 

@@ -106,9 +106,13 @@ def test_step_data_counts_what_it_drops() -> None:
     frame.loc[:9, "step_forward_us"] = np.nan
     frame.loc[10:14, "step_forward_us"] = 0.0
     frame.loc[20:26, "phys_decode_prior_ctx_tokens"] = np.nan   # no journey reconstruction
+    frame["phys_lower_bound_us"] = 1.0
+    frame.loc[30:32, "phys_lower_bound_us"] = 1e12                # no batch is that short
+    frame.loc[33, "phys_lower_bound_us"] = np.nan                 # no bound: kept
     d = _data(frame)
-    assert d.dropped == {stepmodel.DROP_TARGET: 15, stepmodel.DROP_BASIS: 7}
-    assert len(d) == 1600 - 22
+    assert d.dropped == {stepmodel.DROP_TARGET: 15, stepmodel.DROP_BELOW_BOUND: 3,
+                         stepmodel.DROP_BASIS: 7}
+    assert len(d) == 1600 - 25
 
 
 def test_step_data_error_paths() -> None:

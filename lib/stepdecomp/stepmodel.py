@@ -74,6 +74,7 @@ CONSTANT_TERM = "blis_one"
 #: Reasons a step is not used (StepData.dropped).
 DROP_TARGET = "target missing or not positive"
 DROP_BASIS = "basis incomplete (no journey reconstruction for the step)"
+DROP_BELOW_BOUND = "target below the HBM lower bound (not a forward pass)"
 
 
 # --------------------------------------------------------------------------- data
@@ -127,7 +128,10 @@ def step_data(components: pd.DataFrame, specs: Mapping[str, ModelSpec], gpu: Gpu
               target: str = DEFAULT_TARGET) -> StepData:
     """The usable steps of a step_components frame (with hf_id): the BLIS basis
     (blis_basis.basis_table), the target column ``target`` and phys_total_us. A step is
-    dropped, and counted, when its target is missing or ≤ 0 or its basis has a NaN."""
+    dropped, and counted, when its target is missing or ≤ 0, when its target is below the
+    step's HBM lower bound (phys_lower_bound_us: no forward pass of the batch can be that
+    short, so the reading is not one — and a relative-error fit would be ruled by it), or
+    when its basis has a NaN."""
     required = [target, columns.PHYS_TOTAL, columns.EXPERIMENT, columns.HF_ID,
                 columns.WORKLOAD]
     missing = [c for c in required if c not in components]
@@ -137,9 +141,14 @@ def step_data(components: pd.DataFrame, specs: Mapping[str, ModelSpec], gpu: Gpu
     y = pd.to_numeric(components[target], errors="coerce").to_numpy(dtype=np.float64,
                                                                      na_value=np.nan)
     ok_y = np.isfinite(y) & (y > 0)
+    bound = (pd.to_numeric(components[columns.PHYS_LOWER_BOUND], errors="coerce").to_numpy(
+        dtype=np.float64, na_value=np.nan) if columns.PHYS_LOWER_BOUND in components
+        else np.full(len(y), np.nan))
+    below = ok_y & (y < bound)                 # NaN bound: no check possible, kept
     ok_x = np.isfinite(x).all(axis=1)
-    keep = ok_y & ok_x
-    dropped = {DROP_TARGET: int((~ok_y).sum()), DROP_BASIS: int((ok_y & ~ok_x).sum())}
+    keep = ok_y & ~below & ok_x
+    dropped = {DROP_TARGET: int((~ok_y).sum()), DROP_BELOW_BOUND: int(below.sum()),
+               DROP_BASIS: int((ok_y & ~below & ~ok_x).sum())}
     col = lambda c: components[c].astype(str).to_numpy()[keep]  # noqa: E731
     return StepData(basis=x[keep], target_us=y[keep], experiment=col(columns.EXPERIMENT),
                     model=col(columns.HF_ID), workload=col(columns.WORKLOAD),

@@ -194,16 +194,16 @@ def export_blis(dirs: outputs.RunDirs, results: StepModelResults) -> list[Path]:
     from .report.render import environment
 
     out = dirs.out / BLIS_DIR
-    if not results.fits:
-        for name in (blis_export.DEFAULTS_FILE, blis_export.README_FILE):
-            (out / name).unlink(missing_ok=True)
-        warnings.warn(f"no BLIS export: {results.na_reason}", stacklevel=2)
-        return []
     if results.hardware not in blis_export.BLIS_GPU_NAMES:
         for name in (blis_export.DEFAULTS_FILE, blis_export.README_FILE):
             (out / name).unlink(missing_ok=True)
         warnings.warn(f"no BLIS export for {results.hardware}: BLIS has no hardware entry for "
                       f"it (known: {', '.join(blis_export.BLIS_GPU_NAMES)})", stacklevel=2)
+        return []
+    if not results.fits:
+        for name in (blis_export.DEFAULTS_FILE, blis_export.README_FILE):
+            (out / name).unlink(missing_ok=True)
+        warnings.warn(f"no BLIS export: {results.na_reason}", stacklevel=2)
         return []
     coeffs = hardware_coefficients(results)
     entries = blis_export.model_entries(results.models, results.hardware)
