@@ -38,7 +38,7 @@ SANITIZE := tests/nbval-sanitize.cfg
 export TQDM_DISABLE ?= 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: FORCE help setup data calibrate validate stepmodel-check report export-blis site site-check test unit nbval lab bench notebooks clean distclean
+.PHONY: FORCE help setup data calibrate validate stepmodel-check report sensitivity export-blis site site-check test unit nbval lab bench notebooks clean distclean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -97,6 +97,11 @@ report: setup $(if $(DATA),,$(BUNDLED_STAMP)) ## Run notebooks 01-07 -> reports/
 		$(if $(ENGINE_LOOP),--engine-loop "$(ENGINE_LOOP)")
 	@echo "findings: $(if $(OUT),$(OUT),reports)/FINDINGS.md"
 	$(if $(filter 1,$(SITE)),$(PY) -m stepdecomp.site $(SITE_ARGS))
+
+# Not part of `make report`: about 15 minutes on 2 cores; the lead commits its table, which
+# FINDINGS reads (reports/tables/sensitivity.csv) when it is there.
+sensitivity: setup ## Replay with perturbed kernel costs and other seeds, rerun the statistics -> reports/tables/sensitivity.csv (after make report)
+	$(PY) -m stepdecomp.sensitivity
 
 export-blis: setup ## BLIS defaults file of the fitted step-time model -> reports/blis/ (after make report; OUT=, HARDWARE=)
 	$(PY) -m stepdecomp.stepmodel_tables $(if $(OUT),--out "$(OUT)") $(if $(HARDWARE),--hardware "$(HARDWARE)")

@@ -72,7 +72,8 @@ def test_explain_r2_side_by_side() -> None:
     frame = ex.with_kv_blocks_used(frame)
     assert (frame["kv.blocks_used"] == 5000 - frame["kv.blocks_free_gpu"]).all()
     out = ex.explain_r2(frame)
-    assert list(out.columns) == ex.R2_COLUMNS and len(out) == 2 * 2 * 3
+    # three sets and the two increments, per experiment and target
+    assert list(out.columns) == ex.R2_COLUMNS and len(out) == 2 * 2 * 5
     r = out.set_index(["experiment_id", "target", "regressors"])
     for exp in ("A", "B"):
         assert r.loc[(exp, "step.duration_us", ex.SET_SCHEDULER), "r2"] == 1.0
@@ -83,8 +84,22 @@ def test_explain_r2_side_by_side() -> None:
         assert r.loc[(exp, "step.duration_us", ex.SET_BOTH), "n_regressors"] == 9
     # kv.blocks_total_gpu is constant but kv.blocks_used is not: 5 scheduler regressors
     assert r.loc[("A", "step.duration_us", ex.SET_SCHEDULER), "n_regressors"] == 5
-    assert r.loc[("A", "step_period_us", ex.SET_FLOPS), "n_steps"] == 250
-    assert r.loc[("B", "step_period_us", ex.SET_FLOPS), "n_steps"] == 300
+    # the steps above the target's 99th percentile are left out: of 250 periods the 3 above
+    # the quantile at position 0.99 · 249 = 246.51, of 300 the 3 above position 296.01
+    assert r.loc[("A", "step_period_us", ex.SET_FLOPS), "n_steps"] == 247
+    assert r.loc[("B", "step_period_us", ex.SET_FLOPS), "n_steps"] == 297
+    assert ex.explain_r2(frame, trim_quantile=None).set_index(
+        ["experiment_id", "target", "regressors"]).loc[("A", "step_period_us", ex.SET_FLOPS),
+                                                       "n_steps"] == 250
+    for exp in ("A", "B"):
+        # duration is exactly the scheduler's work: the FLOPs add nothing beyond it, the
+        # scheduler's work adds what the FLOPs miss (1 − R² of the FLOPs)
+        d = r.loc[(exp, "step.duration_us")]["r2"]
+        assert d[ex.SET_FLOPS_BEYOND] == pytest.approx(0.0, abs=1e-9)
+        assert d[ex.SET_SCHEDULER_BEYOND] == pytest.approx(1.0 - d[ex.SET_FLOPS], abs=1e-9)
+        p = r.loc[(exp, "step_period_us")]["r2"]
+        assert p[ex.SET_SCHEDULER_BEYOND] == pytest.approx(0.0, abs=1e-9)
+        assert p[ex.SET_FLOPS_BEYOND] > 0.9
     # the same rows in another order give the same R² to the last returned digit
     shuffled = ex.explain_r2(frame.sample(frac=1.0, random_state=5))
     assert shuffled["r2"].tolist() == pytest.approx(out["r2"].tolist(), rel=0, abs=0, nan_ok=True)
@@ -111,3 +126,34 @@ def test_no_rows_give_nan_not_an_error() -> None:
     # an experiment where the target is never known (e.g. no journey events): 0 rows
     assert ex.ols_r2(np.zeros(0), np.zeros((0, 3)))[1] == 0
     assert np.isnan(ex.ols_r2(np.zeros(0), np.zeros((0, 3)))[0])
+
+
+def test_increment_summary_credits_a_set_only_when_its_interval_clears_the_minimum() -> None:
+    # five experiments; scheduler work adds 0.30, 0.31, …, 0.34 beyond the FLOPs on the
+    # duration, the FLOPs 0.00 … 0.04 beyond it; on the period both add 0.5 … 0.54
+    rows = []
+    for i, e in enumerate("ABCDE"):
+        for target, sched, flops in (("step.duration_us", 0.30 + i / 100, i / 100),
+                                     ("step_period_us", 0.50 + i / 100, 0.50 + i / 100)):
+            rows += [{"experiment_id": e, "target": target, "regressors": ex.SET_SCHEDULER_BEYOND,
+                      "r2": sched},
+                     {"experiment_id": e, "target": target, "regressors": ex.SET_FLOPS_BEYOND,
+                      "r2": flops},
+                     {"experiment_id": e, "target": target, "regressors": ex.SET_BOTH, "r2": 0.9}]
+    out = ex.increment_summary(pd.DataFrame(rows))
+    assert list(out.columns) == ex.INCREMENT_COLUMNS and len(out) == 4
+    got = out.set_index(["target", "regressors"])
+    assert got.loc[("step.duration_us", ex.SET_SCHEDULER_BEYOND), "median_increment"] == \
+        pytest.approx(0.32)
+    assert got.loc[("step.duration_us", ex.SET_FLOPS_BEYOND), "median_increment"] == \
+        pytest.approx(0.02)
+    assert got["experiments"].tolist() == [5, 5, 5, 5]
+    # the percentile interval of a median of five values lies within their range
+    assert 0.30 <= got.loc[("step.duration_us", ex.SET_SCHEDULER_BEYOND), "ci_low"] <= 0.32
+    assert got.loc[("step.duration_us", ex.SET_FLOPS_BEYOND), "ci_low"] <= ex.INCREMENT_MIN
+    assert ex.credited_set(out, "step.duration_us") == "scheduler work"
+    assert ex.credited_set(out, "step_period_us") == "both"
+    # nothing clears the minimum: the sets cannot be separated
+    none = pd.DataFrame(rows).assign(r2=0.0)
+    assert ex.credited_set(ex.increment_summary(none), "step.duration_us") == "neither"
+    assert ex.credited_set(ex.increment_summary(none), "no such target") == "neither"

@@ -159,3 +159,19 @@ def test_the_whole_section_prints_no_share_outside_zero_to_one_hundred():
     # (the R² and intercept headers, "95% intervals")
     assert len(shares) == 2 * 5 * 3 + 2 * 5 + 5 + 3
     assert min(shares) >= 0 and max(shares) <= 100
+
+
+def test_a_collinear_leading_term_is_not_ranked():
+    """e1's largest share (GEMM, 0.5) goes to a term collinear with others: e1 leads with
+    nothing, and the text says the data cannot split its share."""
+    attr = _attribution().assign(unidentified_reason="")
+    attr.loc[(attr["experiment_id"] == "e1") & (attr["term"] == "phys_gemm_us"),
+             ["identified", "unidentified_reason"]] = [False, attribution.COLLINEAR_REASON]
+    f = attribution.attribution_context(attr, _fit_summary())["fitted"]
+    assert f["leads"] == [("phys_decode_attn_us", 1)]
+    assert f["leads_inseparable"] == [("phys_gemm_us", 1)]
+    md = _section(attr)
+    assert ("The term with the largest share, where it is separable from the others: decode "
+            "attention in 1 experiment(s). In 1 experiment(s) the largest share belongs to a "
+            "term collinear with others (GEMM in 1): the data cannot tell its share from "
+            "theirs, so no term leads there.") in md

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from stepdecomp import blis_basis, blis_export, runner, stepmodel_tables
+from stepdecomp.report import document
 from stepdecomp.paths import FIXTURE_ROOT, NOTEBOOKS_DIR
 from stepdecomp.report.render import render_section
 from stepdecomp.report.stepmodel import stepmodel_context
@@ -95,5 +96,11 @@ def test_notebook_07_on_the_fixture(tmp_path) -> None:
         "GPU": "H100", "tensor_parallelism": 1, "hf_repo": "meta-llama/Llama-2-7b-hf"}
     assert "--defaults-filepath" in (out / "blis" / "README.md").read_text()
     findings = (out / "FINDINGS.md").read_text()
+    # the reader's rules (report.document) on the fixture: the Answer first, ≤ 250 lines,
+    # every appendix table linked
+    assert document.document_problems(findings, (out / "APPENDIX.md").read_text(),
+                                      generated=False) == []
+    assert findings.index("## Answer") < findings.index(f"](figures/{stepmodel_tables.FIGURE}.png)") \
+        < findings.index("**Status (seed mode):**")
     assert "## A Step-Time Model for Simulators" in findings
     assert f"](figures/{stepmodel_tables.FIGURE}.png)" in findings

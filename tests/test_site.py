@@ -302,3 +302,61 @@ def test_page_that_never_loads_is_named_and_the_check_goes_on(browser, built, mo
     assert [p.split(":")[0] for p in problems] == ["index.html", "hang.html"]
     assert problems[0] == "index.html: page hang.html is not linked"
     assert problems[1].startswith("hang.html: the browser failed: ") and "Timeout" in problems[1]
+
+
+# --------------------------------------------------------------------------- the first screen
+
+ANSWERED = """# Tiny findings
+
+## Answer
+
+**Answer.** Short.
+
+[![the key figure](figures/tiny.png)](../elsewhere/figures/tiny.png)
+
+Link to [Table A1: Per run](APPENDIX.md#table-a1-per-run).
+
+## Details
+
+| a | b |
+|---|---|
+| 1 | 2 |
+"""
+APPENDIX = "# Appendix\n\n### Table A1: Per run\n\n| x |\n|---|\n| 3 |\n\nBack to [FINDINGS](FINDINGS.md).\n"
+
+
+def _answered(tmp_path: Path, findings: str = ANSWERED) -> Path:
+    out = make_report(tmp_path, findings=findings)
+    (out / site_mod.APPENDIX_MD).write_text(APPENDIX, encoding="utf-8")
+    build(out)
+    return out / "site"
+
+
+def test_appendix_page_anchors_and_links(tmp_path):
+    site = _answered(tmp_path)
+    index = Tags((site / "index.html").read_text(encoding="utf-8"))
+    assert "appendix.html#table-a1-per-run" in index.attrs("a", "href")
+    assert "appendix.html" in index.attrs("a", "href")                      # in the nav
+    assert index.attrs("h2", "id") == ["answer", "details"]
+    assert index.attrs("img", "class") == [site_mod.KEY_FIGURE_CLASS]     # only the Answer's
+    assert "figures/tiny.png" in index.attrs("a", "href")       # the figure's link: its copy
+    appendix = Tags((site / "appendix.html").read_text(encoding="utf-8"))
+    assert appendix.attrs("h3", "id") == ["table-a1-per-run"]
+    assert "index.html" in appendix.attrs("a", "href") and appendix.count("table") == 1
+    assert (site / site_mod.APPENDIX_MD).read_text(encoding="utf-8") == APPENDIX
+    assert sitecheck.answer_section(ANSWERED) == (True, "tiny.png")
+    assert sitecheck.answer_section(FINDINGS) == (False, None)
+    assert sitecheck.answer_section("## Answer\n\nno figure\n\n## Next\n\n![x](figures/x.png)\n") \
+        == (True, None)
+
+
+def test_answer_and_key_figure_above_the_fold(browser, tmp_path):
+    site = _answered(tmp_path)
+    assert sitecheck.check_site(site, browser, screenshots=False) == []
+    # a long Answer pushes the key figure below the first 800 px
+    pushed = ANSWERED.replace("**Answer.** Short.", "\n\n".join(["Filler paragraph."] * 40))
+    site = _answered(tmp_path / "pushed", pushed)
+    problems = sitecheck.check_site(site, browser, screenshots=False)
+    assert len(problems) == 1
+    assert problems[0].startswith("index.html: key figure tiny.png ends at ")
+    assert problems[0].endswith(" px, not within the first 1280×800 viewport")

@@ -7,6 +7,16 @@ the model-step targets of ``targets.py`` (``step_period_us``) should follow the 
 byte components instead. :func:`explain_r2` puts the two side by side: per experiment and
 target, the R² of an ordinary least-squares fit on each regressor set.
 
+Side by side the two R²'s separate nothing when the sets are collinear (on the bundled data
+they agree to the second digit on every target: the scheduler's tokens and KV blocks *are* the
+batch the FLOPs are computed from), and a few extreme steps (injected GC pauses: 0.1 % of the
+steps, most of step.duration_us's variance) decide them. So each fit leaves out the steps of
+the top ``1 − TRIM_QUANTILE`` of the target (per experiment) and the table adds, per
+experiment and target, the *incremental* R² of each set beyond the other (R² of both − R² of
+the other set: what one set explains that the other cannot). :func:`increment_summary` gives
+each increment's median over experiments with a cluster-bootstrap interval (experiments
+resampled whole) and says which set, if either, the data can credit.
+
 Numerics are deterministic: the regressors are centred and scaled by their standard
 deviation (sums computed with ``np.sum``), the coefficients come from ``np.linalg.lstsq``
 (minimum-norm, so collinear columns are harmless), the fitted values and R² are formed with
@@ -43,6 +53,17 @@ CONSTANT_REL_TOL = 1e-12
 SET_SCHEDULER = "scheduler_work"
 SET_FLOPS = "flops"
 SET_BOTH = "scheduler_work+flops"
+#: The incremental R² of one set beyond the other (R² of both − R² of the other).
+SET_SCHEDULER_BEYOND = "scheduler_work beyond flops"
+SET_FLOPS_BEYOND = "flops beyond scheduler_work"
+#: Steps whose target lies above this quantile of its experiment are left out of every fit.
+TRIM_QUANTILE = 0.99
+#: An incremental R² whose interval lies above this is credited to its set.
+INCREMENT_MIN = 0.02
+#: The table notebook 04 writes from :func:`increment_summary`.
+INCREMENT_TABLE = "what_explains_increment"
+INCREMENT_COLUMNS = ["target", "regressors", "median_increment", "ci_low", "ci_high",
+                     "experiments", "credited"]
 R2_COLUMNS = [EXP, "target", "regressors", "r2", "n_steps", "n_regressors", "na_reason"]
 
 
@@ -149,16 +170,30 @@ def regressor_sets(frame: pd.DataFrame,
     return sets
 
 
+def below_quantile(y: np.ndarray, quantile: float | None) -> np.ndarray:
+    """Rows of finite ``y`` at or below its ``quantile`` (all finite rows when None): the
+    top of the distribution (rare pauses) left out."""
+    ok = ~np.isnan(y)
+    if quantile is None or not ok.any():
+        return ok
+    return ok & (y <= np.quantile(y[ok], quantile))
+
+
 def explain_r2(frame: pd.DataFrame, targets: Sequence[str] = DEFAULT_TARGETS,
                flop_columns: Sequence[str] | None = None,
-               sets: Mapping[str, Sequence[str]] | None = None) -> pd.DataFrame:
+               sets: Mapping[str, Sequence[str]] | None = None,
+               trim_quantile: float | None = TRIM_QUANTILE) -> pd.DataFrame:
     """Per experiment × target × regressor set: OLS R² and the rows it rests on.
 
     ``frame``: one row per sampled step with ``experiment_id``, the targets (e.g. the steps
     table merged with ``targets.step_targets`` and the ``phys_*`` columns) and the
     regressors (``kv.blocks_used`` from :func:`with_kv_blocks_used`). Rows with a NaN in the
     target or any regressor of the set are left out of that fit (``n_steps`` counts the
-    rest). Returns ``R2_COLUMNS``, sorted by experiment, target and set order.
+    rest), as are the steps above the target's ``trim_quantile`` in the experiment. With
+    the three sets of :func:`regressor_sets`, two rows more per experiment and target: the
+    incremental R² of each set beyond the other (``SET_SCHEDULER_BEYOND``,
+    ``SET_FLOPS_BEYOND``; n_steps those of the joint fit). Returns ``R2_COLUMNS``, sorted by
+    experiment, target and set order.
     """
     absent = [t for t in targets if t not in frame]
     if absent:
@@ -168,12 +203,50 @@ def explain_r2(frame: pd.DataFrame, targets: Sequence[str] = DEFAULT_TARGETS,
     for exp, part in frame.groupby(EXP, sort=True):
         for target in targets:
             y = pd.to_numeric(part[target], errors="coerce").to_numpy(np.float64, na_value=np.nan)
+            kept = below_quantile(y, trim_quantile)
+            fits = {}
             for name, cols in chosen.items():
                 x = np.column_stack([pd.to_numeric(part[c], errors="coerce").to_numpy(
                     np.float64, na_value=np.nan) for c in cols])
-                ok = ~np.isnan(y) & ~np.isnan(x).any(axis=1)
+                ok = kept & ~np.isnan(x).any(axis=1)
                 r2, k = ols_r2(y[ok], x[ok])
-                rows.append({EXP: exp, "target": target, "regressors": name, "r2": r2,
-                             "n_steps": int(ok.sum()), "n_regressors": k,
-                             "na_reason": r2_na_reason(y[ok])})
+                fits[name] = {EXP: exp, "target": target, "regressors": name, "r2": r2,
+                              "n_steps": int(ok.sum()), "n_regressors": k,
+                              "na_reason": r2_na_reason(y[ok])}
+            rows += fits.values()
+            if {SET_SCHEDULER, SET_FLOPS, SET_BOTH} <= fits.keys():
+                both = fits[SET_BOTH]
+                for name, other in ((SET_SCHEDULER_BEYOND, SET_FLOPS),
+                                    (SET_FLOPS_BEYOND, SET_SCHEDULER)):
+                    gain = round_significant(both["r2"] - fits[other]["r2"])
+                    rows.append({**both, "regressors": name, "r2": gain,
+                                 "n_regressors": both["n_regressors"] - fits[other]["n_regressors"]})
     return pd.DataFrame(rows, columns=R2_COLUMNS)
+
+
+def increment_summary(table: pd.DataFrame, minimum: float = INCREMENT_MIN) -> pd.DataFrame:
+    """Per target and increment (``SET_SCHEDULER_BEYOND``, ``SET_FLOPS_BEYOND``) of an
+    :func:`explain_r2` table: the median over experiments, its cluster-bootstrap percentile
+    interval (resample.cluster_bootstrap_median: experiments resampled whole; NaN with too
+    few) and ``credited``: the interval lies above ``minimum`` (the set explains what the
+    other cannot). Returns ``INCREMENT_COLUMNS``."""
+    inc = table[table["regressors"].isin([SET_SCHEDULER_BEYOND, SET_FLOPS_BEYOND])]
+    rows = []
+    for (target, name), part in inc.groupby(["target", "regressors"], sort=True):
+        v = part["r2"].to_numpy(np.float64)
+        v = v[np.isfinite(v)]
+        lo, hi = resample.cluster_bootstrap_median(v)
+        rows.append({"target": target, "regressors": name,
+                     "median_increment": round_significant(float(np.median(v))) if len(v) else np.nan,
+                     "ci_low": round_significant(lo), "ci_high": round_significant(hi),
+                     "experiments": len(v), "credited": bool(np.isfinite(lo) and lo > minimum)})
+    return pd.DataFrame(rows, columns=INCREMENT_COLUMNS)
+
+
+def credited_set(summary: pd.DataFrame, target: str) -> str:
+    """Which regressor set the data credits with ``target`` (increment_summary): "scheduler
+    work", "flops", "both" or "neither" (the sets cannot be separated on this data)."""
+    part = summary[summary["target"] == target].set_index("regressors")["credited"]
+    sched = bool(part.get(SET_SCHEDULER_BEYOND, False))
+    flops = bool(part.get(SET_FLOPS_BEYOND, False))
+    return "both" if sched and flops else "scheduler work" if sched else "flops" if flops else "neither"

@@ -7,6 +7,8 @@ Layout of SITE (``OUT/site``, ``reports/site`` by default)::
     index.html              FINDINGS.md rendered (markdown-it, tables), its figures inline, then
                             the run's other figures; a header naming the dataset; links to
                             every notebook page
+    appendix.html           APPENDIX.md (the tables FINDINGS links to), when the run wrote it;
+                            every heading has the id its markdown anchor names
     FINDINGS.md             the source of index.html, as rendered (the browser check counts
                             its tables and figures)
     figures/*.png           the figures FINDINGS references and those of the run's figures dir
@@ -52,8 +54,19 @@ CSS_NAME = "site.css"
 #: nbconvert's lab stylesheets are written beside the pages as lab-<name>.css.
 LAB_CSS_PREFIX = "lab-"
 FIGURES_SUBDIR = "figures"
+#: The first screen of FINDINGS: its "## Answer" section, whose first figure is the key figure
+#: (given KEY_FIGURE_CLASS, which site.css fits into the first viewport with the Answer).
+ANSWER_HEADING = "Answer"
+KEY_FIGURE_CLASS = "site-key-figure"
+#: Links to files with these suffixes are links to figures (copied to SITE/figures/).
+FIGURE_SUFFIXES = frozenset({".png", ".svg", ".jpg", ".jpeg"})
 FINDINGS_NAME = "FINDINGS.md"
 INDEX_NAME = "index.html"
+#: The appendix FINDINGS links its tables to (report.APPENDIX_NAME) and its page.
+APPENDIX_MD = "APPENDIX.md"
+APPENDIX_PAGE = "appendix.html"
+#: Links between the markdown documents, as the site names their pages.
+PAGE_OF_DOCUMENT = {FINDINGS_NAME: INDEX_NAME, APPENDIX_MD: APPENDIX_PAGE}
 SCREENSHOTS_SUBDIR = "screenshots"
 #: The executed notebook that records the data root (OUT/interim/dataset.json).
 LOAD_NOTEBOOK = "01_load.ipynb"
@@ -119,16 +132,30 @@ def _is_local(src: str) -> bool:
 
 
 def render_findings(findings: Path, site: Path) -> tuple[str, list[str], list[str]]:
-    """FINDINGS.md as HTML with every local figure copied to SITE/figures/ and its src
-    rewritten there. Returns (html, figure files copied, references to missing files).
-    References are resolved against FINDINGS.md's directory; remote ones are left as they
-    are (the browser check reports them)."""
+    """A markdown document of the report (FINDINGS.md, APPENDIX.md) as HTML with every local
+    figure copied to SITE/figures/ and its src rewritten there, each heading given the id its
+    markdown anchor names (report.render.heading_anchor, as GitHub forms it) and links to the
+    other document pointed at its page (PAGE_OF_DOCUMENT). Returns (html, figure files
+    copied, references to missing files). References are resolved against the document's
+    directory; remote ones are left as they are (the browser check reports them)."""
+    from .report.render import heading_anchor
+
     md = _markdown()
     tokens = md.parse(findings.read_text(encoding="utf-8"))
     copied: list[str] = []
     missing: list[str] = []
-    for tok in tokens:
+    section, key_figure_seen = "", False
+    for i, tok in enumerate(tokens):
+        if tok.type == "heading_open" and i + 1 < len(tokens):
+            tok.attrSet("id", heading_anchor(tokens[i + 1].content))
+            if tok.tag == "h2":
+                section = tokens[i + 1].content.strip()
         for child in tok.children or []:
+            if child.type == "image" and section == ANSWER_HEADING and not key_figure_seen:
+                child.attrSet("class", KEY_FIGURE_CLASS)
+                key_figure_seen = True
+            if child.type == "link_open":
+                _relink(child)
             src = child.attrGet("src") if child.type == "image" else None
             if not isinstance(src, str) or not _is_local(src):
                 continue
@@ -143,6 +170,21 @@ def render_findings(findings: Path, site: Path) -> tuple[str, list[str], list[st
             child.attrSet("src", rel)
             copied.append(rel)
     return md.renderer.render(tokens, md.options, {}), copied, missing
+
+
+def _relink(link: Any) -> None:
+    """A link to FINDINGS.md or APPENDIX.md (with its #anchor) pointed at the site's page; a
+    link to a figure (the key figure opens full size) at its copy in SITE/figures/."""
+    href = link.attrGet("href")
+    if not isinstance(href, str) or not _is_local(href):
+        return
+    parts = urlsplit(href)
+    name = PurePosixPath(unquote(parts.path)).name
+    page = PAGE_OF_DOCUMENT.get(name)
+    if page is not None:
+        link.attrSet("href", page + (f"#{parts.fragment}" if parts.fragment else ""))
+    elif PurePosixPath(name).suffix.lower() in FIGURE_SUFFIXES:
+        link.attrSet("href", f"{FIGURES_SUBDIR}/{name}")
 
 
 def _copy(src: Path, dst: Path) -> None:
@@ -244,9 +286,12 @@ def build_site(out: Path, site: Path, notebooks_dir: Path, figures_dir: Path,
                  for p in pages]
     dataset = dataset_context(data_root)
 
+    appendix_md = out / APPENDIX_MD
+    appendix = APPENDIX_PAGE if appendix_md.is_file() else None
+
     def nav(current: str) -> str:
         return env.get_template("_nav.html.j2").render(dataset=dataset, pages=page_rows,
-                                                       current=current)
+                                                       current=current, appendix=appendix)
 
     findings_html, inline, missing = render_findings(findings, site)
     shutil.copyfile(findings, site / FINDINGS_NAME)
@@ -259,9 +304,19 @@ def build_site(out: Path, site: Path, notebooks_dir: Path, figures_dir: Path,
         other_figures=[{"src": f"{FIGURES_SUBDIR}/{f.name}", "name": f.name} for f in others]),
         encoding="utf-8")
     shutil.copyfile(SITE_TEMPLATES / CSS_NAME, site / CSS_NAME)
+    site_pages = [INDEX_NAME]
+    if appendix is not None:
+        appendix_html, more, gone = render_findings(appendix_md, site)
+        inline += more
+        missing += gone
+        shutil.copyfile(appendix_md, site / APPENDIX_MD)
+        (site / appendix).write_text(env.get_template("appendix.html.j2").render(
+            nav=Markup(nav(appendix)), css=CSS_NAME, appendix=Markup(appendix_html)),
+            encoding="utf-8")
+        site_pages.append(appendix)
     for page in pages:
         render_notebook(page, site, nav(page.href))
-    return SiteResult(site=site, pages=[INDEX_NAME] + [p.href for p in pages],
+    return SiteResult(site=site, pages=site_pages + [p.href for p in pages],
                       figures=inline + [f"{FIGURES_SUBDIR}/{f.name}" for f in others],
                       missing_figures=missing, data_root=data_root, data_source=data_source)
 

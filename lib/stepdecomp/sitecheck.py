@@ -9,7 +9,9 @@ every SITE/*.html from file:// and reports, naming the page and the resource:
 - a failed request, and any request that is not file: or data: (it is blocked, not sent);
 - an <img> that did not load (naturalWidth 0);
 - on index.html: fewer or more tables than SITE/FINDINGS.md has, a figure FINDINGS.md
-  references or one of SITE/figures/*.png that is not shown, a notebook page not linked.
+  references or one of SITE/figures/*.png that is not shown, a notebook page not linked;
+  the Answer heading or the key figure (the Answer section's first figure in FINDINGS.md)
+  not wholly within the first viewport of FOLD_VIEWPORT ("above the fold").
 
 The expectations are read from the markdown and the files with simple line rules, not from
 the renderer that built the pages. A full-page screenshot of each page goes to
@@ -34,7 +36,7 @@ from typing import TYPE_CHECKING, Iterator
 from urllib.parse import unquote, urlsplit
 
 from .paths import display_path, resolve_out_dir
-from .site import FIGURES_SUBDIR, FINDINGS_NAME, INDEX_NAME, SCREENSHOTS_SUBDIR
+from .site import ANSWER_HEADING, FIGURES_SUBDIR, FINDINGS_NAME, INDEX_NAME, SCREENSHOTS_SUBDIR
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
@@ -46,6 +48,8 @@ ENV_REQUIRE = "STEPDECOMP_REQUIRE_BROWSER"
 #: URL schemes a page may load from: its own files and inline data.
 LOCAL_SCHEMES = frozenset({"file", "data"})
 VIEWPORT = {"width": 1280, "height": 900}
+#: The first screen a reader sees, where the Answer and the key figure must be.
+FOLD_VIEWPORT = {"width": 1280, "height": 800}
 #: Per browser action (load, evaluate, screenshot); generous: a full-page screenshot of the
 #: 23,000 px index took over 30 s on a loaded 2-core machine.
 PAGE_TIMEOUT_MS = 120_000
@@ -96,6 +100,26 @@ class IndexExpectation:
     figures: tuple[str, ...]
     #: the pages index.html must link to
     pages: tuple[str, ...]
+    #: whether FINDINGS.md has the "## Answer" section, and its first figure (file name)
+    answer: bool = False
+    key_figure: str | None = None
+
+
+def answer_section(markdown: str) -> tuple[bool, str | None]:
+    """Whether the markdown has a level-2 heading ANSWER_HEADING, and the file name of the
+    first figure between it and the next level-2 heading (None without one)."""
+    lines = _outside_fences(markdown)
+    heading = f"## {ANSWER_HEADING}"
+    if heading not in (line.rstrip() for line in lines):
+        return False, None
+    start = [line.rstrip() for line in lines].index(heading) + 1
+    for line in lines[start:]:
+        if line.startswith("## "):
+            break
+        refs = _IMAGE_REF.findall(line)
+        if refs:
+            return True, _basename(refs[0])
+    return True, None
 
 
 def expected_index(site: Path) -> IndexExpectation:
@@ -104,7 +128,9 @@ def expected_index(site: Path) -> IndexExpectation:
     names = [_basename(s) for s in markdown_figures(markdown)]
     names += [p.name for p in sorted((site / FIGURES_SUBDIR).glob("*.png")) if p.name not in names]
     pages = tuple(p.name for p in sorted(site.glob("*.html")) if p.name != INDEX_NAME)
-    return IndexExpectation(count_markdown_tables(markdown), tuple(names), pages)
+    answer, key_figure = answer_section(markdown)
+    return IndexExpectation(count_markdown_tables(markdown), tuple(names), pages, answer,
+                            key_figure)
 
 
 # --------------------------------------------------------------------------- browser
@@ -191,6 +217,49 @@ def check_index(page: "Page", expect: IndexExpectation) -> list[str]:
     return problems
 
 
+_FOLD_JS = """([heading, figure]) => {
+    const box = el => { if (!el) return null; const r = el.getBoundingClientRect();
+                        return {top: r.top + window.scrollY, bottom: r.bottom + window.scrollY,
+                                height: r.height}; };
+    const h = Array.from(document.querySelectorAll('#findings h2'))
+        .find(e => e.textContent.trim() === heading);
+    const img = figure === null ? null : Array.from(document.querySelectorAll('#findings img'))
+        .find(e => (e.getAttribute('src') || '').split('/').pop() === figure);
+    return {heading: box(h), figure: box(img)};
+}"""
+
+
+def check_fold(browser: "Browser", site: Path, expect: IndexExpectation) -> list[str]:
+    """The Answer heading and the key figure wholly within the first FOLD_VIEWPORT of
+    index.html (nothing to check when FINDINGS.md has no Answer: a seed-only report)."""
+    if not expect.answer:
+        return []
+    height = FOLD_VIEWPORT["height"]
+    page = browser.new_page(viewport=FOLD_VIEWPORT)
+    page.set_default_timeout(PAGE_TIMEOUT_MS)
+    try:
+        page.goto((site / INDEX_NAME).resolve().as_uri(), wait_until="load")
+        dom = page.evaluate(_FOLD_JS, [ANSWER_HEADING, expect.key_figure])
+    finally:
+        page.close()
+    problems = []
+    where = f"within the first {FOLD_VIEWPORT['width']}×{height} viewport"
+    if dom["heading"] is None:
+        problems.append(f"{INDEX_NAME}: no '{ANSWER_HEADING}' heading in #findings")
+    elif dom["heading"]["bottom"] > height:
+        problems.append(f"{INDEX_NAME}: the {ANSWER_HEADING} heading ends at "
+                        f"{dom['heading']['bottom']:.0f} px, not {where}")
+    if expect.key_figure is None:
+        problems.append(f"{INDEX_NAME}: the {ANSWER_HEADING} section of {FINDINGS_NAME} has "
+                        f"no key figure")
+    elif dom["figure"] is None or dom["figure"]["height"] == 0:
+        problems.append(f"{INDEX_NAME}: key figure {expect.key_figure} is not shown")
+    elif dom["figure"]["bottom"] > height:
+        problems.append(f"{INDEX_NAME}: key figure {expect.key_figure} ends at "
+                        f"{dom['figure']['bottom']:.0f} px, not {where}")
+    return problems
+
+
 def check_page(browser: "Browser", site: Path, name: str, screenshots: Path | None,
                expect: IndexExpectation | None = None) -> list[str]:
     from playwright.sync_api import Error as PlaywrightError
@@ -225,6 +294,7 @@ def check_site(site: Path, browser: "Browser", screenshots: bool = True) -> list
         shots.mkdir(parents=True)
     expect = expected_index(site)
     problems = check_page(browser, site, INDEX_NAME, shots, expect)
+    problems += check_fold(browser, site, expect)
     for name in expect.pages:
         problems += check_page(browser, site, name, shots)
     return problems

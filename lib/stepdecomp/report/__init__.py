@@ -37,7 +37,10 @@ from .physical import (PHYSICAL_TABLES, PhysicalTables, physical_context, physic
                        physical_section_from_tables, read_physical_tables, table_target)
 from .published import (load_published, published_comparison, published_comparison_context,
                         published_comparison_section)
-from .render import TEMPLATE_CONSTANTS, TEMPLATE_DIR, environment, render_section
+from .answer import (SENSITIVITY_TABLE, answer_context, engine_loop, headline_values,
+                     held_out, key_figure, read_optional, sensitivity_context)
+from .render import (APPENDIX_NAME, TEMPLATE_CONSTANTS, TEMPLATE_DIR, AppendixTable,
+                     collecting_appendix, environment, number_appendix, render_section)
 from .verdicts import conclusion_input
 from .seed import (analysis_context, analysis_section, dataset_note, dataset_note_context,
                    header_context, per_experiment_context, per_experiment_section,
@@ -50,7 +53,8 @@ if TYPE_CHECKING:
 
 #: The sections of findings.md.j2 and the functions computing their contexts.
 SECTION_CONTEXTS: dict[str, Callable[[FindingsInput], dict[str, Any] | None]] = {
-    "header": header_context, "summary": summary_context, "measurement": measurement_context,
+    "answer": answer_context, "header": header_context, "summary": summary_context,
+    "measurement": measurement_context, "sensitivity": sensitivity_context,
     "setup": setup_context,
     "phases": phases_context, "pure_phase": pure_phase_context,
     "per_experiment": per_experiment_context, "analysis": analysis_context,
@@ -65,7 +69,29 @@ def findings_context(fi: FindingsInput) -> dict[str, Any]:
 
 
 def findings_markdown(fi: FindingsInput) -> str:
+    """The whole document, every table in place (no appendix)."""
     return environment().get_template("findings.md.j2").render(findings_context(fi))
+
+
+def findings_documents(dirs: "RunDirs", hardware: str = DEFAULT_HARDWARE) -> tuple[str, str]:
+    """FINDINGS.md and APPENDIX.md of a run: :func:`collect` and the document rendered with
+    the per-experiment and per-coefficient tables (those a template passes through
+    ``| appendix``) moved to the appendix, each linked from where it stood."""
+    with collecting_appendix() as collected:
+        fi = collect(dirs, hardware)
+        text = findings_markdown(fi)
+    main, tables = number_appendix(text, collected)
+    appendix = environment().get_template("appendix.md.j2").render(
+        tables=tables, data_root=fi.data_root, findings=dirs.findings.name)
+    return main, appendix
+
+
+def write_findings(dirs: "RunDirs", hardware: str = DEFAULT_HARDWARE) -> tuple[int, int]:
+    """Write OUT/FINDINGS.md and OUT/APPENDIX.md; their line counts."""
+    main, appendix = findings_documents(dirs, hardware)
+    dirs.findings.write_text(main)
+    (dirs.out / APPENDIX_NAME).write_text(appendix)
+    return len(main.splitlines()), len(appendix.splitlines())
 
 
 def models_by_hf_id(steps: pd.DataFrame) -> dict[str, list[str]]:
@@ -109,10 +135,20 @@ def collect(dirs: "RunDirs", hardware: str = DEFAULT_HARDWARE) -> FindingsInput:
         measurement=measurement_tables(dirs),
         physical_pure=None if tables is None else tables.pure,
         within=None if tables is None else tables.within, physical_target=target)
-    from .stepmodel import stepmodel_section
+    from ..stepmodel_tables import HELD_OUT
+    from .stepmodel import _read as read_stepmodel, stepmodel_section
 
-    # notebook 07's tables, when it has run
-    step_model = stepmodel_section(dirs, data_kind(meta["data_root"]) == "bundled")
+    coverage = t["target_coverage"] if (t := fi.measurement) is not None else None
+    fi.headlines = headline_values(dirs)
+    fi.engine_loop = engine_loop(coverage)
+    stepmodel_tables = read_stepmodel(dirs)
+    fi.held_out_errors = held_out(None if stepmodel_tables is None
+                                  else stepmodel_tables[HELD_OUT])
+    fi.sensitivity = read_optional(dirs, SENSITIVITY_TABLE)
+    fi.key_figure = key_figure(dirs)
+    # notebook 07's section, when it has run; the Answer shows the step model's figure as its key figure: the section does not repeat it
+    step_model = stepmodel_section(dirs, data_kind(meta["data_root"]) == "bundled",
+                                   show_figure=fi.key_figure is None)
     if step_model is not None:
         fi.extra_sections.append(step_model)
     if meta["data_root"] == display_path(RAW_DIR):
@@ -124,6 +160,7 @@ def collect(dirs: "RunDirs", hardware: str = DEFAULT_HARDWARE) -> FindingsInput:
 
 
 __all__ = ["FindingsInput", "collect", "findings_markdown", "findings_context", "dataset_note",
+           "findings_documents", "write_findings", "APPENDIX_NAME", "AppendixTable",
            "SECTION_CONTEXTS", "TEMPLATE_CONSTANTS", "TEMPLATE_DIR", "environment",
            "render_section", "markdown_table", "FORMATTERS", "MEASUREMENT_TABLES",
            "PHYSICAL_TABLES", "physical_section", "physical_section_from_tables",

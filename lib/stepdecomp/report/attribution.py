@@ -97,11 +97,16 @@ def _wide(attr: pd.DataFrame, cell: Any, terms: list[str]) -> pd.DataFrame:
     return wide.reindex(columns=terms).astype(object).fillna("N/A")
 
 
+#: attribution's unidentified_reason of a coefficient collinear with others (Belsley).
+COLLINEAR_REASON = "collinear"
+
+
 def attribution_context(attr: pd.DataFrame, fit: pd.DataFrame) -> dict[str, Any]:
     """The attribution of one target: ``shares`` (per experiment: n_steps, R², intercept and
     each term's LMG share, with intervals), ``coefs`` (each term's coefficient with its
     interval, or "not identified"), and the summary over experiments with a fit (``fitted``):
-    R² median and range, median intercept, the term with the largest share (counts), each
+    R² median and range, median intercept, the term with the largest share (counts) where
+    it is separable, and where it is collinear with others (``leads_inseparable``), each
     term's median share, each term's median coefficient over the experiments that identify it.
     Shares outside [0, 1] are not shown and are listed in ``invalid``; experiments whose
     shares do not sum to R² are listed in ``sum_mismatch``."""
@@ -137,6 +142,12 @@ def attribution_context(attr: pd.DataFrame, fit: pd.DataFrame) -> dict[str, Any]
     if len(fitted):
         ok = shown[shown["experiment_id"].isin(fitted["experiment_id"])]
         lead = ok.loc[ok.groupby("experiment_id")["lmg_share_r2"].idxmax()]
+        # a ranking is a claim only where the leading term is separable from the others: a
+        # term collinear with another (Belsley) shares variance the data cannot split
+        reason = lead.get("unidentified_reason", pd.Series("", index=lead.index))
+        collinear = reason.astype(str) == COLLINEAR_REASON
+        inseparable = lead[collinear]
+        lead = lead[~collinear]
         ident = attr[attr["identified"] & attr["coef"].notna()
                      & attr["experiment_id"].isin(fitted["experiment_id"])]
         n_unident = attr[~attr["identified"] & attr["experiment_id"].isin(fitted["experiment_id"])]
@@ -146,6 +157,8 @@ def attribution_context(attr: pd.DataFrame, fit: pd.DataFrame) -> dict[str, Any]
             "intercepts_identified": None if "intercept_identified" not in fitted else
             int(as_bool(fitted["intercept_identified"]).sum()),
             "leads": [(t, int(n)) for t, n in lead["term"].value_counts().items()],
+            "leads_inseparable": [(t, int(n)) for t, n in
+                                  inseparable["term"].value_counts().items()],
             "median_shares": [(t, float(ok.loc[ok["term"] == t, "lmg_share_r2"].median()))
                               for t in terms if (ok["term"] == t).any()],
             "coefs": [{"term": t, "median": float(ident.loc[ident["term"] == t, "coef"].median()),

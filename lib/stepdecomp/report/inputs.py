@@ -36,6 +36,14 @@ class FindingsInput:
     physical_pure: pd.DataFrame | None = None
     within: pd.DataFrame | None = None
     physical_target: str = "step.duration_us"
+    #: the Answer's inputs (report.answer): the sensitivity headlines' statistics on this run,
+    #: the engine loop of the targets, the step model's pooled held-out errors, the key figure
+    headlines: dict[str, Any] | None = None
+    engine_loop: dict[str, Any] | None = None
+    held_out_errors: list[dict[str, Any]] = field(default_factory=list)
+    key_figure: str | None = None
+    #: ``make sensitivity``'s summary (reports/tables/sensitivity.csv), when it has run
+    sensitivity: pd.DataFrame | None = None
 
 
 def exp(row: pd.Series, **values: Any) -> dict[str, Any]:

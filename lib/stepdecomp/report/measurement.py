@@ -8,8 +8,10 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from .. import explain, truthcheck
 from ..experiments import short_name
-from .inputs import FindingsInput, data_kind
+from .format import fmt_ci, fmt_f3
+from .inputs import FindingsInput, as_bool, data_kind
 
 if TYPE_CHECKING:
     from ..outputs import RunDirs
@@ -21,6 +23,12 @@ MEASUREMENT_TABLES = ["target_coverage", "target_medians", "lower_bound_check",
                       "client_summary", "client_plausibility", "period_vs_client"]
 #: The within-experiment verdict, read when present (its columns join the verdict table).
 WITHIN_TABLE = "within_experiment_verdict"
+#: Read when present: the incremental R² of each regressor set beyond the other
+#: (explain.increment_summary) and the targets against the generator's truth (truthcheck),
+#: both written by notebook 04.
+INCREMENT_TABLE = explain.INCREMENT_TABLE
+TRUTH_TABLE = truthcheck.TABLE
+OPTIONAL_TABLES = (WITHIN_TABLE, INCREMENT_TABLE, TRUTH_TABLE)
 #: The hardware and weight precision the study states (its H100 peak, BF16 weights).
 STATED_HARDWARE = ("h100-sxm", "bf16")
 #: Where the facts about step.duration_us were read (docs/measurement.md §1).
@@ -85,7 +93,46 @@ def measurement_context(fi: FindingsInput) -> dict[str, Any] | None:
             "median_period_us": float(med["step_period_us"].median()),
             "below": below, "below_median": below.drop(columns="experiment_id").median().to_dict(),
             "coverage": cov, "r2": r2_wide.reset_index(), "r2_median": measure.median_r2(r2),
-            "verdicts": _verdicts(t), "period_vs_client": pvc, "client": _client_context(t)}
+            "verdicts": _verdicts(t), "period_vs_client": pvc, "client": _client_context(t),
+            "trim_pct": explain.TRIM_QUANTILE * 100,
+            "increments": _increments(t.get(INCREMENT_TABLE)), "truth": _truth(t.get(TRUTH_TABLE))}
+
+
+def _increments(inc: pd.DataFrame | None) -> dict[str, Any] | None:
+    """The incremental R² per target (each set beyond the other: median and interval) and the
+    set the data credits (explain.credited_set); ``all_neither``: no target separates them."""
+    if inc is None:
+        return None
+    inc = inc.assign(credited=as_bool(inc["credited"]))
+    rows = []
+    for target in dict.fromkeys(inc["target"]):
+        part = inc[inc["target"] == target].set_index("regressors")
+        cell = {}
+        for name, key in ((explain.SET_SCHEDULER_BEYOND, "scheduler"),
+                          (explain.SET_FLOPS_BEYOND, "flops")):
+            r = part.loc[name] if name in part.index else None
+            cell[key] = ("N/A" if r is None else
+                         f"{fmt_f3(r['median_increment'])} {fmt_ci(r['ci_low'], r['ci_high'])}")
+        rows.append({"target": target, **cell,
+                     "experiments": int(part["experiments"].max()),
+                     "credited": explain.credited_set(inc, target)})
+    table = pd.DataFrame(rows, columns=["target", "scheduler", "flops", "experiments", "credited"])
+    return {"table": table, "credits": table[["target", "credited"]].to_dict("records"),
+            "all_neither": bool((table["credited"] == "neither").all()),
+            "minimum": explain.INCREMENT_MIN}
+
+
+def _truth(truth: pd.DataFrame | None) -> dict[str, Any] | None:
+    """The truth check per target (medians over experiments) and per experiment."""
+    if truth is None:
+        return None
+    per = truth.assign(experiment_id=truth["experiment_id"].map(short_name))
+    summary = (truth.groupby("target", sort=False)
+               .agg(experiments=("experiment_id", "size"), coverage=("coverage", "median"),
+                    median_abs_rel_error=("median_abs_rel_error", "median"),
+                    median_rel_error=("median_rel_error", "median"),
+                    pearson_r=("pearson_r", "median")).reset_index())
+    return {"summary": summary, "per_experiment": per.drop(columns=["sampled_steps"])}
 
 
 def _verdicts(t: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -102,13 +149,14 @@ def _verdicts(t: dict[str, pd.DataFrame]) -> pd.DataFrame:
 
 def measurement_tables(dirs: "RunDirs") -> dict[str, pd.DataFrame] | None:
     """The MEASUREMENT_TABLES from dirs.tables, or None when any is missing; with the
-    within-experiment verdict (WITHIN_TABLE) when it is there."""
+    OPTIONAL_TABLES that are there."""
     paths = {name: dirs.tables / f"{name}.csv" for name in MEASUREMENT_TABLES}
     if not all(p.is_file() for p in paths.values()):
         return None
     tables = {name: pd.read_csv(p) for name, p in paths.items()}
-    within = dirs.tables / f"{WITHIN_TABLE}.csv"
-    if within.is_file():
-        tables[WITHIN_TABLE] = pd.read_csv(within)
+    for name in OPTIONAL_TABLES:
+        path = dirs.tables / f"{name}.csv"
+        if path.is_file():
+            tables[name] = pd.read_csv(path)
     return tables
 

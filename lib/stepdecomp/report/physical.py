@@ -308,6 +308,7 @@ def physical_context(tables: PhysicalTables, seed_verdict: Verdict | None = None
         "differences": {**differences_context(pure, per, t.lower_bound, seed_pure, v_pure,
                                               v_dom, model_names(models_by_hf_id or {}), target),
                         "has_within": t.within is not None and not t.within.empty,
+                        "data_kind": data_kind,
                         "within_decode": _within_rows(t.within, "pure_decode"),
                         "n_experiments": len(per)}}
 

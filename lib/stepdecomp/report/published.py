@@ -11,7 +11,19 @@ import pandas as pd
 
 from ..experiments import short_name
 from .inputs import FindingsInput
-from .render import ABSENT_PREFILL_PCT, R_AGREE, SHARE_AGREE_POINTS, render_section
+from .render import (ABSENT_PREFILL_PCT, R_AGREE, SHARE_AGREE_FACTOR, SHARE_AGREE_POINTS,
+                     render_section)
+
+
+def shares_agree(ours: float, published: float) -> bool:
+    """Two phase shares (%) agree: closer than SHARE_AGREE_POINTS points and within
+    SHARE_AGREE_FACTOR of each other (both 0 agree; one 0 does not)."""
+    if ours == published:
+        return True
+    if min(ours, published) <= 0:
+        return False
+    return (abs(ours - published) < SHARE_AGREE_POINTS
+            and max(ours, published) / min(ours, published) <= SHARE_AGREE_FACTOR)
 from .seed import totals
 
 
@@ -51,7 +63,8 @@ def published_comparison(fi: FindingsInput, published: dict) -> pd.DataFrame:
 
 def published_comparison_context(fi: FindingsInput, published: dict) -> dict[str, Any]:
     """The comparison table and its claims, in order, each with ``agree`` (within the
-    tolerance) and the two values: kind pure_prefill, pure_decode, decode_gemm_r, median_r."""
+    tolerance) and the two values: kind pure_prefill, pure_decode, mixed, decode_gemm_r,
+    median_r."""
     t = published_comparison(fi, published)
     get = t.set_index("metric")["this_data"]
     pub = t.set_index("metric")["published"]
@@ -59,8 +72,11 @@ def published_comparison_context(fi: FindingsInput, published: dict) -> dict[str
     claims = [{"kind": "pure_prefill", "agree": bool(get[pp] < ABSENT_PREFILL_PCT),
                "ours": get[pp], "published": pub[pp]}]
     pd_ = "pure_decode share (%)"
-    claims.append({"kind": "pure_decode", "ours": get[pd_], "published": pub[pd_],
-                   "agree": bool(abs(get[pd_] - pub[pd_]) < SHARE_AGREE_POINTS)})
+    for phase in ("pure_decode", "mixed"):
+        key = f"{phase} share (%)"
+        if key in get.index:
+            claims.append({"kind": phase, "ours": get[key], "published": pub[key],
+                           "agree": shares_agree(float(get[key]), float(pub[key]))})
     r = "r, decode_gemm_us on pure_decode"
     if not math.isnan(get[r]):
         claims.append({"kind": "decode_gemm_r", "ours": get[r], "published": pub[r],

@@ -9,10 +9,13 @@ templates never spell them out.
 
 from __future__ import annotations
 
+import contextvars
 import re
+from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import jinja2
 
@@ -40,8 +43,10 @@ LOWER_BOUND_MATERIAL = 0.01
 RARE_PREFILL_PCT = 5
 #: Pure-prefill steps below this share (%) count as "almost absent" beside the published study.
 ABSENT_PREFILL_PCT = 1
-#: Pure-decode shares closer than this (percentage points) agree with the published study.
+#: Phase shares agree with the published study when closer than this (percentage points) and
+#: within SHARE_AGREE_FACTOR of each other (a 10.9 % share is not 19.4 %, though 8.5 points).
 SHARE_AGREE_POINTS = 10
+SHARE_AGREE_FACTOR = 1.25
 #: Correlations closer than this agree with the published study.
 R_AGREE = 0.15
 #: A change of r smaller than this (either way) is "about the same".
@@ -56,6 +61,106 @@ TEMPLATE_CONSTANTS: dict[str, float] = {
     "R_THRESHOLD": R_THRESHOLD, "HYPOTHESIS_MIN_PASSING": HYPOTHESIS_MIN_PASSING,
     "MIN_ROWS": MIN_ROWS, "PREFILL_DOMINATED_SHARE": PREFILL_DOMINATED_SHARE,
     "LOWER_BOUND_MATERIAL": LOWER_BOUND_MATERIAL, "WITHIN_MIN_EXPERIMENTS": WITHIN_MIN_EXPERIMENTS}
+
+
+# --------------------------------------------------------------------------- the appendix
+
+#: The appendix beside FINDINGS.md (OUT/APPENDIX.md; a page of the offline site).
+APPENDIX_NAME = "APPENDIX.md"
+
+
+@dataclass(frozen=True)
+class AppendixTable:
+    """A table moved to the appendix: its number (order of its link in the main text), title
+    and markdown."""
+
+    number: int
+    title: str
+    table: str
+
+    @property
+    def heading(self) -> str:
+        return f"Table A{self.number}: {self.title}"
+
+    @property
+    def anchor(self) -> str:
+        return heading_anchor(self.heading)
+
+    @property
+    def link(self) -> str:
+        return f"→ [{self.heading}]({APPENDIX_NAME}#{self.anchor}) (in the appendix)"
+
+
+def heading_anchor(text: str) -> str:
+    """The anchor of a markdown heading as GitHub forms it (and the offline site, which sets
+    the same id): lower case, punctuation other than hyphens and underscores dropped, spaces
+    to hyphens."""
+    slug = re.sub(r"[^\w\- ]", "", text.strip().lower())
+    return slug.replace(" ", "-")
+
+
+#: A table's place in the text while sections are rendered (sections are rendered before the
+#: document, in another order: the numbers follow the finished text).
+_PLACEHOLDER = "\x00appendix:{}\x00"
+_PLACEHOLDER_RE = re.compile("\x00appendix:(\\d+)\x00")
+_APPENDIX: contextvars.ContextVar[list[tuple[str, str]] | None] = contextvars.ContextVar(
+    "appendix", default=None)
+
+
+@contextmanager
+def collecting_appendix() -> Iterator[list[tuple[str, str]]]:
+    """While active, tables a template passes through ``| appendix(title)`` are collected
+    (title, markdown) and the text gets a placeholder that :func:`number_appendix` turns into
+    a link; outside, the filter leaves tables in place (a section rendered on its own shows
+    its tables)."""
+    tables: list[tuple[str, str]] = []
+    token = _APPENDIX.set(tables)
+    try:
+        yield tables
+    finally:
+        _APPENDIX.reset(token)
+
+
+@jinja2.pass_context         # never folded into a constant at compile time: it has state
+def _appendix(context: Any, table: str, title: str) -> str:
+    """``{{ t | markdown_table(...) | appendix("title") }}``: the table, or (while an appendix
+    is collected) a placeholder of the link to it."""
+    tables = _APPENDIX.get()
+    if tables is None:
+        return table
+    tables.append((_collapse(title), table.removesuffix("\n")))
+    return _PLACEHOLDER.format(len(tables) - 1)
+
+
+def number_appendix(text: str, collected: list[tuple[str, str]]
+                    ) -> tuple[str, list[AppendixTable]]:
+    """The text with each placeholder replaced by a link to its table, numbered A1, A2, … in
+    the order the links appear; the tables in that order. A table collected but absent from
+    the text (a section left out) is dropped."""
+    order: list[int] = []
+
+    def link(m: re.Match[str]) -> str:
+        order.append(int(m.group(1)))
+        title, table = collected[order[-1]]
+        return AppendixTable(len(order), title, table).link
+
+    linked = _PLACEHOLDER_RE.sub(link, _join_links(text))
+    return linked, [AppendixTable(n, *collected[k]) for n, k in enumerate(order, start=1)]
+
+
+#: A paragraph that is only a placeholder, after a prose paragraph (not a table, heading,
+#: list item or another block) or after another such placeholder.
+_LONE_LINK = re.compile("(?m)^([^|#\\n>\\-!][^\\n]*)\\n\\n(\x00appendix:\\d+\x00)$")
+
+
+def _join_links(text: str) -> str:
+    """Each link that stands alone as a paragraph joined to the prose line before it (the
+    sentence introducing the table, or the link before): a moved table costs one line."""
+    while True:
+        joined = _LONE_LINK.sub(r"\1 \2", text)
+        if joined == text:
+            return joined
+        text = joined
 
 
 # --------------------------------------------------------------------------- templates
@@ -92,7 +197,7 @@ def environment() -> jinja2.Environment:
                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
                              trim_blocks=True, lstrip_blocks=True, autoescape=False)
     env.filters.update(FORMATTERS, markdown_table=markdown_table, para=_para,
-                       numbered=_numbered, labels=_labels,
+                       numbered=_numbered, labels=_labels, appendix=_appendix,
                        oneline=_oneline)
     env.tests["na"] = isnan
     env.globals.update(FORMATTERS, **TEMPLATE_CONSTANTS, section=render_section)

@@ -46,14 +46,22 @@ def totals(per_experiment: pd.DataFrame) -> pd.DataFrame:
 
 
 
+def _na_count(n_na: int, n_criteria: int) -> str:
+    """"k of n criteria N/A" for a status line, "" when none is."""
+    return f"{n_na} of {n_criteria} criteria N/A" if n_na else ""
+
+
 def header_context(fi: FindingsInput) -> dict[str, Any]:
     """The seed's status, and the within-experiment one the conclusion rests on (None
     without the within-experiment table)."""
     conclusion = conclusion_input(fi)
     within = None if conclusion is None else {"supported": conclusion["verdict"]["supported"],
                                               "status": conclusion["verdict"]["status"],
-                                              "target": conclusion["target"]}
+                                              "target": conclusion["target"],
+                                              "na": _na_count(conclusion["verdict"]["n_na"],
+                                                              conclusion["verdict"]["n_criteria"])}
     return {"supported": fi.verdict.supported, "status": fi.verdict.status,
+            "na": _na_count(fi.verdict.n_na, len(fi.verdict.table)),
             "data_root": fi.data_root, "within": within}
 
 

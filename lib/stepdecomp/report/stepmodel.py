@@ -84,9 +84,11 @@ def stepmodel_context(tables: dict[str, pd.DataFrame], figure: str | None,
     }
 
 
-def stepmodel_section(dirs: "RunDirs", generated: bool = False) -> str | None:
+def stepmodel_section(dirs: "RunDirs", generated: bool = False,
+                      show_figure: bool = True) -> str | None:
     """The rendered section, or None when notebook 07 has not written its tables;
-    ``generated``: the run analyses the bundled generated dataset."""
+    ``generated``: the run analyses the bundled generated dataset; ``show_figure`` False: the
+    figure is shown elsewhere (FINDINGS' Answer, as its key figure)."""
     tables = _read(dirs)
     if tables is None:
         return None
@@ -94,5 +96,6 @@ def stepmodel_section(dirs: "RunDirs", generated: bool = False) -> str | None:
         summary = tables[stepmodel_tables.DATA_SUMMARY].set_index("item")["value"]
         return render_section("stepmodel_na", {"na_reason": str(summary.get("na_reason", ""))})
     fig_path = dirs.figures / f"{stepmodel_tables.FIGURE}.png"
-    figure = os.path.relpath(fig_path, dirs.out) if fig_path.is_file() else None
+    figure = (os.path.relpath(fig_path, dirs.out) if fig_path.is_file() and show_figure
+              else None)
     return render_section("stepmodel", stepmodel_context(tables, figure, generated))

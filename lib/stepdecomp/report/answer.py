@@ -1,0 +1,150 @@
+"""FINDINGS' first screen: the Answer (the study's question, what the traces measure, the
+answer on the analysed data with its numbers, the step-time model's held-out error, what the
+data cannot show), the key figure, and the circularity tables (sensitivity, truth check).
+
+The numbers come from the run's tables: the headline statistics are those of
+:mod:`stepdecomp.sensitivity` (one definition, so the Answer's values are the reference values
+``make sensitivity`` perturbs), evaluated on ``step_components.parquet``; the held-out errors
+from notebook 07's table; the engine loop from ``target_coverage.csv``."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from .. import columns
+from .inputs import FindingsInput, data_kind
+
+if TYPE_CHECKING:
+    from ..outputs import RunDirs
+
+#: The components table the headline statistics read.
+COMPONENTS_TABLE = "step_components.parquet"
+#: ``make sensitivity``'s summary (one row per headline), read when present.
+SENSITIVITY_TABLE = "sensitivity"
+#: The held-out schemes the Answer quotes (stepmodel_eval.SCHEMES): a workload, a model never
+#: seen in fitting.
+ANSWER_SCHEMES = ("workload", "model")
+#: The predictors' names in the Answer (stepmodel_eval.PREDICTOR_LABELS in full elsewhere).
+ANSWER_LABELS = {"fitted": "BLIS basis with fitted β", "blis_shipped": "BLIS's shipped β",
+                 "physical": "uncalibrated roofline", "hgb": "gradient boosting"}
+#: The Answer's headlines (sensitivity.HEADLINES keys) and the sentence each backs.
+ANSWER_HEADLINES = ("physical_tracks_forward", "physical_runs_low")
+
+
+def headline_values(dirs: "RunDirs") -> dict[str, Any] | None:
+    """The sensitivity headlines' statistics on this run's components, with the number of
+    experiments the within-experiment r rests on; None without the table."""
+    from .. import sensitivity
+
+    path = dirs.tables / COMPONENTS_TABLE
+    if not path.is_file():
+        return None
+    frame = pd.read_parquet(path, columns=sensitivity.HEADLINE_COLUMNS)
+    values: dict[str, Any] = sensitivity.headline_values(frame)
+    r = sensitivity._per_experiment(frame, sensitivity._r(sensitivity.PHYS_TOTAL,
+                                                          sensitivity.FORWARD))
+    values["n_experiments_r"] = len(r)
+    values["n_experiments"] = int(frame[columns.EXPERIMENT].nunique())
+    values["holds"] = {h.key: h.holds(values[h.key]) for h in sensitivity.HEADLINES}
+    values["thresholds"] = {h.key: h.minimum if h.minimum is not None else h.maximum
+                            for h in sensitivity.HEADLINES}
+    return values
+
+
+def engine_loop(coverage: pd.DataFrame | None) -> dict[str, Any] | None:
+    """The engine loop the targets were measured under (target_coverage's ``engine_loop``
+    and ``engine_loop_source`` per experiment): each loop with its experiment count and how
+    many experiments each source decided (detected / assumed / parameter); None when the
+    table has no such column (a run before the targets knew the loop)."""
+    if coverage is None or "engine_loop" not in coverage:
+        return None
+    source = (coverage["engine_loop_source"].astype(str) if "engine_loop_source" in coverage
+              else pd.Series("", index=coverage.index))
+    loops = []
+    for loop, part in coverage.groupby(coverage["engine_loop"].astype(str), sort=True):
+        counts = source.loc[part.index].value_counts(sort=False)
+        loops.append({"loop": loop, "experiments": len(part),
+                      "sources": {k: int(counts[k]) for k in sorted(counts.index)}})
+    return {"loops": loops, "n_experiments": len(coverage)}
+
+
+def held_out(table: pd.DataFrame | None) -> list[dict[str, Any]]:
+    """Pooled held-out median absolute % error of every predictor under each scheme of
+    ANSWER_SCHEMES (``median_ape_pct``: scheme → value), in the table's order."""
+    from .. import stepmodel_eval
+
+    if table is None:
+        return []
+    pooled = table[table["held_out"] == stepmodel_eval.ALL_GROUPS]
+    out = []
+    for p in dict.fromkeys(pooled["predictor"]):
+        mine = pooled[pooled["predictor"] == p].set_index("scheme")["median_ape_pct"]
+        out.append({"predictor": p,
+                    "label": ANSWER_LABELS.get(p, stepmodel_eval.PREDICTOR_LABELS.get(p, p)),
+                    "median_ape_pct": {k: float(mine[k]) for k in ANSWER_SCHEMES if k in mine}})
+    return out
+
+
+def answer_context(fi: FindingsInput) -> dict[str, Any]:
+    """The Answer's numbers and the categories its sentences branch on."""
+    from .verdicts import conclusion_input
+
+    conclusion = conclusion_input(fi)
+    verdict = None if conclusion is None else conclusion["verdict"]
+    medians = None if fi.measurement is None else fi.measurement["target_medians"]
+    sens = fi.sensitivity
+    robust = None
+    if sens is not None and fi.headlines is not None:
+        rows = sens.set_index("headline")
+        robust = [{"headline": k, "kernels": int(rows.at[k, "holds_kernel_draws"]),
+                   "kernel_draws": int(rows.at[k, "kernel_draws"]),
+                   "seeds": int(rows.at[k, "holds_seed_draws"]),
+                   "seed_draws": int(rows.at[k, "seed_draws"])}
+                  for k in ANSWER_HEADLINES if k in rows.index]
+    from .. import sensitivity
+
+    return {"kind": data_kind(fi.data_root), "data_root": fi.data_root,
+            "min_steps": sensitivity.MIN_STEPS_PER_EXPERIMENT,
+            "spread_pct": sensitivity.DEFAULT_SPREAD * 100,
+            "n_experiments": len(fi.experiments),
+            "median_duration_us": (None if medians is None
+                                   else float(medians[columns.DURATION].median())),
+            "headlines": fi.headlines, "loop": fi.engine_loop,
+            "held_out": fi.held_out_errors, "schemes": ANSWER_SCHEMES,
+            "verdict": verdict, "target": None if conclusion is None else conclusion["target"],
+            "key_figure": fi.key_figure, "robust": robust,
+}
+
+
+def sensitivity_context(fi: FindingsInput) -> dict[str, Any] | None:
+    """The sensitivity table (None when ``make sensitivity`` has not written it)."""
+    if fi.sensitivity is None:
+        return None
+    from .. import sensitivity
+
+    t = fi.sensitivity
+    keep = ["claim", "reference", "seed_min", "seed_max", "seed_sd", "holds_seed_draws",
+            "seed_draws", "kernels_min", "kernels_max", "holds_kernel_draws", "kernel_draws"]
+    return {"table": t[keep], "spread_pct": sensitivity.DEFAULT_SPREAD * 100,
+            "n_kernel_draws": int(t["kernel_draws"].max()),
+            "n_seed_draws": int(t["seed_draws"].max()),
+            "all_hold": bool((t["holds_kernel_draws"] == t["kernel_draws"]).all()
+                             and (t["holds_seed_draws"] == t["seed_draws"]).all()),
+            "fragile": t.loc[t["holds_kernel_draws"] < t["kernel_draws"], "claim"].tolist()}
+
+
+def key_figure(dirs: "RunDirs") -> str | None:
+    """The key figure (held-out predicted vs measured step time per model) relative to OUT,
+    or None when notebook 07 has not drawn it."""
+    from .. import stepmodel_tables
+
+    path = dirs.figures / f"{stepmodel_tables.FIGURE}.png"
+    return os.path.relpath(path, dirs.out) if path.is_file() else None
+
+
+def read_optional(dirs: "RunDirs", name: str) -> pd.DataFrame | None:
+    path = dirs.tables / f"{name}.csv"
+    return pd.read_csv(path) if path.is_file() else None
