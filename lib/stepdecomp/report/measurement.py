@@ -34,7 +34,8 @@ STATED_HARDWARE = ("h100-sxm", "bf16")
 #: Where the facts about step.duration_us were read (docs/measurement.md §1).
 INSTRUMENTING_CODE = {"repository": "inference-sim/vllm",
                       "file": "vllm/v1/core/sched/scheduler.py",
-                      "base": "vLLM v0.15.1, step tracing added 2026-01-28"}
+                      "base": "vLLM v0.15.1, step tracing added 2026-01-28",
+                      "version": "vLLM v0.15.1"}
 
 
 def _wide(frame: pd.DataFrame, value: str, index: str = "experiment_id") -> pd.DataFrame:
@@ -79,9 +80,12 @@ def measurement_context(fi: FindingsInput) -> dict[str, Any] | None:
     r2_wide.columns = [f"{a} on {b}" for a, b in r2_wide.columns]
     r2_wide = r2_wide.round(3).astype(object)
     r2_wide = r2_wide.where(r2_wide.notna(), "N/A")      # an R² without enough steps
-    cov = t["target_coverage"][["experiment_id", "sampled_steps", "share_step_forward",
-                                "share_forward_event", "share_step_period", "share_period_exact",
-                                *(["na_reason"] if "na_reason" in t["target_coverage"] else [])]]
+    tc = t["target_coverage"]
+    loop_cols = [c for c in ("engine_loop", "engine_loop_source", "share_forward_adjacent",
+                             "share_forward_span", "share_gpu_waited") if c in tc]
+    cov = tc[["experiment_id", *loop_cols[:2], "sampled_steps", "share_step_forward",
+              "share_forward_event", *loop_cols[2:4], "share_step_period", "share_period_exact",
+              *loop_cols[4:], *(["na_reason"] if "na_reason" in tc else [])]]
     for frame in (med, below, cov):
         frame["experiment_id"] = frame["experiment_id"].map(short_name)
     r2_wide.index = r2_wide.index.map(short_name)
@@ -95,7 +99,24 @@ def measurement_context(fi: FindingsInput) -> dict[str, Any] | None:
             "coverage": cov, "r2": r2_wide.reset_index(), "r2_median": measure.median_r2(r2),
             "verdicts": _verdicts(t), "period_vs_client": pvc, "client": _client_context(t),
             "trim_pct": explain.TRIM_QUANTILE * 100,
-            "increments": _increments(t.get(INCREMENT_TABLE)), "truth": _truth(t.get(TRUTH_TABLE))}
+            "increments": _increments(t.get(INCREMENT_TABLE)), "truth": _truth(t.get(TRUTH_TABLE)),
+            "loop": _loop(tc)}
+
+
+def _loop(coverage: pd.DataFrame) -> dict[str, Any] | None:
+    """Which engine loop the targets assume per experiment (engineloop.py): how many
+    experiments of each loop, detected or assumed, and the sampled steps before whose batch
+    the traces show an idle GPU (waiting for the CPU) or cannot tell."""
+    if "engine_loop" not in coverage or not len(coverage):
+        return None
+    steps = coverage["sampled_steps"].astype(float)
+    counts = coverage.groupby(["engine_loop", "engine_loop_source"]).size()
+    return {"counts": [{"loop": loop, "source": src, "n": int(n)} for (loop, src), n in counts.items()],
+            "n_experiments": int(len(coverage)),
+            "sampled_steps": int(steps.sum()),
+            "waited_steps": int(round(float((coverage["share_gpu_waited"] * steps).sum()))),
+            "wait_unknown_steps": int(round(float((coverage["share_gpu_wait_unknown"] * steps).sum()))),
+            "async_experiments": int((coverage["engine_loop"] == "async").sum())}
 
 
 def _increments(inc: pd.DataFrame | None) -> dict[str, Any] | None:

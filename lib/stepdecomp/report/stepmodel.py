@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 #: fitted to step.duration_us with a random split of requests.
 LEADERBOARD_MAPE_PCT = {"XGBoost (best)": 34.0, "analytical decomposition": 78.7,
                         "blackbox": 70.4}
+#: The same research at client level: its best mean E2E error and the ITL error it came with.
+LEADERBOARD_CLIENT_PCT = {"e2e": 5.7, "itl": 107.8}
 #: A BLIS / physical ratio within this factor of 1 (either way) is agreement.
 AGREE_FACTOR = 1.05
 
@@ -77,6 +79,7 @@ def stepmodel_context(tables: dict[str, pd.DataFrame], figure: str | None,
         "agree_components": [c for c, dev in agree.items() if dev <= AGREE_FACTOR],
         "disagree": disagree[["model", "component", "ratio_of_sums"]].to_dict("records"),
         "agree_factor": AGREE_FACTOR, "leaderboard": LEADERBOARD_MAPE_PCT,
+        "client": None,                 # stepmodel_section adds make stepmodel-check's numbers
         "alpha_statement": blis_export.ALPHA_STATEMENT, "weighting": stepmodel.WEIGHTING,
         "condition_limit": stepmodel.CONDITION_INDEX_LIMIT,
         "confidence_pct": stepmodel.CONFIDENCE * 100,
@@ -98,4 +101,26 @@ def stepmodel_section(dirs: "RunDirs", generated: bool = False,
     fig_path = dirs.figures / f"{stepmodel_tables.FIGURE}.png"
     figure = (os.path.relpath(fig_path, dirs.out) if fig_path.is_file() and show_figure
               else None)
-    return render_section("stepmodel", stepmodel_context(tables, figure, generated))
+    ctx = stepmodel_context(tables, figure, generated)
+    ctx["client"] = client_check_context(dirs)
+    return render_section("stepmodel", ctx)
+
+
+def client_check_context(dirs: "RunDirs") -> dict[str, Any] | None:
+    """``make stepmodel-check``'s table (stepmodel_client.TABLE), summarised per predictor,
+    or None when it has not been run for this report directory."""
+    from .. import outputs, stepmodel_client
+
+    if not (dirs.tables / f"{stepmodel_client.TABLE}.csv").is_file():
+        return None
+    t = outputs.read_table(dirs, stepmodel_client.TABLE, "make stepmodel-check")
+    rows = {r.predictor: r for r in stepmodel_client.summary(t).itertuples(index=False)}
+    fitted, shipped = rows.get(stepmodel_client.FITTED), rows.get(stepmodel_client.SHIPPED)
+    if fitted is None:
+        return None
+    return {"runs": int(fitted.runs), "bar_pct": stepmodel_client.CLIENT_ERROR_MAX * 100,
+            "fitted_tpot": float(fitted.median_abs_tpot_error),
+            "fitted_e2e": float(fitted.median_abs_e2e_error), "within": bool(fitted.within_bar),
+            "shipped_tpot": float(shipped.median_abs_tpot_error) if shipped else None,
+            "shipped_e2e": float(shipped.median_abs_e2e_error) if shipped else None,
+            "leaderboard": LEADERBOARD_CLIENT_PCT}
