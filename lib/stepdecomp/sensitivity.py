@@ -83,6 +83,12 @@ def _median(values: np.ndarray) -> float:
     return float(np.median(values)) if len(values) else float("nan")
 
 
+def per_experiment_r(frame: pd.DataFrame, x: str, y: str) -> np.ndarray:
+    """Pearson r(x, y) of every experiment with at least MIN_STEPS_PER_EXPERIMENT steps where
+    both are known and vary (the values the median headlines take their median of)."""
+    return _per_experiment(frame, _r(x, y))
+
+
 def median_r_forward(frame: pd.DataFrame) -> float:
     """Median over experiments of Pearson r(phys_total_us, step_forward_us)."""
     return _median(_per_experiment(frame, _r(PHYS_TOTAL, FORWARD)))

@@ -44,8 +44,7 @@ def headline_values(dirs: "RunDirs") -> dict[str, Any] | None:
         return None
     frame = pd.read_parquet(path, columns=sensitivity.HEADLINE_COLUMNS)
     values: dict[str, Any] = sensitivity.headline_values(frame)
-    r = sensitivity._per_experiment(frame, sensitivity._r(sensitivity.PHYS_TOTAL,
-                                                          sensitivity.FORWARD))
+    r = sensitivity.per_experiment_r(frame, sensitivity.PHYS_TOTAL, sensitivity.FORWARD)
     values["n_experiments_r"] = len(r)
     values["n_experiments"] = int(frame[columns.EXPERIMENT].nunique())
     values["holds"] = {h.key: h.holds(values[h.key]) for h in sensitivity.HEADLINES}
