@@ -86,6 +86,10 @@ def measurement_context(fi: FindingsInput) -> dict[str, Any] | None:
     cov = tc[["experiment_id", *loop_cols[:2], "sampled_steps", "share_step_forward",
               "share_forward_event", *loop_cols[2:4], "share_step_period", "share_period_exact",
               *loop_cols[4:], *(["na_reason"] if "na_reason" in tc else [])]]
+    cov = cov.copy()
+    for c in ("engine_loop", "engine_loop_source"):      # an experiment without steps: no loop
+        if c in cov:
+            cov[c] = cov[c].astype(object).where(cov[c].notna(), "N/A")
     for frame in (med, below, cov):
         frame["experiment_id"] = frame["experiment_id"].map(short_name)
     r2_wide.index = r2_wide.index.map(short_name)
@@ -132,7 +136,7 @@ def _increments(inc: pd.DataFrame | None) -> dict[str, Any] | None:
         for name, key in ((explain.SET_SCHEDULER_BEYOND, "scheduler"),
                           (explain.SET_FLOPS_BEYOND, "flops")):
             r = part.loc[name] if name in part.index else None
-            cell[key] = ("N/A" if r is None else
+            cell[key] = ("N/A" if r is None or pd.isna(r["median_increment"]) else
                          f"{fmt_f3(r['median_increment'])} {fmt_ci(r['ci_low'], r['ci_high'])}")
         rows.append({"target": target, **cell,
                      "experiments": int(part["experiments"].max()),
