@@ -175,3 +175,58 @@ def test_a_collinear_leading_term_is_not_ranked():
             "attention in 1 experiment(s). In 1 experiment(s) the largest share belongs to a "
             "term collinear with others (GEMM in 1): the data cannot tell its share from "
             "theirs, so no term leads there.") in md
+
+
+# --------------------------------------------------------------------------- grouped terms
+
+def _group_table() -> pd.DataFrame:
+    """attribution.group_attribution of two experiments of 16 steps: e1 with tokens ⟂ KV
+    bytes (y = 2·tokens + 1e-4·kv + 50: shares 0.8 and 0.2), e2 with KV bytes = 1000·tokens
+    + 1000·w (r = 1/√1.01 ≥ 0.95: not separable); weight bytes constant in both."""
+    from stepdecomp import attribution as A
+    n = 16
+    w0 = np.where(np.arange(n) & 1, -1.0, 1.0)
+    w1 = np.where(np.arange(n) >> 1 & 1, -1.0, 1.0)
+    tokens = 100 + 10 * w0
+    frames = []
+    for e, model, kv in (("e1", "m1", 1e6 + 1e5 * w1), ("e2", "m2", 1000 * tokens + 1e3 * w1)):
+        frames.append(pd.DataFrame({
+            "experiment_id": e, "model": model, "workload": "general",
+            "batch.prefill_tokens": tokens, "batch.decode_tokens": 0.0,
+            "phys_kv_read_bytes": kv, "phys_kv_write_bytes": 0.0, "phys_weight_bytes": 5e9,
+            "step.duration_us": 2 * tokens + 1e-4 * kv + 50}))
+    return A.group_attribution(pd.concat(frames, ignore_index=True))
+
+
+def test_group_context_medians_and_separability():
+    ctx = attribution.group_context(_group_table())
+    g = {x["group"]: x for x in ctx["groups"]}
+    assert ctx["n"] == 2 and ctx["intercept_median"] == pytest.approx(50.0, abs=1e-6)
+    assert g["per_token"]["n_varying"] == 2 and g["per_token"]["n_identified"] >= 1
+    assert g["per_weight_byte"] == {"group": "per_weight_byte", "n_varying": 0,
+                                    "n_absorbed": 2, "median_share": pytest.approx(np.nan,
+                                                                                   nan_ok=True),
+                                    "n_identified": 0,
+                                    "median_coef": pytest.approx(np.nan, nan_ok=True)}
+    tk = ctx["pairs"][0]
+    assert (tk["a"], tk["b"], tk["n_both_vary"]) == ("per_token", "per_kv_byte", 2)
+    assert [(r["model"], round(r["r"], 6)) for r in tk["inseparable"]] == \
+        [("m2", round(1 / np.sqrt(1.01), 6))]
+    assert [p["n_both_vary"] for p in ctx["pairs"][1:]] == [0, 0]
+    row = ctx["table"].iloc[0]
+    assert (row["per_token"], row["per_kv_byte"], row["per_weight_byte"]) == \
+        ("80.0%, 2", "20.0%, 0.0001", "absorbed")
+    assert ctx["table"].iloc[1]["per_token__per_kv_byte"] == "0.995 *"
+
+
+def test_group_section_states_shares_and_inseparable_pairs():
+    t = _report_tables()
+    t.groups = _group_table()
+    md = report.physical_section(t)
+    text = md[md.index("#### Shares by What Step Time Scales With"):md.index("### The MoE GEMM")]
+    assert "|r| ≥ 0.95" in text
+    assert "Per token and per KV byte cannot be separated in 1 of the 2 experiment(s)" in text
+    assert "m2, general (r 0.995)" in text
+    assert "Per weight byte: constant in every experiment" in text
+    with pytest.raises(KeyError, match="group_attribution lacks"):
+        attribution.group_context(_group_table().drop(columns="r2"))

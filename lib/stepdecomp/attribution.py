@@ -427,3 +427,160 @@ def attribution_by_model(table: pd.DataFrame, keys: Mapping[str, str]) -> pd.Dat
                         "median_lmg_share_r2": g["lmg_share_r2"].median()}).reset_index()
     out["n_identified"] = out["n_identified"].astype(np.int64)
     return out
+
+
+# --------------------------------------------------------------------------- grouped terms
+
+#: The grouped regressors, named by what step time scales with (name -> unit of one unit of
+#: the regressor). The component terms above are not separable: the GEMM, all-reduce and LM
+#: head times are all ~linear in scheduled tokens (all-reduce at r = 1 in every TP > 1 run),
+#: so their shares split token-count variance arbitrarily. The groups are:
+#:
+#: * per step: the intercept (µs per step; not a regressor);
+#: * per token: scheduled tokens = prefill + decode tokens (GEMM FLOPs, all-reduce, LM head);
+#: * per KV byte: KV-cache bytes read + written (attention traffic);
+#: * per weight byte: weight bytes read (constant in a dense model's experiment, where it is
+#:   absorbed by the intercept; varies with MoE expert coverage).
+GROUPS = {"per_token": "token", "per_kv_byte": "kv_byte", "per_weight_byte": "weight_byte"}
+#: Two group regressors whose |Pearson r| over an experiment's steps reaches this cannot be
+#: separated: the fit cannot tell their effects apart (r² ≥ 0.9 of each one's variance is
+#: the other's).
+INSEPARABLE_ABS_R = 0.95
+#: unidentified reason of a group regressor that does not vary over the experiment.
+REASON_ABSORBED = "constant: not separable from the per-step constant"
+
+
+def group_regressors(components: pd.DataFrame) -> pd.DataFrame:
+    """The GROUPS regressors of each step: ``per_token`` = prefill + decode tokens,
+    ``per_kv_byte`` = KV bytes read + written, ``per_weight_byte`` = weight bytes.
+    Raises KeyError naming the columns missing."""
+    need = [col.PREFILL_TOKENS, col.DECODE_TOKENS, col.PHYS_KV_READ_BYTES,
+            col.PHYS_KV_WRITE_BYTES, col.PHYS_WEIGHT_BYTES]
+    missing = [c for c in need if c not in components]
+    if missing:
+        raise KeyError(f"group attribution: components lack the column(s) {missing}")
+    return pd.DataFrame({
+        "per_token": components[col.PREFILL_TOKENS].astype(np.float64)
+        + components[col.DECODE_TOKENS].astype(np.float64),
+        "per_kv_byte": components[col.PHYS_KV_READ_BYTES].astype(np.float64)
+        + components[col.PHYS_KV_WRITE_BYTES].astype(np.float64),
+        "per_weight_byte": components[col.PHYS_WEIGHT_BYTES].astype(np.float64)},
+        index=components.index)
+
+
+def group_pairs() -> list[tuple[str, str]]:
+    """The pairs of GROUPS in their order: (per_token, per_kv_byte), ..."""
+    g = list(GROUPS)
+    return [(a, b) for i, a in enumerate(g) for b in g[i + 1:]]
+
+
+def pair_r_column(a: str, b: str) -> str:
+    return f"r_{a}__{b}"
+
+
+def pair_separable_column(a: str, b: str) -> str:
+    return f"separable_{a}__{b}"
+
+
+def coef_column(group: str) -> str:
+    """coef_us_per_token, coef_us_per_kv_byte, ...: µs per unit of the group's regressor."""
+    return f"coef_us_{group}"
+
+
+GROUP_COLUMNS = [*KEYS, "n_steps", "r2", "intercept_us", "intercept_identified",
+                 *[c for g in GROUPS for c in (f"share_r2_{g}", coef_column(g),
+                                               f"identified_{g}", f"reason_{g}")],
+                 *[c for a, b in group_pairs() for c in (pair_r_column(a, b),
+                                                         pair_separable_column(a, b))],
+                 NA_REASON]
+
+
+def _pearson(Z: np.ndarray) -> np.ndarray:
+    """(k, k) Pearson r of the columns of Z (n, k) by elementwise sums (no BLAS); NaN for a
+    constant column."""
+    D = Z - Z.mean(axis=0)
+    varies = np.ptp(Z, axis=0) > 0
+    k = Z.shape[1]
+    out = np.full((k, k), np.nan)
+    for i in range(k):
+        for j in range(k):
+            if varies[i] and varies[j]:
+                out[i, j] = math.fsum(D[:, i] * D[:, j]) / math.sqrt(
+                    math.fsum(D[:, i] ** 2) * math.fsum(D[:, j] ** 2))
+    return out
+
+
+def _group_fit(X: np.ndarray, y: np.ndarray) -> dict:
+    """Point NNLS fit, LMG shares and identification of one experiment's usable rows on the
+    GROUPS regressors X (n, k); constant regressors are not fitted (share 0, coef NaN)."""
+    varies = np.ptp(X, axis=0) > 0
+    Xv = X[:, varies]
+    k = Xv.shape[1]
+    D = np.column_stack([Xv, y])
+    mu, sd = D.mean(axis=0), D.std(axis=0)
+    sd = np.where(sd > 0, sd, 1.0)
+    Z = np.column_stack([np.ones(len(y)), (D - mu) / sd])
+    sums = np.array([math.fsum(c) for c in _outer_features(Z).T])[None, :]
+    fit = fits_from_sums(sums, k, mu, sd)
+    coef = np.full(X.shape[1], np.nan)
+    coef[varies] = fit.coef[0]
+    share = np.zeros(X.shape[1])
+    share[varies] = lmg_shares(fit.r2_subsets, k)[0]
+    reasons, intercept_ok = identification(X, coef)
+    return {"r2": float(fit.r2_subsets[0, -1]), "intercept": float(fit.intercept[0]),
+            "intercept_identified": intercept_ok, "coef": coef, "share": share,
+            "reasons": [REASON_ABSORBED if r == "constant" else r for r in reasons],
+            "r": _pearson(X)}
+
+
+def group_attribution(components: pd.DataFrame, target: str = DURATION) -> pd.DataFrame:
+    """Per experiment (one row, GROUP_COLUMNS): the non-negative fit of ``target`` on the
+    GROUPS regressors (:func:`group_regressors`) — the intercept is the per-step constant
+    (µs per step) — with each group's LMG share of R², its coefficient in µs per unit
+    (``coef_us_per_token``, ``coef_us_per_kv_byte``, ``coef_us_per_weight_byte``), whether
+    it is identified and why not (:func:`identification`; a constant regressor is
+    REASON_ABSORBED), and per pair of groups their Pearson r over the steps and
+    ``separable`` = |r| < INSEPARABLE_ABS_R (False also where either does not vary: r is
+    undefined and the constant one is the intercept's).
+
+    Rows and N/A rule as in :func:`attribute`: steps with every regressor finite and a
+    target finite and > 0, the fit N/A (na_reason) below max(MIN_FIT_ROWS, varying
+    regressors + MIN_ROWS_OVER_TERMS) rows or with a constant target. Point estimates (no
+    intervals: the shares of component_attribution carry them)."""
+    if target not in components:
+        raise KeyError(f"group attribution: components lack the target column {target!r}")
+    regs = group_regressors(components)
+    frame = pd.concat([components[KEYS], regs, components[[target]]], axis=1)
+    groups = list(GROUPS)
+    rows = []
+    for key, g in frame.groupby(KEYS, sort=True, observed=True):
+        X = g[groups].to_numpy(np.float64, na_value=np.nan)
+        y = g[target].to_numpy(np.float64, na_value=np.nan)
+        keep = np.isfinite(X).all(axis=1) & np.isfinite(y) & (y > 0)
+        X, y = X[keep], y[keep]
+        row: dict = {**dict(zip(KEYS, key)), "n_steps": len(y)}
+        n_fit = int((np.ptp(X, axis=0) > 0).sum()) if len(y) else 0
+        reason = fit_na_reason(len(y), n_fit, bool(len(y)) and bool(np.ptp(y) > 0))
+        if reason:
+            row.update({"intercept_identified": False, NA_REASON: reason,
+                        **{f"identified_{g_}": False for g_ in groups},
+                        **{f"reason_{g_}": REASON_TOO_FEW for g_ in groups},
+                        **{pair_separable_column(a, b): False for a, b in group_pairs()}})
+            rows.append(row)
+            continue
+        f = _group_fit(X, y)
+        row.update({"r2": f["r2"], "intercept_us": f["intercept"],
+                    "intercept_identified": f["intercept_identified"], NA_REASON: ""})
+        for j, g_ in enumerate(groups):
+            row.update({f"share_r2_{g_}": f["share"][j], coef_column(g_): f["coef"][j],
+                        f"identified_{g_}": f["reasons"][j] == "",
+                        f"reason_{g_}": f["reasons"][j]})
+        for a, b in group_pairs():
+            r = f["r"][groups.index(a), groups.index(b)]
+            row[pair_r_column(a, b)] = r
+            row[pair_separable_column(a, b)] = bool(np.isfinite(r) and abs(r) < INSEPARABLE_ABS_R)
+        rows.append(row)
+    out = pd.DataFrame(rows, columns=GROUP_COLUMNS)
+    flags = ["intercept_identified", *[f"identified_{g_}" for g_ in groups],
+             *[pair_separable_column(a, b) for a, b in group_pairs()]]
+    return out.astype({c: bool for c in flags} | {"n_steps": np.int64})

@@ -60,6 +60,10 @@ PHYS_COMPONENTS = [PHYS_PREFILL_GEMM, PHYS_PREFILL_ATTN, PHYS_DECODE_GEMM, PHYS_
 PHYS_TIME_COLUMNS = [*PHYS_COMPONENTS, PHYS_ALLREDUCE, PHYS_LM_HEAD]
 #: The identified terms of the component fit (attribution.py): one GEMM term, not the split.
 ATTRIBUTION_TERMS = [PHYS_GEMM, PHYS_PREFILL_ATTN, PHYS_DECODE_ATTN, PHYS_ALLREDUCE, PHYS_LM_HEAD]
+#: Traffic of the physical model (physical_mode): weights read, KV cache read and written.
+PHYS_WEIGHT_BYTES = "phys_weight_bytes"
+PHYS_KV_READ_BYTES = "phys_kv_read_bytes"
+PHYS_KV_WRITE_BYTES = "phys_kv_write_bytes"
 COMPONENT_COLORS = {PHYS_PREFILL_GEMM: "#d95f02", PHYS_PREFILL_ATTN: "#fdae6b",
                     PHYS_DECODE_GEMM: "#1b9e77", PHYS_DECODE_ATTN: "#66c2a5",
                     PHYS_ALLREDUCE: "#7570b3", PHYS_LM_HEAD: "#999999"}

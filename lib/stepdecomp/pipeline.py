@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from . import seed_mode, explain, load, measure, outputs, phases, reconstruct, physical_mode, stats, targets
+from . import attribution, seed_mode, explain, load, measure, outputs, phases, reconstruct, physical_mode, stats, targets
 from .experiments import Experiment, discover
 from .paths import INTERIM_DIR, MODELS_DIR, display_path
 from .specs import GpuSpec, ModelSpec, load_gpu_spec, load_model_specs
@@ -132,6 +132,7 @@ PER_EXPERIMENT_STATISTICS: dict[str, Callable[[pd.DataFrame], pd.DataFrame]] = {
     "lower_bound_check": PerTarget(stats.lower_bound_check),
     "component_attribution": AttributionTable("component_attribution"),
     "fit_summary": AttributionTable("fit_summary"),
+    "group_attribution": PerTarget(attribution.group_attribution),
     "what_explains_targets": functools.partial(explain.explain_r2, targets=measure.TARGETS),
 }
 def experiment_statistics(components: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -203,7 +204,8 @@ def no_step_rows(table: pd.DataFrame, exp: Experiment) -> pd.DataFrame:
     for c in table.columns:
         kind = table[c].dtype.kind
         if kind == "O":                  # a table built from no rows: judge by the name
-            kind = ("O" if c in _TEXT_COLUMNS else "b" if c in _FLAG_COLUMNS
+            kind = ("O" if c in _TEXT_COLUMNS or c.startswith("reason_") else
+                    "b" if c in _FLAG_COLUMNS
                     else "i" if c.startswith("n_") or c.endswith("steps") else "f")
         if c in identity:
             data[c] = identity[c] if c == "target" else [identity[c]] * n

@@ -17,8 +17,8 @@ from typing import Any, Mapping
 
 import pandas as pd
 
-from .. import columns
-from .format import fmt_num, fmt_share_pct, fmt_us, isnan
+from .. import attribution, columns
+from .format import fmt_num, fmt_r3, fmt_share_pct, fmt_us, isnan
 from .inputs import as_bool, exp, interval_method
 
 #: The terms of the component fit, in the order the tables show them (others follow).
@@ -212,3 +212,75 @@ def by_model_context(by_model: pd.DataFrame,
     shares = pd.concat([n, wide(t["median_lmg_share_r2"].map(fmt_share_pct))], axis=1)
     coefs = wide(pd.Series([coef(r) for _, r in t.iterrows()], index=t.index))
     return {"terms": terms, "shares": shares.reset_index(), "coefs": coefs.reset_index()}
+
+
+# --------------------------------------------------------------------------- grouped terms
+
+#: The groups of attribution.group_attribution, in table order, and the unidentified reason
+#: of a regressor absorbed by the per-step constant.
+GROUPS = list(attribution.GROUPS)
+ABSORBED = attribution.REASON_ABSORBED
+INSEPARABLE_ABS_R = attribution.INSEPARABLE_ABS_R
+GROUP_TABLE_COLUMNS = ["experiment_id", "model", "workload", "n_steps", "r2", "intercept_us",
+                       *[c for g in GROUPS for c in (f"share_r2_{g}", attribution.coef_column(g),
+                                                     f"identified_{g}", f"reason_{g}")],
+                       *[c for a, b in attribution.group_pairs()
+                         for c in (attribution.pair_r_column(a, b),
+                                   attribution.pair_separable_column(a, b))]]
+
+
+def _group_cell(row: pd.Series, g: str) -> str:
+    """A group's share and coefficient: ``44.3%, 8.7`` (the coefficient "not identified
+    (reason)" where the fit does not identify it; "absorbed" for a constant regressor)."""
+    reason = "" if isnan(row[f"reason_{g}"]) else str(row[f"reason_{g}"])
+    if reason == ABSORBED:
+        return "absorbed"
+    coef = fmt_num(row[attribution.coef_column(g)]) if as_bool(
+        pd.Series([row[f"identified_{g}"]]))[0] else f"{NOT_IDENTIFIED} ({reason})"
+    return f"{fmt_share_pct(_share(row[f'share_r2_{g}']))}, {coef}"
+
+
+def group_context(table: pd.DataFrame) -> dict[str, Any]:
+    """attribution.group_attribution of one target as FINDINGS reads it: ``table`` (per
+    experiment: n_steps, R², intercept µs, each group's share and coefficient, each pair's
+    r), and over the experiments with a fit (``n``): per group (``groups``) the median share
+    and its count over the experiments where the regressor varies, the experiments where it is
+    absorbed by the per-step constant, the median coefficient over those that identify it;
+    the median intercept; per pair (``pairs``) the experiments where the two cannot be
+    separated (|r| ≥ INSEPARABLE_ABS_R, both varying)."""
+    _require(table, GROUP_TABLE_COLUMNS, "group_attribution")
+    t = table.sort_values(["model", "workload"]).reset_index(drop=True)
+    fitted = t.dropna(subset=["r2"])
+    shown = t[["model", "workload", "n_steps"]].assign(
+        r2=t["r2"].map(fmt_num), intercept=t["intercept_us"].map(fmt_us))
+    for g in GROUPS:
+        shown[g] = [_group_cell(r, g) if not isnan(r["r2"]) else "N/A" for _, r in t.iterrows()]
+    for a, b in attribution.group_pairs():
+        r = t[attribution.pair_r_column(a, b)]
+        shown[f"{a}__{b}"] = [fmt_r3(x) + ("" if isnan(x) or abs(x) < INSEPARABLE_ABS_R else " *")
+                              for x in r]
+    groups = []
+    for g in GROUPS:
+        reason = fitted[f"reason_{g}"].fillna("").astype(str)
+        varying = fitted[reason != ABSORBED]
+        ident = fitted[as_bool(fitted[f"identified_{g}"])]
+        groups.append({"group": g, "n_varying": len(varying),
+                       "n_absorbed": int((reason == ABSORBED).sum()),
+                       "median_share": float(varying[f"share_r2_{g}"].median())
+                       if len(varying) else math.nan,
+                       "n_identified": len(ident),
+                       "median_coef": float(ident[attribution.coef_column(g)].median())
+                       if len(ident) else math.nan})
+    pairs = []
+    for a, b in attribution.group_pairs():
+        r = fitted[attribution.pair_r_column(a, b)]
+        both = r.notna()
+        inseparable = fitted[both & (r.abs() >= INSEPARABLE_ABS_R)]
+        pairs.append({"a": a, "b": b, "n_both_vary": int(both.sum()),
+                      "inseparable": [exp(x, r=x[attribution.pair_r_column(a, b)])
+                                      for _, x in inseparable.iterrows()]})
+    return {"table": shown, "n": len(fitted), "groups": groups, "pairs": pairs,
+            "intercept_median": float(fitted["intercept_us"].median()) if len(fitted)
+            else math.nan,
+            "not_fitted": [exp(r) for _, r in t[t["r2"].isna()].iterrows()],
+            "threshold": INSEPARABLE_ABS_R}

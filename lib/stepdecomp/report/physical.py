@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 import pandas as pd
 
 from ..stats import R_THRESHOLD, Verdict
-from .attribution import attribution_context, by_model_context
+from .attribution import attribution_context, by_model_context, group_context
 from .format import fmt_ci, isnan
 from .inputs import as_bool, exp, interval_method, model_names, rows
 from .moe import moe_check_context
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 PHYSICAL_TABLES = ["physical_pure_phase_correlations", "physical_per_experiment_correlations",
                    "lower_bound_check", "reconstruction_report", "component_attribution",
                    "fit_summary", "attribution_by_model", "within_experiment_verdict",
-                   "moe_gemm_check", "moe_delta_r"]
+                   "moe_gemm_check", "moe_delta_r", "group_attribution"]
 @dataclass
 class PhysicalTables:
     """The physical mode's tables of one step-time target (no ``target`` column).
@@ -47,7 +47,8 @@ class PhysicalTables:
     ``fit_summary`` (the component fit: component_attribution, fit_summary),
     ``attribution_by_model`` (its per-model summary), ``within``
     (within_experiment_verdict), ``moe_check`` and ``moe_delta`` (moefit.moe_gemm_check and
-    moefit.moe_delta_r: the MoE GEMM estimate and the physical r, old vs new). None leaves
+    moefit.moe_delta_r: the MoE GEMM estimate and the physical r, old vs new), ``groups``
+    (attribution.group_attribution: per step, token, KV byte, weight byte). None leaves
     that part out."""
 
     pure: pd.DataFrame
@@ -60,6 +61,7 @@ class PhysicalTables:
     within: pd.DataFrame | None = None
     moe_check: pd.DataFrame | None = None
     moe_delta: pd.DataFrame | None = None
+    groups: pd.DataFrame | None = None
 
 
 def _named(models: pd.Series, names: Mapping[str, str] | None) -> pd.Series:
@@ -292,7 +294,9 @@ def physical_context(tables: PhysicalTables, seed_verdict: Verdict | None = None
         attribution = {**attribution_context(t.attribution, t.fit_summary), "target": target,
                        "by_model": None if t.attribution_by_model is None
                        or t.attribution_by_model.empty else
-                       by_model_context(t.attribution_by_model, models_by_hf_id)}
+                       by_model_context(t.attribution_by_model, models_by_hf_id),
+                       "groups": None if t.groups is None or t.groups.empty else
+                       group_context(t.groups)}
     return {
         "target": target,
         "journeys": {**journeys_context(per, t.reconstruction), "data_kind": data_kind},
@@ -344,7 +348,7 @@ def read_physical_tables(dirs: "RunDirs", target: str) -> PhysicalTables | None:
         attribution=read["component_attribution"], fit_summary=read["fit_summary"],
         attribution_by_model=read["attribution_by_model"],
         within=read["within_experiment_verdict"], moe_check=read["moe_gemm_check"],
-        moe_delta=read["moe_delta_r"])
+        moe_delta=read["moe_delta_r"], groups=read["group_attribution"])
 
 
 def table_target(dirs: "RunDirs") -> str:
