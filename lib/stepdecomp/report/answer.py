@@ -125,8 +125,9 @@ def sensitivity_context(fi: FindingsInput) -> dict[str, Any] | None:
     from .. import sensitivity
 
     t = fi.sensitivity
-    keep = ["claim", "reference", "seed_min", "seed_max", "seed_sd", "holds_seed_draws",
-            "seed_draws", "kernels_min", "kernels_max", "holds_kernel_draws", "kernel_draws"]
+    keep = ["claim", "reference", *(["baseline"] if "baseline" in t else []), "seed_min",
+            "seed_max", "seed_sd", "holds_seed_draws", "seed_draws", "kernels_min", "kernels_max",
+            "holds_kernel_draws", "kernel_draws"]
     return {"table": t[keep], "spread_pct": sensitivity.DEFAULT_SPREAD * 100,
             "n_kernel_draws": int(t["kernel_draws"].max()),
             "n_seed_draws": int(t["seed_draws"].max()),
