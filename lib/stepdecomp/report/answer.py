@@ -10,6 +10,7 @@ from notebook 07's table; the engine loop from ``target_coverage.csv``."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -145,6 +146,22 @@ def key_figure(dirs: "RunDirs") -> str | None:
     return os.path.relpath(path, dirs.out) if path.is_file() else None
 
 
-def read_optional(dirs: "RunDirs", name: str) -> pd.DataFrame | None:
+def optional_table_path(dirs: "RunDirs", name: str) -> Path | None:
+    """A table written by a command outside ``make report`` (``make sensitivity``, ``make
+    stepmodel-check``): in this run's tables, else — when the run analyses the bundled data,
+    whose property such a table is — the committed reports/tables/ (so a report in another
+    OUT, such as nbval's, says the same); None when neither has it."""
+    from ..paths import RAW_DIR, REPORTS_DIR
+
     path = dirs.tables / f"{name}.csv"
-    return pd.read_csv(path) if path.is_file() else None
+    if path.is_file():
+        return path
+    bundled = REPORTS_DIR / "tables" / f"{name}.csv"
+    if Path(dirs.data_root).resolve() == RAW_DIR.resolve() and bundled.is_file():
+        return bundled
+    return None
+
+
+def read_optional(dirs: "RunDirs", name: str) -> pd.DataFrame | None:
+    path = optional_table_path(dirs, name)
+    return pd.read_csv(path) if path is not None else None

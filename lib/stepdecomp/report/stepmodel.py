@@ -109,11 +109,12 @@ def stepmodel_section(dirs: "RunDirs", generated: bool = False,
 def client_check_context(dirs: "RunDirs") -> dict[str, Any] | None:
     """``make stepmodel-check``'s table (stepmodel_client.TABLE), summarised per predictor,
     or None when it has not been run for this report directory."""
-    from .. import outputs, stepmodel_client
+    from .. import stepmodel_client
+    from .answer import read_optional
 
-    if not (dirs.tables / f"{stepmodel_client.TABLE}.csv").is_file():
+    t = read_optional(dirs, stepmodel_client.TABLE)
+    if t is None:
         return None
-    t = outputs.read_table(dirs, stepmodel_client.TABLE, "make stepmodel-check")
     rows = {r.predictor: r for r in stepmodel_client.summary(t).itertuples(index=False)}
     fitted, shipped = rows.get(stepmodel_client.FITTED), rows.get(stepmodel_client.SHIPPED)
     if fitted is None:
