@@ -263,18 +263,26 @@ def identification(X: np.ndarray, coef: np.ndarray) -> tuple[list[str], bool]:
 
 # --------------------------------------------------------------------------- per experiment
 
+def _standardized(X: np.ndarray, y: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(mask of the regressors that vary, those columns, means and sds of [those columns,
+    y] (a zero sd taken as 1), the design [1, standardised columns, standardised y]) — the
+    form the moment sums of :func:`fits_from_sums` are taken over."""
+    varies = np.ptp(X, axis=0) > 0
+    Xv = X[:, varies]
+    D = np.column_stack([Xv, y])
+    mu, sd = D.mean(axis=0), D.std(axis=0)
+    sd = np.where(sd > 0, sd, 1.0)
+    return varies, Xv, mu, sd, np.column_stack([np.ones(len(y)), (D - mu) / sd])
+
+
 def _fit_experiment(X: np.ndarray, y: np.ndarray, n_resamples: int, seed: int,
                     confidence: float) -> dict:
     """Point fit, identification and block-bootstrap intervals for one experiment's usable
     rows (time order)."""
     k_all = X.shape[1]
-    varies = np.ptp(X, axis=0) > 0
-    Xv = X[:, varies]
+    varies, Xv, mu, sd, Z = _standardized(X, y)
     k = Xv.shape[1]
-    D = np.column_stack([Xv, y])
-    mu, sd = D.mean(axis=0), D.std(axis=0)
-    sd = np.where(sd > 0, sd, 1.0)
-    Z = np.column_stack([np.ones(len(y)), (D - mu) / sd])
     F = _outer_features(Z)
     L = resample.block_length(y, *Xv.T)
     point = fits_from_sums(F.sum(axis=0)[None, :], k, mu, sd)
@@ -513,13 +521,8 @@ def _pearson(Z: np.ndarray) -> np.ndarray:
 def _group_fit(X: np.ndarray, y: np.ndarray) -> dict:
     """Point NNLS fit, LMG shares and identification of one experiment's usable rows on the
     GROUPS regressors X (n, k); constant regressors are not fitted (share 0, coef NaN)."""
-    varies = np.ptp(X, axis=0) > 0
-    Xv = X[:, varies]
+    varies, Xv, mu, sd, Z = _standardized(X, y)
     k = Xv.shape[1]
-    D = np.column_stack([Xv, y])
-    mu, sd = D.mean(axis=0), D.std(axis=0)
-    sd = np.where(sd > 0, sd, 1.0)
-    Z = np.column_stack([np.ones(len(y)), (D - mu) / sd])
     sums = np.array([math.fsum(c) for c in _outer_features(Z).T])[None, :]
     fit = fits_from_sums(sums, k, mu, sd)
     coef = np.full(X.shape[1], np.nan)
