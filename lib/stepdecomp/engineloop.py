@@ -52,6 +52,7 @@ Everything is vectorised per experiment over dense per-step arrays (no Python lo
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -225,31 +226,38 @@ def decide_loop(async_pairs: int, pairs: int) -> str:
     return UNKNOWN
 
 
+def loop_row(readings: Readings, default: str = DEFAULT_ENGINE_LOOP) -> dict[str, object]:
+    """One experiment's loop: ``detected`` (async / sync / unknown), the evidence
+    (``async_pairs`` of ``ordered_pairs``), and ``engine_loop`` — the detected loop, or
+    ``default`` where the traces cannot tell (``engine_loop_source`` = detected / assumed)."""
+    a, n = loop_evidence(readings)
+    found = decide_loop(a, n)
+    return {"detected": found, "async_pairs": a, "ordered_pairs": n,
+            "engine_loop": found if found != UNKNOWN else default,
+            "engine_loop_source": "detected" if found != UNKNOWN else "assumed"}
+
+
 def detect_engine_loop(steps: pd.DataFrame, journeys: pd.DataFrame,
                        default: str = DEFAULT_ENGINE_LOOP) -> pd.DataFrame:
-    """Per experiment: ``detected`` (async / sync / unknown), the evidence (``async_pairs``
-    of ``ordered_pairs``), and ``engine_loop`` — the detected loop, or ``default`` where the
-    traces cannot tell (``engine_loop_source`` = detected / assumed)."""
+    """Per experiment, :func:`loop_row` of its readings."""
     if default not in ENGINE_LOOPS:
         raise ValueError(f"engine loop must be one of {ENGINE_LOOPS}, got {default!r}")
-    rows = []
-    for exp, st, jr in _per_experiment(steps, journeys):
-        a, n = loop_evidence(experiment_readings(st, jr))
-        found = decide_loop(a, n)
-        rows.append({EXP: exp, "detected": found, "async_pairs": a, "ordered_pairs": n,
-                     "engine_loop": found if found != UNKNOWN else default,
-                     "engine_loop_source": "detected" if found != UNKNOWN else "assumed"})
+    rows = [{EXP: exp, **loop_row(experiment_readings(st, jr), default)}
+            for exp, st, jr in per_experiment(steps, journeys)]
     return pd.DataFrame(rows, columns=[EXP, "detected", "async_pairs", "ordered_pairs",
                                        "engine_loop", "engine_loop_source"])
 
 
-def _per_experiment(steps: pd.DataFrame, journeys: pd.DataFrame):
-    exps = sorted(set(steps[EXP].astype(str)) | set(journeys[EXP].astype(str))) \
-        if len(journeys) else sorted(set(steps[EXP].astype(str)))
-    s_key = steps[EXP].astype(str)
-    j_key = journeys[EXP].astype(str) if len(journeys) else pd.Series([], dtype=str)
-    for exp in exps:
-        yield exp, steps[s_key == exp], journeys[j_key == exp] if len(journeys) else journeys
+def per_experiment(steps: pd.DataFrame, journeys: pd.DataFrame
+                   ) -> Iterator[tuple[str, pd.DataFrame, pd.DataFrame]]:
+    """(experiment id, its steps, its journey events) for every experiment of either table,
+    in id order; one group-by pass per table, not a comparison per experiment."""
+    s_groups = steps.groupby(steps[EXP].astype(str), sort=True).indices if len(steps) else {}
+    j_groups = (journeys.groupby(journeys[EXP].astype(str), sort=True).indices
+                if len(journeys) else {})
+    for exp in sorted(set(s_groups) | set(j_groups)):
+        yield (exp, steps.iloc[s_groups.get(exp, [])],
+               journeys.iloc[j_groups.get(exp, [])] if len(journeys) else journeys)
 
 
 # --------------------------------------------------------------------------- async targets

@@ -439,19 +439,20 @@ def step_targets(steps: pd.DataFrame, journeys: pd.DataFrame, engine_loop: str |
     if engine_loop is not None and engine_loop not in engineloop.ENGINE_LOOPS:
         raise ValueError(f"engine_loop must be one of {engineloop.ENGINE_LOOPS} or None, "
                          f"got {engine_loop!r}")
-    detected = engineloop.detect_engine_loop(steps, journeys).set_index(EXP)
     exp = out[EXP].astype(str).to_numpy()
-    for exp_id, row in detected.iterrows():
+    for exp_id, st, jr in engineloop.per_experiment(steps, journeys):
         rows = exp == exp_id
         if not rows.any():
             continue
+        readings = engineloop.experiment_readings(st, jr)     # built once per experiment
+        row = engineloop.loop_row(readings)
         loop = engine_loop or row["engine_loop"]
         source = LOOP_FROM_PARAMETER if engine_loop else row["engine_loop_source"]
         out.loc[rows, ["engine_loop", "engine_loop_source"]] = [loop, source]
         out.loc[rows, ["loop_async_pairs", "loop_ordered_pairs"]] = [int(row["async_pairs"]),
                                                                       int(row["ordered_pairs"])]
         if loop == engineloop.ASYNC:
-            _async_rows(out, rows, steps, journeys, exp_id)
+            _async_rows(out, rows, readings)
     for col in ("loop_async_pairs", "loop_ordered_pairs"):
         out[col] = pd.array(out[col], dtype="Int64")
     for col in ("engine_loop", "engine_loop_source"):
@@ -459,13 +460,8 @@ def step_targets(steps: pd.DataFrame, journeys: pd.DataFrame, engine_loop: str |
     return out[TARGET_COLUMNS]
 
 
-def _async_rows(out: pd.DataFrame, rows: np.ndarray, steps: pd.DataFrame,
-                journeys: pd.DataFrame, exp_id: str) -> None:
+def _async_rows(out: pd.DataFrame, rows: np.ndarray, readings: engineloop.Readings) -> None:
     """Overwrite the loop-dependent targets of one async experiment's rows in place."""
-    j_rows = (journeys[EXP].astype(str) == exp_id).to_numpy() if len(journeys) else \
-        np.zeros(0, dtype=bool)
-    s_rows = (steps[EXP].astype(str) == exp_id).to_numpy()
-    readings = engineloop.experiment_readings(steps[s_rows], journeys[j_rows])
     sid = out.loc[rows, STEP_ID].to_numpy(dtype=np.int64)
     t = engineloop.async_step_times(readings, sid)
     # a step whose clock stepped back, or without its own time stamps (the GPU wait before
