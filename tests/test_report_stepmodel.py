@@ -3,6 +3,7 @@ notebook 07, and notebook 07 end to end on the fixture (slow)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -104,3 +105,20 @@ def test_notebook_07_on_the_fixture(tmp_path) -> None:
         < findings.index("**Status (seed mode):**")
     assert "## A Step-Time Model for Simulators" in findings
     assert f"](figures/{stepmodel_tables.FIGURE}.png)" in findings
+
+
+def test_a_run_that_fitted_nothing_is_na_with_its_reason() -> None:
+    """Notebook 07 on steps without journeys (no basis sums) writes reason-only tables: the
+    Answer lists no held-out error and says N/A with the reason, no KeyError."""
+    from stepdecomp import stepmodel, stepmodel_tables
+    from stepdecomp.report.answer import held_out
+    from stepdecomp.report.stepmodel import stepmodel_na_reason
+
+    empty = stepmodel.StepData(basis=np.zeros((0, 11)), target_us=np.zeros(0),
+                               experiment=np.zeros(0, dtype=object), model=np.zeros(0, dtype=object),
+                               workload=np.zeros(0, dtype=object), physical_us=np.zeros(0),
+                               target="step_forward_us", dropped={stepmodel.DROP_TARGET: 3})
+    tables = stepmodel_tables._empty_tables(empty, "step_forward_us")
+    assert held_out(tables[stepmodel_tables.HELD_OUT]) == []
+    assert stepmodel_na_reason(tables) == stepmodel_tables.NO_STEPS_REASON
+    assert stepmodel_na_reason(None) == ""

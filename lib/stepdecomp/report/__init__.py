@@ -136,7 +136,7 @@ def collect(dirs: "RunDirs", hardware: str = DEFAULT_HARDWARE) -> FindingsInput:
         physical_pure=None if tables is None else tables.pure,
         within=None if tables is None else tables.within, physical_target=target)
     from ..stepmodel_tables import HELD_OUT
-    from .stepmodel import _read as read_stepmodel, stepmodel_section
+    from .stepmodel import _read as read_stepmodel, stepmodel_na_reason, stepmodel_section
 
     coverage = t["target_coverage"] if (t := fi.measurement) is not None else None
     fi.headlines = headline_values(dirs)
@@ -144,6 +144,7 @@ def collect(dirs: "RunDirs", hardware: str = DEFAULT_HARDWARE) -> FindingsInput:
     stepmodel_tables = read_stepmodel(dirs)
     fi.held_out_errors = held_out(None if stepmodel_tables is None
                                   else stepmodel_tables[HELD_OUT])
+    fi.stepmodel_na = stepmodel_na_reason(stepmodel_tables)
     fi.sensitivity = read_optional(dirs, SENSITIVITY_TABLE)
     fi.key_figure = key_figure(dirs)
     # notebook 07's section, when it has run; the Answer shows the step model's figure as its key figure: the section does not repeat it

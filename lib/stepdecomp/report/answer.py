@@ -76,7 +76,7 @@ def held_out(table: pd.DataFrame | None) -> list[dict[str, Any]]:
     ANSWER_SCHEMES (``median_ape_pct``: scheme → value), in the table's order."""
     from .. import stepmodel_eval
 
-    if table is None:
+    if table is None or "held_out" not in table:      # not run, or it fitted nothing
         return []
     pooled = table[table["held_out"] == stepmodel_eval.ALL_GROUPS]
     out = []
@@ -114,6 +114,7 @@ def answer_context(fi: FindingsInput) -> dict[str, Any]:
                                    else float(medians[columns.DURATION].median())),
             "headlines": fi.headlines, "loop": fi.engine_loop,
             "held_out": fi.held_out_errors, "schemes": ANSWER_SCHEMES,
+            "stepmodel_na": fi.stepmodel_na,
             "verdict": verdict, "target": None if conclusion is None else conclusion["target"],
             "key_figure": fi.key_figure, "robust": robust,
 }

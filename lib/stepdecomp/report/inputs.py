@@ -41,6 +41,8 @@ class FindingsInput:
     headlines: dict[str, Any] | None = None
     engine_loop: dict[str, Any] | None = None
     held_out_errors: list[dict[str, Any]] = field(default_factory=list)
+    #: why notebook 07 fitted no step-time model ("" when it did, or did not run)
+    stepmodel_na: str = ""
     key_figure: str | None = None
     #: ``make sensitivity``'s summary (reports/tables/sensitivity.csv), when it has run
     sensitivity: pd.DataFrame | None = None

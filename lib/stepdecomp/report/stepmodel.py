@@ -87,6 +87,15 @@ def stepmodel_context(tables: dict[str, pd.DataFrame], figure: str | None,
     }
 
 
+def stepmodel_na_reason(tables: dict[str, pd.DataFrame] | None) -> str:
+    """Why notebook 07 fitted nothing (its data summary's na_reason), "" when it fitted or
+    did not run."""
+    if tables is None or not tables[stepmodel_tables.COEFFICIENTS].empty:
+        return ""
+    summary = tables[stepmodel_tables.DATA_SUMMARY].set_index("item")["value"]
+    return str(summary.get("na_reason", "no fit"))
+
+
 def stepmodel_section(dirs: "RunDirs", generated: bool = False,
                       show_figure: bool = True) -> str | None:
     """The rendered section, or None when notebook 07 has not written its tables;
@@ -95,9 +104,8 @@ def stepmodel_section(dirs: "RunDirs", generated: bool = False,
     tables = _read(dirs)
     if tables is None:
         return None
-    if tables[stepmodel_tables.COEFFICIENTS].empty:       # notebook 07 fitted nothing
-        summary = tables[stepmodel_tables.DATA_SUMMARY].set_index("item")["value"]
-        return render_section("stepmodel_na", {"na_reason": str(summary.get("na_reason", ""))})
+    if (reason := stepmodel_na_reason(tables)):            # notebook 07 fitted nothing
+        return render_section("stepmodel_na", {"na_reason": reason})
     fig_path = dirs.figures / f"{stepmodel_tables.FIGURE}.png"
     figure = (os.path.relpath(fig_path, dirs.out) if fig_path.is_file() and show_figure
               else None)
