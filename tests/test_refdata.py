@@ -576,16 +576,19 @@ def test_step_targets_recover_the_replay_truth(name: str, loop: str) -> None:
     for the period and for the forward read from adjacent steps (async) or events (sync), and
     ≥ 0.9 with the forward's span estimates, which give the mean of a run of identical
     batches and so miss the replay's per-batch kernel noise (σ 3 %)."""
-    from stepdecomp import engineloop, targets
-    from stepdecomp.refdata.validate import replay_targets, truth_rows
+    from stepdecomp import engineloop, targets, truthcheck
+    from stepdecomp.refdata.validate import replay_targets
 
     t, truth = replay_targets(WORKLOADS_DIR / name, loop, time_scale=0.1)
     assert (t["engine_loop"] == loop).all() and (t["engine_loop_source"] == "detected").all()
-    rows = {r["target"]: r for r in truth_rows(t, truth, loop)}
+    check = truthcheck.truth_check(t, {name: truth}, {name: loop})
+    rows = {r["target"]: r for r in check.to_dict("records")}
     assert rows["step_forward_us"]["coverage"] >= 0.08 and rows["step_period_us"]["coverage"] >= 0.05
     for r in rows.values():
-        assert r["median_abs_rel_error"] <= 0.05 and abs(r["bias"]) <= 0.02 and r["r"] >= 0.9
-    assert rows["step_period_us"]["r"] >= 0.98
+        assert (r["median_abs_rel_error"] <= 0.05 and abs(r["median_rel_error"]) <= 0.02
+                and r["pearson_r"] >= 0.9)
+    assert rows["step_period_us"]["pearson_r"] >= 0.98
+    truth = truth.set_index("step_id")
     sid = t["step.id"].to_numpy()
     fwd_true = truth["forward_us"].reindex(sid).to_numpy() + (
         truth["host_us"].reindex(sid).to_numpy() if loop == "sync" else 0.0)

@@ -17,7 +17,6 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 import pandas as pd
 
 from ..experiments import short_name
@@ -131,7 +130,7 @@ def replay_targets(run: Path, engine_loop: str, time_scale: float = TRUTH_TIME_S
                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Replay ``run`` under ``engine_loop``, then read its step targets from what the traces
     record (the sampled summaries' ``step.ts_*_ns``, every journey event) with the loop
-    detected from the traces, as the report does; returns (targets, truth by step id)."""
+    detected from the traces, as the report does; returns (targets, the replay's truth)."""
     from .. import targets
     from .replay import MONOTONIC_ORIGIN_NS, simulate
 
@@ -140,49 +139,25 @@ def replay_targets(run: Path, engine_loop: str, time_scale: float = TRUTH_TIME_S
     steps = pd.DataFrame({"experiment_id": run.name, "step.id": s["step_id"].to_numpy(),
                           "step.ts_start_ns": MONOTONIC_ORIGIN_NS + s["ts_start_ns"].to_numpy(),
                           "step.ts_end_ns": MONOTONIC_ORIGIN_NS + s["ts_end_ns"].to_numpy()})
-    return targets.step_targets(steps, res.journeys()), res.truth().set_index("step_id")
-
-
-def truth_rows(t: pd.DataFrame, truth: pd.DataFrame, engine_loop: str) -> list[dict[str, Any]]:
-    """Each target against what it must measure under ``engine_loop``: step_forward_us
-    against the GPU time of batch n (plus, in the sync loop, the host work before it: the
-    interval from the summary to the outputs holds both); step_period_us against the loop
-    iteration that waits for batch n (sync: S(n+1) − S(n); async: S(n+2) − S(n+1)).
-    Coverage over the sampled steps, median |relative error|, median signed error (bias), r."""
-    sid = t["step.id"].to_numpy()
-    start = truth["start_ns"]
-    fwd = truth["forward_us"].reindex(sid).to_numpy()
-    if engine_loop == "sync":
-        fwd = fwd + truth["host_us"].reindex(sid).to_numpy()
-        per = (start.reindex(sid + 1).to_numpy() - start.reindex(sid).to_numpy()) / 1e3
-    else:
-        per = (start.reindex(sid + 2).to_numpy() - start.reindex(sid + 1).to_numpy()) / 1e3
-    rows = []
-    for target, true in (("step_forward_us", fwd), ("step_period_us", per)):
-        est = t[target].to_numpy(dtype=np.float64)
-        ok = ~np.isnan(est) & ~np.isnan(true) & (true > 0)
-        rel = est[ok] / true[ok] - 1
-        enough = ok.sum() >= 3 and np.std(est[ok]) > 0 and np.std(true[ok]) > 0
-        rows.append({"target": target, "sampled_steps": len(sid), "coverage": float(ok.mean()) if len(sid) else 0.0,
-                     "median_abs_rel_error": float(np.median(np.abs(rel))) if ok.any() else np.nan,
-                     "bias": float(np.median(rel)) if ok.any() else np.nan,
-                     "r": float(np.corrcoef(est[ok], true[ok])[0, 1]) if enough else np.nan})
-    return rows
+    return targets.step_targets(steps, res.journeys()), res.truth()
 
 
 def truth_check(engine_loops: Sequence[str] = ("async", "sync"),
                 time_scale: float = TRUTH_TIME_SCALE) -> pd.DataFrame:
-    """One row per (loop, experiment, target): the targets of a replay against its truth."""
+    """One row per (replayed loop, experiment, target): truthcheck.truth_check of the targets
+    of a replay against its truth, with the loop the targets detected (``detected``)."""
+    from .. import truthcheck
     from .cli import workload_dirs
 
-    rows = []
+    frames = []
     for loop in engine_loops:
         for run in workload_dirs():
             t, truth = replay_targets(run, loop, time_scale)
-            detected = t["engine_loop"].iloc[0] if len(t) and "engine_loop" in t else "unknown"
-            for r in truth_rows(t, truth, loop):
-                rows.append({"engine_loop": loop, "detected": detected, "run": run.name, **r})
-    return pd.DataFrame(rows)
+            detected = t["engine_loop"].iloc[0] if len(t) else "unknown"
+            check = truthcheck.truth_check(t, {run.name: truth}, {run.name: loop})
+            frames.append(check.rename(columns={"experiment_id": "run"})
+                          .assign(replayed_loop=loop, detected=detected))
+    return pd.concat(frames, ignore_index=True)
 
 
 def truth_markdown(t: pd.DataFrame) -> str:
@@ -191,14 +166,14 @@ def truth_markdown(t: pd.DataFrame) -> str:
     lines = ["| engine loop | target | loop detected | coverage (median, min) | median abs error "
              "(median, max) | bias (median) | r (median, min) | experiments within 5 % / r ≥ 0.98 |",
              "|---|---|---|---|---|---|---|---|"]
-    for (loop, target), g in t.groupby(["engine_loop", "target"], sort=True):
+    for (loop, target), g in t.groupby(["replayed_loop", "target"], sort=True):
         hits = int((g["detected"] == loop).sum())
         lines.append(
             f"| {loop} | {target} | {hits} of {len(g)} | {g['coverage'].median():.0%}, "
             f"{g['coverage'].min():.0%} | {g['median_abs_rel_error'].median():.1%}, "
-            f"{g['median_abs_rel_error'].max():.1%} | {g['bias'].median():+.1%} | "
-            f"{g['r'].median():.3f}, {g['r'].min():.3f} | "
-            f"{int((g['median_abs_rel_error'] <= 0.05).sum())} / {int((g['r'] >= 0.98).sum())} "
+            f"{g['median_abs_rel_error'].max():.1%} | {g['median_rel_error'].median():+.1%} | "
+            f"{g['pearson_r'].median():.3f}, {g['pearson_r'].min():.3f} | "
+            f"{int((g['median_abs_rel_error'] <= 0.05).sum())} / {int((g['pearson_r'] >= 0.98).sum())} "
             f"of {len(g)} |")
     return "\n".join(lines)
 
