@@ -47,3 +47,12 @@ def test_summary_medians_and_bar() -> None:
     assert s.loc[C.FITTED, "median_abs_e2e_error"] == pytest.approx(0.01)
     assert bool(s.loc[C.FITTED, "within_bar"]) and not bool(s.loc[C.SHIPPED, "within_bar"])
     assert s.loc[C.SHIPPED, "runs"] == 3
+
+
+def test_client_means_read_an_inference_perf_summary() -> None:
+    s = {"successes": {"latency": {"time_per_output_token": {"mean": 0.004},
+                                   "time_to_first_token": {"mean": 0.03},
+                                   "request_latency": {"mean": 2.5}}},
+         "failures": {"count": 7}}
+    assert C.client_means(s, "x") == {"x_tpot_ms": pytest.approx(4.0), "x_e2e_s": 2.5,
+                                      "x_failures": 7}

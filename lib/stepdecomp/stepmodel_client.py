@@ -64,18 +64,24 @@ def write_vector(beta: np.ndarray, path: Path) -> Path:
     return blis_export.write_defaults(path, blis_export.defaults_document(coeffs, {}))
 
 
-def _replay(job: tuple[str, str, str, float]) -> dict[str, Any]:
+def client_means(summary: dict[str, Any], prefix: str) -> dict[str, float]:
+    """Mean TPOT (ms), mean E2E (s) and failures of an inference-perf summary, prefixed
+    (the calibration's published_means, plus E2E)."""
     from .refdata.calibrate import published_means
+
+    means = published_means(summary)
+    e2e = summary["successes"]["latency"]["request_latency"]
+    return {f"{prefix}_tpot_ms": means["tpot_ms"], f"{prefix}_e2e_s": e2e["mean"] if e2e else np.nan,
+            f"{prefix}_failures": means["failures"]}
+
+
+def _replay(job: tuple[str, str, str, float]) -> dict[str, Any]:
     from .refdata.replay import simulate
     from .refdata.writer import summary_metrics
 
     run, predictor, yaml_path, time_scale = job
     res = simulate(WORKLOADS_DIR / run, time_scale=time_scale, step_model=Path(yaml_path))
-    summary = summary_metrics(res)
-    means = published_means(summary)
-    e2e = summary["successes"]["latency"]["request_latency"]
-    return {"run": run, "predictor": predictor, "replay_tpot_ms": means["tpot_ms"],
-            "replay_e2e_s": e2e["mean"] if e2e else np.nan, "replay_failures": means["failures"]}
+    return {"run": run, "predictor": predictor, **client_means(summary_metrics(res), "replay")}
 
 
 def check(fold_betas: pd.DataFrame, published: dict[str, dict[str, Any]], time_scale: float = 1.0,
@@ -97,9 +103,7 @@ def check(fold_betas: pd.DataFrame, published: dict[str, dict[str, Any]], time_s
     else:
         rows = [_replay(j) for j in jobs_list]
     t = pd.DataFrame(rows)
-    pub = pd.DataFrame([{"run": r, "published_tpot_ms": s["successes"]["latency"]["time_per_output_token"]["mean"] * 1e3,
-                         "published_e2e_s": s["successes"]["latency"]["request_latency"]["mean"],
-                         "published_failures": s["failures"]["count"]} for r, s in published.items()])
+    pub = pd.DataFrame([{"run": r, **client_means(s, "published")} for r, s in published.items()])
     t = t.merge(pub, on="run")
     t["tpot_error"] = t["replay_tpot_ms"] / t["published_tpot_ms"] - 1.0
     t["e2e_error"] = t["replay_e2e_s"] / t["published_e2e_s"] - 1.0
