@@ -38,7 +38,7 @@ SANITIZE := tests/nbval-sanitize.cfg
 export TQDM_DISABLE ?= 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: FORCE help setup data calibrate validate stepmodel-check report sensitivity export-blis site site-check test unit nbval lab bench notebooks clean distclean
+.PHONY: FORCE help setup data calibrate validate stepmodel-check report sensitivity export-blis site site-check test test-fast pytest nbval lab bench notebooks clean distclean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -57,7 +57,7 @@ $(VENV)/.installed: pyproject.toml environment.yml
 
 setup: $(VENV)/.installed ## Create the environment (conda if present, else a pip venv)
 
-REFDATA_SOURCES := $(wildcard lib/stepdecomp/refdata/*.py) $(wildcard data/workloads/*/*.yaml) \
+REFDATA_SOURCES := $(wildcard lib/stepdecomp/refdata/*.py) lib/stepdecomp/hw/kernels.py $(wildcard data/workloads/*/*.yaml) \
 	$(wildcard data/workloads/*/results/config.yaml) $(wildcard data/hardware/*.json)
 
 # `make data HARDWARE=… PRECISION=…` always regenerates; `make report HARDWARE=…` does not.
@@ -85,37 +85,41 @@ calibrate: setup ## Fit hardware, weight precision, engine loop and host constan
 	$(PY) -m stepdecomp.refdata.calibrate
 
 stepmodel-check: setup ## Replay the 12 published runs with the step model fitted without each run's model (after make report)
-	$(PY) -m stepdecomp.stepmodel_client $(if $(OUT),--out "$(OUT)")
+	$(PY) -m stepdecomp.run.stepmodel_client $(if $(OUT),--out "$(OUT)")
 
 validate: $(BUNDLED_STAMP) ## Published vs replayed client metrics of data/raw -> data/README.md tables
-	$(PY) -m stepdecomp.refdata.validate
+	$(PY) -m stepdecomp.run.validate
 
 report: setup $(if $(DATA),,$(BUNDLED_STAMP)) ## Run notebooks 01-07 -> reports/ + figures/ (or DATA=... OUT=... HARDWARE=...)
 	@echo "running $(words $(NOTEBOOKS)) notebooks on $(if $(DATA),$(DATA),the bundled dataset)"
-	$(PY) -m stepdecomp.runner $(NOTEBOOK_FILES) $(if $(DATA),--data "$(DATA)") $(if $(OUT),--out "$(OUT)") \
+	$(PY) -m stepdecomp.run.notebooks $(NOTEBOOK_FILES) $(if $(DATA),--data "$(DATA)") $(if $(OUT),--out "$(OUT)") \
 		$(if $(HARDWARE),--hardware "$(HARDWARE)") $(if $(DASK),--dask "$(DASK)") \
 		$(if $(ENGINE_LOOP),--engine-loop "$(ENGINE_LOOP)")
 	@echo "findings: $(if $(OUT),$(OUT),reports)/FINDINGS.md"
-	$(if $(filter 1,$(SITE)),$(PY) -m stepdecomp.site $(SITE_ARGS))
+	$(if $(filter 1,$(SITE)),$(PY) -m stepdecomp.site.build $(SITE_ARGS))
 
 # Not part of `make report`: about 15 minutes on 2 cores; the lead commits its table, which
 # FINDINGS reads (reports/tables/sensitivity.csv) when it is there.
 sensitivity: setup ## Replay with perturbed kernel costs and other seeds, rerun the statistics -> reports/tables/sensitivity.csv (after make report)
-	$(PY) -m stepdecomp.sensitivity
+	$(PY) -m stepdecomp.run.sensitivity
 
 export-blis: setup ## BLIS defaults file of the fitted step-time model -> reports/blis/ (after make report; OUT=, HARDWARE=)
-	$(PY) -m stepdecomp.stepmodel_tables $(if $(OUT),--out "$(OUT)") $(if $(HARDWARE),--hardware "$(HARDWARE)")
+	$(PY) -m stepdecomp.run.stepmodel_tables $(if $(OUT),--out "$(OUT)") $(if $(HARDWARE),--hardware "$(HARDWARE)")
 
 site: setup ## Offline site of the report: FINDINGS + one page per notebook -> reports/site/ (OUT=)
-	$(PY) -m stepdecomp.site $(SITE_ARGS)
+	$(PY) -m stepdecomp.site.build $(SITE_ARGS)
 
 site-check: site ## Open every site page in headless chromium: no error, no external request, all images
-	$(PY) -m stepdecomp.sitecheck "$(SITE_DIR)"
+	$(PY) -m stepdecomp.site.check "$(SITE_DIR)"
 
 notebooks: report ## Refresh the committed notebooks' outputs from the default report
-	$(PY) -m stepdecomp.runner --refresh-committed $(NOTEBOOK_FILES)
+	$(PY) -m stepdecomp.run.notebooks --refresh-committed $(NOTEBOOK_FILES)
 
-unit: setup ## Unit tests of lib/ (pytest)
+# Tiers (pyproject.toml, tests/conftest.py): unit, integration, slow; tests/<subpackage>/ mirrors lib.
+test-fast: setup ## The unit tests only (pytest -m unit; about a minute)
+	$(PY) -m pytest tests -m unit -q
+
+pytest: setup ## Every pytest tier: unit, integration and slow
 	$(PY) -m pytest tests
 
 # The notebooks are given in NOTEBOOKS order (not the directory's): 06_report must run after
@@ -124,14 +128,14 @@ nbval: setup $(BUNDLED_STAMP) ## Re-execute the committed notebooks and compare 
 	@tmp=$$(mktemp -d) && STEPDECOMP_OUT=$$tmp/nbval-out $(PY) -m pytest --nbval $(NOTEBOOK_FILES) \
 		--nbval-sanitize-with $(SANITIZE) -p no:cacheprovider; rc=$$?; \
 	if [ $$rc -eq 0 ] && [ -n "$(NBVAL_SITE)" ]; then \
-		$(PY) -m stepdecomp.site --out $$tmp/nbval-out --notebooks notebooks && \
-		$(PY) -m stepdecomp.sitecheck --no-screenshots $$tmp/nbval-out/site; rc=$$?; fi; \
+		$(PY) -m stepdecomp.site.build --out $$tmp/nbval-out --notebooks notebooks && \
+		$(PY) -m stepdecomp.site.check --no-screenshots $$tmp/nbval-out/site; rc=$$?; fi; \
 	rm -rf $$tmp; exit $$rc
 
 # make test checks the site of the nbval run in the browser: its FINDINGS.md and figures, and the
 # committed notebooks nbval has just compared with a fresh run (no second report run).
 test: NBVAL_SITE := 1
-test: unit nbval ## Everything CI runs: unit tests, nbval on the notebooks, the browser check of their site
+test: pytest nbval ## Everything CI runs: all pytest tiers, nbval on the notebooks, the browser check of their site
 
 # JupyterLab refuses to start as root without --allow-root (containers run as root): the flag
 # is passed then, and only then.
@@ -139,13 +143,13 @@ lab: setup ## Open JupyterLab on notebooks/ with the library importable
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $$([ "$$(id -u)" = 0 ] && echo --allow-root)
 
 bench: setup ## Loader speed (vs a json.loads loop, cold load of all files, parser ceilings; MB/s); pipeline, statistics and step-model speed
-	$(PY) tests/bench_loader.py
-	$(PY) tests/bench_pipeline.py
-	$(PY) tests/bench_stats.py
-	$(PY) tests/bench_stepmodel.py
+	$(PY) bench/bench_loader.py
+	$(PY) bench/bench_pipeline.py
+	$(PY) bench/bench_stats.py
+	$(PY) bench/bench_stepmodel.py
 
 clean: ## Prune trace caches of vanished files; remove scratch output (keeps data/raw, live caches)
-	@$(PY) -m stepdecomp.load --prune-cache 2>/dev/null || rm -rf data/interim/traces
+	@$(PY) -m stepdecomp.traces.load --prune-cache 2>/dev/null || rm -rf data/interim/traces
 	rm -rf reports/interim .pytest_cache .hypothesis
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 

@@ -16,7 +16,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 
-from stepdecomp import attribution, outputs, stats  # noqa: E402
+from stepdecomp.stats import attribution, correlation as stats
+from stepdecomp.core import artefacts  # noqa: E402
 
 ROWS_PER_EXPERIMENT = 12_000
 
@@ -73,7 +74,7 @@ def write_tables(out: Path) -> None:
         "lower_bound_check": stats.lower_bound_check(c),
     }
     for name, frame in tables.items():
-        outputs.write_csv(frame, out / f"{name}.csv")
+        artefacts.write_csv(frame, out / f"{name}.csv")
     x = c["total_analytical_us"].to_numpy() - c["total_analytical_us"].mean()
     y = c["step.duration_us"].to_numpy() - c["step.duration_us"].mean()
     (out / "blas_dot.txt").write_text(repr(float(x @ y)))

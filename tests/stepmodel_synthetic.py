@@ -1,5 +1,5 @@
 """Synthetic step_components whose forward times come from a known BLIS coefficient vector
-plus noise (tests/test_stepmodel.py, tests/bench_stepmodel.py).
+plus noise (tests/stepmodel/test_stepmodel.py, bench/bench_stepmodel.py).
 
 16 experiments: the study's four models at their TP × four workloads, each workload with its
 own prompt length, decode batch size and prefill frequency. Per step: D decoders with
@@ -14,8 +14,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from stepdecomp import blis_basis
-from stepdecomp.specs import load_gpu_spec, load_model_specs
+from stepdecomp.model import blis_basis
+from stepdecomp.hw.specs import load_gpu_spec, load_model_specs
 
 MODELS = {  # display name -> (hf_id, tp)
     "llama-2-7b": ("meta-llama/Llama-2-7b-hf", 1),

@@ -40,8 +40,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from ..paths import DATA_DIR, HARDWARE_DIR, WORKLOADS_DIR, display_path
-from ..specs import load_gpu_spec
+from ..core.paths import DATA_DIR, HARDWARE_DIR, WORKLOADS_DIR, display_path
+from ..hw.specs import load_gpu_spec
 from .replay import simulate
 from .scheduler import DEFAULT_ENGINE_LOOP, ENGINE_LOOPS
 from .timeline import CpuModel

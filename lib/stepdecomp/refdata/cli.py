@@ -23,8 +23,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from ..paths import WORKLOADS_DIR, display_path
-from ..specs import load_gpu_spec
+from ..core.paths import WORKLOADS_DIR, display_path
+from ..hw.specs import load_gpu_spec
 from .replay import DEFAULT_HARDWARE, DEFAULT_PRECISION, simulate
 from .scheduler import DEFAULT_ENGINE_LOOP, ENGINE_LOOPS
 from .stepcost import KernelScale

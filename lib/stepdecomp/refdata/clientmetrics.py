@@ -14,7 +14,7 @@ runs, (mean E2E − mean TTFT) / mean TPOT + 1 = 2·output_len + 2 (within ±1.5
 has exactly output_len tokens, so this ratio of means is exact), and the median ITL is
 30–150 µs while its 75th percentile is ≈ 2·TPOT. So the generator recorded EVENTS_PER_TOKEN
 = 2 timestamps per streamed token, EVENT_PAIR_GAP_US apart, plus END_EVENTS at the end of the
-stream. This is an inference from the published summaries (client.py reproduces it); its
+stream. This is an inference from the published summaries (targets/clientmetrics.py reproduces it); its
 consequence is that the published TPOT is about half the time per output token.
 
 A token sampled in step n is sent when update_from_output(n) returns (``out_ns``) and
@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..client import END_OF_STREAM_EVENTS as END_EVENTS
-from ..client import EVENTS_PER_TOKEN
+from ..traces.experiments import END_OF_STREAM_EVENTS as END_EVENTS
+from ..traces.experiments import EVENTS_PER_TOKEN
 
 EVENT_PAIR_GAP_US = 20.0
 STREAM_LATENCY_US = 200.0

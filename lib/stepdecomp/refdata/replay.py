@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import otlp, params
-from ..experiments import Experiment, read_experiment
-from ..specs import load_gpu_spec, load_model_spec
+from ..traces import otlp
+from ..core import params
+from ..traces.experiments import Experiment, read_experiment
+from ..hw.specs import load_gpu_spec, load_model_spec
 from .record import Recorder
 from .scheduler import DEFAULT_ENGINE_LOOP, DONE, Simulator
 from .stepcost import ALLREDUCE_CALL_US, KernelScale, build_step_cost, kv_cache_blocks
@@ -189,7 +190,7 @@ def simulate(experiment: Experiment | str | Path, seed: int = 0, time_scale: flo
     rec = Recorder(len(reqs), rng_sample, sample_fraction, record_decodes)
     step_time = None
     if step_model is not None:
-        from ..blis_basis import linear_step_time, load_coefficients
+        from ..model.blis_basis import linear_step_time, load_coefficients
         step_time = linear_step_time(spec, exp.tp, gpu, load_coefficients(Path(step_model)).beta_array)
     sim = Simulator(reqs, cost, total_blocks, B, max_seqs, int(round(client_timeout_s * 1e9)),
                     exp.tp, cpu or CpuModel(), rec, rng_noise, rng_cpu, engine_loop, step_time)

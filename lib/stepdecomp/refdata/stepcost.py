@@ -28,9 +28,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import physical_mode
-from ..specs import WEIGHT_BYTES_PER_PARAM, GpuSpec, ModelSpec
-from . import kernels
+from ..model import physical as physical_mode
+from ..hw.specs import WEIGHT_BYTES_PER_PARAM, GpuSpec, ModelSpec
+from ..hw import kernels
 
 KV_BLOCK_TOKENS = 16
 GPU_MEMORY_UTILIZATION = 0.9

@@ -26,7 +26,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from .. import otlp
+from ..traces import otlp
 from . import clientmetrics
 from .replay import MONOTONIC_ORIGIN_NS, SimResult
 

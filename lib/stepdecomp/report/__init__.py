@@ -19,6 +19,8 @@ the categories the sentences branch on). Adding a section: write ``templates/_<n
 (it reads its context as ``s``), write ``<name>_context(fi) -> dict`` in the module of its
 part, register it in :data:`SECTION_CONTEXTS` and put ``{{ section("<name>", <name>) }}``
 where it belongs in ``findings.md.j2``.
+
+Imports: core, hw, traces, targets, stats, stepmodel, run.
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import pandas as pd
 
-from ..params import DEFAULT_HARDWARE
-from ..paths import RAW_DIR, display_path
+from ..core.params import DEFAULT_HARDWARE
+from ..core.paths import RAW_DIR, display_path
 from .format import (FORMATTERS, fmt_ci, fmt_delta, fmt_frac, fmt_int, fmt_num, fmt_pct, fmt_r,
                      fmt_r3, fmt_share, fmt_us, markdown_table)
 from .inputs import FindingsInput, data_kind, model_names  # noqa: F401 (re-exported)
@@ -37,19 +39,19 @@ from .physical import (PHYSICAL_TABLES, PhysicalTables, physical_context, physic
                        physical_section_from_tables, read_physical_tables, table_target)
 from .published import (load_published, published_comparison, published_comparison_context,
                         published_comparison_section)
-from .answer import (SENSITIVITY_TABLE, answer_context, engine_loop, headline_values,
-                     held_out, key_figure, read_optional, sensitivity_context)
+from .answer import (SENSITIVITY_TABLE, answer_context, engine_loop, headline_values, held_out,
+                     key_figure, read_optional, sensitivity_context)
 from .render import (APPENDIX_NAME, TEMPLATE_CONSTANTS, TEMPLATE_DIR, AppendixTable,
                      collecting_appendix, environment, number_appendix, render_section)
 from .verdicts import conclusion_input
 from .seed import (analysis_context, analysis_section, dataset_note, dataset_note_context,
-                   header_context, per_experiment_context, per_experiment_section,
-                   phase_section, phases_context, pure_phase_context, pure_phase_section,
-                   setup_context, setup_section, summary_context, summary_section,
-                   verdict_context, verdict_section)
+                   header_context, per_experiment_context, per_experiment_section, phase_section,
+                   phases_context, pure_phase_context, pure_phase_section, setup_context,
+                   setup_section, summary_context, summary_section, verdict_context,
+                   verdict_section)
 
 if TYPE_CHECKING:
-    from ..outputs import RunDirs
+    from ..core.artefacts import RunDirs
 
 #: The sections of findings.md.j2 and the functions computing their contexts.
 SECTION_CONTEXTS: dict[str, Callable[[FindingsInput], dict[str, Any] | None]] = {
@@ -108,9 +110,9 @@ def collect(dirs: "RunDirs", hardware: str = DEFAULT_HARDWARE) -> FindingsInput:
     result is the seed-only one. "A Step-Time Model for Simulators" (report.stepmodel) is
     appended when notebook 07_model has written its tables. The MoE subsection reads moe_gemm_check and moe_delta_r, which notebook 04
     writes (moefit.moe_check_tables) when the run has an MoE model; the report computes nothing."""
-    from .. import outputs
-    from ..specs import load_gpu_spec, load_model_specs
-    from ..stats import hypothesis_verdict
+    from ..core import artefacts as outputs
+    from ..hw.specs import load_gpu_spec, load_model_specs
+    from ..stats.correlation import hypothesis_verdict
 
     steps = outputs.read_steps(dirs)
     meta = outputs.read_dataset_meta(dirs)
@@ -135,7 +137,7 @@ def collect(dirs: "RunDirs", hardware: str = DEFAULT_HARDWARE) -> FindingsInput:
         measurement=measurement_tables(dirs),
         physical_pure=None if tables is None else tables.pure,
         within=None if tables is None else tables.within, physical_target=target)
-    from ..stepmodel_tables import HELD_OUT
+    from ..run.stepmodel_tables import HELD_OUT
     from .stepmodel import _read as read_stepmodel, stepmodel_na_reason, stepmodel_section
 
     coverage = t["target_coverage"] if (t := fi.measurement) is not None else None
@@ -153,7 +155,7 @@ def collect(dirs: "RunDirs", hardware: str = DEFAULT_HARDWARE) -> FindingsInput:
     if step_model is not None:
         fi.extra_sections.append(step_model)
     if meta["data_root"] == display_path(RAW_DIR):
-        from ..refdata.validate import client_comparison
+        from ..run.validate import client_comparison
 
         fi.extra_sections.append(published_comparison_section(fi, load_published(),
                                                               client_comparison(RAW_DIR)))

@@ -3,7 +3,7 @@ answer on the analysed data with its numbers, the step-time model's held-out err
 data cannot show), the key figure, and the circularity tables (sensitivity, truth check).
 
 The numbers come from the run's tables: the headline statistics are those of
-:mod:`stepdecomp.sensitivity` (one definition, so the Answer's values are the reference values
+:mod:`stepdecomp.run.sensitivity` (one definition, so the Answer's values are the reference values
 ``make sensitivity`` perturbs), evaluated on ``step_components.parquet``; the held-out errors
 from notebook 07's table; the engine loop from ``target_coverage.csv``."""
 
@@ -15,20 +15,20 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from .. import columns
+from ..core import columns
 from .inputs import FindingsInput, data_kind
 
 if TYPE_CHECKING:
-    from ..outputs import RunDirs
+    from ..core.artefacts import RunDirs
 
 #: The components table the headline statistics read.
 COMPONENTS_TABLE = "step_components.parquet"
 #: ``make sensitivity``'s summary (one row per headline), read when present.
 SENSITIVITY_TABLE = "sensitivity"
-#: The held-out schemes the Answer quotes (stepmodel_eval.SCHEMES): a workload, a model never
+#: The held-out schemes the Answer quotes (evaluate.SCHEMES): a workload, a model never
 #: seen in fitting.
 ANSWER_SCHEMES = ("workload", "model")
-#: The predictors' names in the Answer (stepmodel_eval.PREDICTOR_LABELS in full elsewhere).
+#: The predictors' names in the Answer (evaluate.PREDICTOR_LABELS in full elsewhere).
 ANSWER_LABELS = {"fitted": "BLIS basis with fitted β", "blis_shipped": "BLIS's shipped β",
                  "physical": "uncalibrated roofline", "hgb": "gradient boosting"}
 #: The Answer's headlines (sensitivity.HEADLINES keys) and the sentence each backs.
@@ -38,7 +38,7 @@ ANSWER_HEADLINES = ("physical_tracks_forward", "physical_runs_low")
 def headline_values(dirs: "RunDirs") -> dict[str, Any] | None:
     """The sensitivity headlines' statistics on this run's components, with the number of
     experiments the within-experiment r rests on; None without the table."""
-    from .. import sensitivity
+    from ..run import sensitivity
 
     path = dirs.tables / COMPONENTS_TABLE
     if not path.is_file():
@@ -74,16 +74,16 @@ def engine_loop(coverage: pd.DataFrame | None) -> dict[str, Any] | None:
 def held_out(table: pd.DataFrame | None) -> list[dict[str, Any]]:
     """Pooled held-out median absolute % error of every predictor under each scheme of
     ANSWER_SCHEMES (``median_ape_pct``: scheme → value), in the table's order."""
-    from .. import stepmodel_eval
+    from ..stepmodel import evaluate
 
     if table is None or "held_out" not in table:      # not run, or it fitted nothing
         return []
-    pooled = table[table["held_out"] == stepmodel_eval.ALL_GROUPS]
+    pooled = table[table["held_out"] == evaluate.ALL_GROUPS]
     out = []
     for p in dict.fromkeys(pooled["predictor"]):
         mine = pooled[pooled["predictor"] == p].set_index("scheme")["median_ape_pct"]
         out.append({"predictor": p,
-                    "label": ANSWER_LABELS.get(p, stepmodel_eval.PREDICTOR_LABELS.get(p, p)),
+                    "label": ANSWER_LABELS.get(p, evaluate.PREDICTOR_LABELS.get(p, p)),
                     "median_ape_pct": {k: float(mine[k]) for k in ANSWER_SCHEMES if k in mine}})
     return out
 
@@ -104,7 +104,7 @@ def answer_context(fi: FindingsInput) -> dict[str, Any]:
                    "seeds": int(rows.at[k, "holds_seed_draws"]),
                    "seed_draws": int(rows.at[k, "seed_draws"])}
                   for k in ANSWER_HEADLINES if k in rows.index]
-    from .. import sensitivity
+    from ..run import sensitivity
 
     return {"kind": data_kind(fi.data_root), "data_root": fi.data_root,
             "min_steps": sensitivity.MIN_STEPS_PER_EXPERIMENT,
@@ -124,7 +124,7 @@ def sensitivity_context(fi: FindingsInput) -> dict[str, Any] | None:
     """The sensitivity table (None when ``make sensitivity`` has not written it)."""
     if fi.sensitivity is None:
         return None
-    from .. import sensitivity
+    from ..run import sensitivity
 
     t = fi.sensitivity
     keep = ["claim", "reference", *(["baseline"] if "baseline" in t else []), "seed_min",
@@ -141,7 +141,7 @@ def sensitivity_context(fi: FindingsInput) -> dict[str, Any] | None:
 def key_figure(dirs: "RunDirs") -> str | None:
     """The key figure (held-out predicted vs measured step time per model) relative to OUT,
     or None when notebook 07 has not drawn it."""
-    from .. import stepmodel_tables
+    from ..run import stepmodel_tables
 
     path = dirs.figures / f"{stepmodel_tables.FIGURE}.png"
     return os.path.relpath(path, dirs.out) if path.is_file() else None
@@ -152,7 +152,7 @@ def optional_table_path(dirs: "RunDirs", name: str) -> Path | None:
     stepmodel-check``): in this run's tables, else — when the run analyses the bundled data,
     whose property such a table is — the committed reports/tables/ (so a report in another
     OUT, such as nbval's, says the same); None when neither has it."""
-    from ..paths import RAW_DIR, REPORTS_DIR
+    from ..core.paths import RAW_DIR, REPORTS_DIR
 
     path = dirs.tables / f"{name}.csv"
     if path.is_file():

@@ -17,7 +17,8 @@ from typing import Any, Mapping
 
 import pandas as pd
 
-from .. import attribution, columns
+from ..stats import attribution
+from ..core import columns
 from .format import fmt_num, fmt_r3, fmt_share_pct, fmt_us, isnan
 from .inputs import as_bool, exp, interval_method
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import pandas as pd
 
-from ..paths import FIXTURE_ROOT, RAW_DIR, display_path
-from ..specs import GpuSpec, ModelSpec
-from ..stats import Verdict
+from ..core.paths import FIXTURE_ROOT, RAW_DIR, display_path
+from ..hw.specs import GpuSpec, ModelSpec
+from ..stats.correlation import Verdict
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """FINDINGS' "What the Traces Measure": the step-time targets per experiment, their coverage,
 the HBM lower bound and R² per target, the physical verdict per target and the client-side
-evidence (tables of notebook 04, measure.py and client.py)."""
+evidence (tables of notebook 04, per_target.py and client.py)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,14 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from .. import explain, truthcheck
-from ..experiments import short_name
+from ..stats import explain
+from ..targets import truthcheck
+from ..traces.experiments import short_name
 from .format import fmt_ci, fmt_f3
 from .inputs import FindingsInput, as_bool, data_kind
 
 if TYPE_CHECKING:
-    from ..outputs import RunDirs
+    from ..core.artefacts import RunDirs
 
 
 #: The tables "What the Traces Measure" reads (CSV names in dirs.tables, without suffix).
@@ -39,14 +40,14 @@ INSTRUMENTING_CODE = {"repository": "inference-sim/vllm",
 
 
 def _wide(frame: pd.DataFrame, value: str, index: str = "experiment_id") -> pd.DataFrame:
-    from ..targets import TARGETS
+    from ..targets.timestamps import TARGETS
 
     w = frame.pivot_table(index=index, columns="target", values=value, sort=True)
     return w[[t for t in TARGETS if t in w.columns]].reset_index()
 
 
 def _client_context(t: dict[str, pd.DataFrame]) -> dict[str, Any]:
-    from ..client import SOURCE_PUBLISHED, below_floor
+    from ..targets.clientmetrics import SOURCE_PUBLISHED, below_floor
 
     summ, plaus = t["client_summary"], t["client_plausibility"]
     pub = summ[summ["source"] == SOURCE_PUBLISHED]
@@ -67,7 +68,7 @@ def _client_context(t: dict[str, pd.DataFrame]) -> dict[str, Any]:
 
 def measurement_context(fi: FindingsInput) -> dict[str, Any] | None:
     """Numbers of "What the Traces Measure" (None without the tables: seed-only run)."""
-    from .. import measure
+    from ..stats import per_target
 
     t = fi.measurement
     if t is None:
@@ -100,7 +101,7 @@ def measurement_context(fi: FindingsInput) -> dict[str, Any] | None:
             "median_forward_us": float(med["step_forward_us"].median()),
             "median_period_us": float(med["step_period_us"].median()),
             "below": below, "below_median": below.drop(columns="experiment_id").median().to_dict(),
-            "coverage": cov, "r2": r2_wide.reset_index(), "r2_median": measure.median_r2(r2),
+            "coverage": cov, "r2": r2_wide.reset_index(), "r2_median": per_target.median_r2(r2),
             "verdicts": _verdicts(t), "period_vs_client": pvc, "client": _client_context(t),
             "trim_pct": explain.TRIM_QUANTILE * 100,
             "increments": _increments(t.get(INCREMENT_TABLE)), "truth": _truth(t.get(TRUTH_TABLE)),
@@ -163,10 +164,10 @@ def _truth(truth: pd.DataFrame | None) -> dict[str, Any] | None:
 def _verdicts(t: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """The pooled physical verdict per target and prefill subset, with the within-experiment
     one beside it when its table is there (within_passing, within_supported)."""
-    from .. import measure
+    from ..stats import per_target
     from .verdicts import within_by_target
 
-    pooled = measure.verdicts_by_target(t["physical_pure_phase_correlations"])
+    pooled = per_target.verdicts_by_target(t["physical_pure_phase_correlations"])
     within = t.get(WITHIN_TABLE)
     if within is None or "target" not in within:
         return pooled

@@ -1,6 +1,6 @@
 """FINDINGS' "The MoE GEMM": what the fused-MoE cost changed, per MoE model.
 
-Reads two tables of the physical model (stepdecomp.moefit): the GEMM estimate of each MoE
+Reads two tables of the physical model (stepdecomp.stats.moecheck): the GEMM estimate of each MoE
 model and TP at a few token counts, before (one roofline over the expected distinct experts,
 which saturates at E within a few tokens) and now (per-expert token counts priced from the
 kernel tables) — ``moe_gemm_check``; and, per MoE experiment and target, the Pearson r of the

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import pandas as pd
 
-from ..stats import R_THRESHOLD, Verdict
+from ..stats.correlation import R_THRESHOLD, Verdict
 from .attribution import attribution_context, by_model_context, group_context
 from .format import fmt_ci, isnan
 from .inputs import as_bool, exp, interval_method, model_names, rows
@@ -28,7 +28,7 @@ from .render import (DELTA_R_NEGLIGIBLE, DURATION_TARGET, LOWER_BOUND_MATERIAL, 
 from .verdicts import verdict_dict, within_verdict_context
 
 if TYPE_CHECKING:
-    from ..outputs import RunDirs
+    from ..core.artefacts import RunDirs
 
 
 #: The physical-mode tables collect() looks for in dirs.tables (CSV names without suffix);
@@ -284,7 +284,7 @@ def physical_context(tables: PhysicalTables, seed_verdict: Verdict | None = None
     the step-time ``target`` the tables were computed on. ``models_by_hf_id``: the model slugs
     of each HF model; per-model summaries count the slugs of one HF model as one model.
     ``data_kind``: bundled (generated), fixture or own (seed.dataset_note_context)."""
-    from ..stats import physical_verdict
+    from ..stats.correlation import physical_verdict
 
     t = tables
     pure, per = t.pure, t.per_experiment
@@ -333,7 +333,7 @@ def read_physical_tables(dirs: "RunDirs", target: str) -> PhysicalTables | None:
     """The PHYSICAL_TABLES of ``target`` from the CSVs in dirs.tables (tables without a
     ``target`` column are taken whole), or None when the physical pure-phase and
     per-experiment tables are not there (a seed-only run)."""
-    from ..measure import for_target
+    from ..stats.per_target import for_target
 
     paths = {name: dirs.tables / f"{name}.csv" for name in PHYSICAL_TABLES}
     if not (paths["physical_pure_phase_correlations"].is_file()
@@ -354,7 +354,7 @@ def read_physical_tables(dirs: "RunDirs", target: str) -> PhysicalTables | None:
 def table_target(dirs: "RunDirs") -> str:
     """The target the physical section reads: measure.PRIMARY_TARGET when the tables carry
     a ``target`` column, else step.duration_us (tables written before the targets existed)."""
-    from ..measure import PRIMARY_TARGET
+    from ..stats.per_target import PRIMARY_TARGET
 
     path = dirs.tables / "physical_pure_phase_correlations.csv"
     has_target = path.is_file() and "target" in pd.read_csv(path, nrows=1)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..experiments import short_name
+from ..traces.experiments import short_name
 from .inputs import FindingsInput
 from .render import (ABSENT_PREFILL_PCT, R_AGREE, SHARE_AGREE_FACTOR, SHARE_AGREE_POINTS,
                      render_section)
@@ -31,7 +31,7 @@ def load_published(path: Path | None = None) -> dict:
     """The seed study's published numbers (data/seed_published.json)."""
     import json
 
-    from ..paths import DATA_DIR
+    from ..core.paths import DATA_DIR
 
     return json.loads((path or DATA_DIR / "seed_published.json").read_text())
 
@@ -90,7 +90,7 @@ def published_comparison_context(fi: FindingsInput, published: dict) -> dict[str
 
 
 def client_comparison_context(comparison: pd.DataFrame) -> dict[str, Any]:
-    """The replay-vs-published client table (refdata.validate.client_comparison)."""
+    """The replay-vs-published client table (run.validate.client_comparison)."""
     t = comparison.copy()
     fit = t[~t["held_out"].astype(bool)]
     t["run"] = t["run"].map(short_name)
@@ -105,7 +105,7 @@ def client_comparison_context(comparison: pd.DataFrame) -> dict[str, Any]:
 def published_comparison_section(fi: FindingsInput, published: dict,
                                  client: pd.DataFrame | None = None) -> str:
     """Where the analysed (generated) data and the study's published numbers agree or differ;
-    with ``client`` (refdata.validate.client_comparison) also the client metrics."""
+    with ``client`` (run.validate.client_comparison) also the client metrics."""
     ctx = published_comparison_context(fi, published)
     if client is not None and len(client):
         ctx["client"] = client_comparison_context(client)

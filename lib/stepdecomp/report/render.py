@@ -19,9 +19,9 @@ from typing import Any, Callable, Iterator, Mapping
 
 import jinja2
 
-from .. import columns
-from ..stats import (HYPOTHESIS_MIN_PASSING, MIN_ROWS, PREFILL_DOMINATED_SHARE, R_THRESHOLD,
-                     WITHIN_MIN_EXPERIMENTS)
+from ..core import columns
+from ..stats.correlation import (HYPOTHESIS_MIN_PASSING, MIN_ROWS, PREFILL_DOMINATED_SHARE,
+                                 R_THRESHOLD, WITHIN_MIN_EXPERIMENTS)
 from .format import FORMATTERS, isnan, markdown_table
 
 #: The templates, packaged with stepdecomp (pyproject's package-data: templates/*.j2).

@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..specs import model_table
+from ..hw.specs import model_table
 
 from .format import fmt_g
 from .inputs import FindingsInput, data_kind, exp

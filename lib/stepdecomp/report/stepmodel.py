@@ -8,11 +8,12 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from .. import blis_export, stepmodel, stepmodel_eval, stepmodel_tables
+from ..stepmodel import export, fit as stepmodel, evaluate
+from ..run import stepmodel_tables
 from .render import render_section
 
 if TYPE_CHECKING:
-    from ..outputs import RunDirs
+    from ..core.artefacts import RunDirs
 
 #: BLIS's own step-model research on the same runs (inference-sim/inference-sim, branch
 #: stepml-experiments, hypotheses/h-stepml/LEADERBOARD_ALL_ROUNDS.md, as cited in issue 18):
@@ -27,11 +28,11 @@ AGREE_FACTOR = 1.05
 
 
 def _read(dirs: "RunDirs") -> dict[str, pd.DataFrame] | None:
-    from .. import outputs
+    from ..core import artefacts
 
     if not all((dirs.tables / f"{t}.csv").is_file() for t in stepmodel_tables.TABLES):
         return None
-    return {t: outputs.read_table(dirs, t, "07_model") for t in stepmodel_tables.TABLES}
+    return {t: artefacts.read_table(dirs, t, "07_model") for t in stepmodel_tables.TABLES}
 
 
 def stepmodel_context(tables: dict[str, pd.DataFrame], figure: str | None,
@@ -42,19 +43,19 @@ def stepmodel_context(tables: dict[str, pd.DataFrame], figure: str | None,
     hw = coef[coef["scope"] == stepmodel.ALL_MODELS]
     per_model = coef[coef["scope"] != stepmodel.ALL_MODELS]
     errors = tables[stepmodel_tables.HELD_OUT]
-    pooled = errors[errors["held_out"] == stepmodel_eval.ALL_GROUPS].copy()
-    pooled["predictor"] = pooled["predictor"].map(stepmodel_eval.PREDICTOR_LABELS)
+    pooled = errors[errors["held_out"] == evaluate.ALL_GROUPS].copy()
+    pooled["predictor"] = pooled["predictor"].map(evaluate.PREDICTOR_LABELS)
     schemes = []
     for scheme in pooled["scheme"].unique():
-        best, best_v, second, second_v = stepmodel_eval.winner(errors, scheme)
+        best, best_v, second, second_v = evaluate.winner(errors, scheme)
         fitted = pooled[(pooled["scheme"] == scheme)]
-        schemes.append({"scheme": scheme, "best": stepmodel_eval.PREDICTOR_LABELS[best],
+        schemes.append({"scheme": scheme, "best": evaluate.PREDICTOR_LABELS[best],
                         "best_value": best_v,
-                        "second": stepmodel_eval.PREDICTOR_LABELS[second],
+                        "second": evaluate.PREDICTOR_LABELS[second],
                         "second_value": second_v,
-                        "fitted_label": stepmodel_eval.PREDICTOR_LABELS["fitted"], "ratio": second_v / best_v if best_v else None,
+                        "fitted_label": evaluate.PREDICTOR_LABELS["fitted"], "ratio": second_v / best_v if best_v else None,
                         "fitted_median_ape": float(fitted.loc[
-                            fitted["predictor"] == stepmodel_eval.PREDICTOR_LABELS["fitted"],
+                            fitted["predictor"] == evaluate.PREDICTOR_LABELS["fitted"],
                             "median_ape_pct"].iloc[0])})
     comp = tables[stepmodel_tables.BASIS_VS_PHYSICAL].dropna(subset=["ratio_median"])
     off = comp.assign(dev=(comp["ratio_of_sums"].apply(lambda r: max(r, 1 / r))))
@@ -80,7 +81,7 @@ def stepmodel_context(tables: dict[str, pd.DataFrame], figure: str | None,
         "disagree": disagree[["model", "component", "ratio_of_sums"]].to_dict("records"),
         "agree_factor": AGREE_FACTOR, "leaderboard": LEADERBOARD_MAPE_PCT,
         "client": None,                 # stepmodel_section adds make stepmodel-check's numbers
-        "alpha_statement": blis_export.ALPHA_STATEMENT, "weighting": stepmodel.WEIGHTING,
+        "alpha_statement": export.ALPHA_STATEMENT, "weighting": stepmodel.WEIGHTING,
         "condition_limit": stepmodel.CONDITION_INDEX_LIMIT,
         "confidence_pct": stepmodel.CONFIDENCE * 100,
         "variance_limit": stepmodel.VARIANCE_PROPORTION_LIMIT,
@@ -117,7 +118,7 @@ def stepmodel_section(dirs: "RunDirs", generated: bool = False,
 def client_check_context(dirs: "RunDirs") -> dict[str, Any] | None:
     """``make stepmodel-check``'s table (stepmodel_client.TABLE), summarised per predictor,
     or None when it has not been run for this report directory."""
-    from .. import stepmodel_client
+    from ..run import stepmodel_client
     from .answer import read_optional
 
     t = read_optional(dirs, stepmodel_client.TABLE)

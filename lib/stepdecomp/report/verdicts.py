@@ -16,7 +16,8 @@ from typing import Any
 
 import pandas as pd
 
-from ..stats import PHYSICAL_HYPOTHESIS_ROWS, R_THRESHOLD, Verdict, within_experiment_verdict
+from ..stats.correlation import (PHYSICAL_HYPOTHESIS_ROWS, R_THRESHOLD, Verdict,
+                                 within_experiment_verdict)
 from .format import fmt_ci, isnan
 from .inputs import FindingsInput, data_kind, interval_method
 
@@ -103,7 +104,7 @@ def within_by_target(within: pd.DataFrame) -> pd.DataFrame:
     """measure.within_verdicts_by_target of a stacked table (``target`` column) as the
     columns the per-target verdict table adds: target, prefill_subset, within_passing,
     within_supported."""
-    from ..measure import within_verdicts_by_target
+    from ..stats.per_target import within_verdicts_by_target
 
     v = within_verdicts_by_target(within, PREFILL_SUBSETS)
     return v.rename(columns={"passing": "within_passing", "supported": "within_supported"}) \
