@@ -26,10 +26,9 @@ DASK   ?=
 SITE   ?= 1
 SITE_DIR = $(if $(OUT),$(OUT),reports)/site
 SITE_ARGS = $(if $(OUT),--out "$(OUT)") $(if $(DATA),--data "$(DATA)")
-# The report notebooks, in the order they run (each reads what the previous ones wrote).
-# 07_model (the step-time model, its tables and reports/blis/) runs before 06_report, which reads them.
-NOTEBOOKS := 01_load 02_decompose 03_phases 04_correlation 05_plots 07_model 06_report
-NOTEBOOK_FILES := $(NOTEBOOKS:%=notebooks/%.ipynb)
+# The report notebooks, in the order they run (each reads what the previous ones wrote): the one
+# list is stepdecomp.core.params.ALL_NOTEBOOKS, read when a recipe needs it (after setup).
+NOTEBOOK_FILES = $(shell $(PY) -m stepdecomp.run.notebooks --list)
 BUNDLED := data/raw
 # The bundled dataset is complete when its generator wrote this stamp last.
 BUNDLED_STAMP := $(BUNDLED)/.complete
@@ -91,7 +90,7 @@ validate: $(BUNDLED_STAMP) ## Published vs replayed client metrics of data/raw -
 	$(PY) -m stepdecomp.run.validate
 
 report: setup $(if $(DATA),,$(BUNDLED_STAMP)) ## Run notebooks 01-07 -> reports/ + figures/ (or DATA=... OUT=... HARDWARE=...)
-	@echo "running $(words $(NOTEBOOKS)) notebooks on $(if $(DATA),$(DATA),the bundled dataset)"
+	@echo "running $(words $(NOTEBOOK_FILES)) notebooks on $(if $(DATA),$(DATA),the bundled dataset)"
 	$(PY) -m stepdecomp.run.notebooks $(NOTEBOOK_FILES) $(if $(DATA),--data "$(DATA)") $(if $(OUT),--out "$(OUT)") \
 		$(if $(HARDWARE),--hardware "$(HARDWARE)") $(if $(DASK),--dask "$(DASK)") \
 		$(if $(ENGINE_LOOP),--engine-loop "$(ENGINE_LOOP)")
@@ -122,7 +121,7 @@ test-fast: setup ## The unit tests only (pytest -m unit; about a minute)
 pytest: setup ## Every pytest tier: unit, integration and slow
 	$(PY) -m pytest tests
 
-# The notebooks are given in NOTEBOOKS order (not the directory's): 06_report must run after
+# The notebooks are given in ALL_NOTEBOOKS order (not the directory's): 06_report must run after
 # 07_model, whose tables it reads, as in make report.
 nbval: setup $(BUNDLED_STAMP) ## Re-execute the committed notebooks and compare outputs (nbval)
 	@tmp=$$(mktemp -d) && STEPDECOMP_OUT=$$tmp/nbval-out $(PY) -m pytest --nbval $(NOTEBOOK_FILES) \

@@ -82,9 +82,17 @@ def refresh_committed(names: list[str]) -> None:
         print(f"  refreshed notebooks/{name}")
 
 
+def default_notebooks() -> list[Path]:
+    """Every notebook, in the order they run: params.ALL_NOTEBOOKS (the one list of them)."""
+    return [NOTEBOOKS_DIR / f"{stem}.ipynb" for stem in ALL_NOTEBOOKS]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("notebooks", nargs="+", type=Path)
+    ap.add_argument("notebooks", nargs="*", type=Path,
+                    help="the notebooks to run, in this order (default: all, in params.ALL_NOTEBOOKS order)")
+    ap.add_argument("--list", action="store_true",
+                    help="print the notebooks' paths in the order make report runs them, and exit")
     ap.add_argument("--data", default="", help="ground-truth root (default: the bundled dataset)")
     ap.add_argument("--out", default="", help="report directory (default: reports/)")
     ap.add_argument("--figures", default="", help="figures directory (default: figures/ or OUT/figures)")
@@ -99,6 +107,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--refresh-committed", action="store_true",
                     help="copy reports/notebooks/<name> over notebooks/<name> (after a default report)")
     args = ap.parse_args(argv)
+    if not args.notebooks:
+        args.notebooks = default_notebooks()
+    if args.list:
+        print("\n".join(display_path(nb) for nb in args.notebooks))
+        return 0
     if args.refresh_committed:
         refresh_committed([nb.name for nb in args.notebooks])
         return 0
