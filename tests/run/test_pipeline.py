@@ -224,7 +224,7 @@ def test_load_dataset_parses_on_the_cluster_and_warns_at_the_caller(tmp_path, cl
     from stepdecomp.core.paths import FIXTURE_ROOT
 
     with pytest.warns(TraceWarning, match="skipped 1 malformed line") as caught:
-        on_cluster = pipeline.load_dataset(FIXTURE_ROOT, cluster_address, cache_root=tmp_path / "c")
+        on_cluster = pipeline.load_dataset_on_dask(FIXTURE_ROOT, cluster_address, cache_root=tmp_path / "c")
     assert {Path(w.filename).name for w in caught} == {Path(__file__).name}
     assert len(list((tmp_path / "c" / "traces").iterdir())) == len(FIXTURE_EXPERIMENTS)
     with pytest.warns(TraceWarning):

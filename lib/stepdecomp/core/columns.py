@@ -2,14 +2,16 @@
 
 Tables flow load → seed / physical components → targets → statistics → plots and report;
 a name defined here is the one spelling all of them use. Definitions of what a column means
-live with the code that computes it (load, seed mode in seed_mode, physical mode in
-physical_mode, targets); this module only names them.
+live with the code that computes it (traces.load, seed mode in model.seed, physical mode in
+model.physical, targets); this module only names them.
 """
 
 from __future__ import annotations
 
 # --------------------------------------------------------------------------- identity
 EXPERIMENT = "experiment_id"
+#: The short name the modules use for it.
+EXP = EXPERIMENT
 MODEL = "model"
 WORKLOAD = "workload"
 HF_ID = "hf_id"
@@ -28,7 +30,7 @@ DECODE_TOKENS = "batch.decode_tokens"
 DURATION = "step.duration_us"
 FORWARD = "step_forward_us"
 PERIOD = "step_period_us"
-#: The step-time targets the physical mode runs on (targets.py computes the last two).
+#: The step-time targets the physical mode runs on (targets/timestamps.py computes the last two).
 TARGETS = (DURATION, FORWARD, PERIOD)
 #: Panel titles and table labels of the targets.
 TARGET_LABELS = {DURATION: "step.duration_us (schedule() CPU time)",
@@ -60,7 +62,7 @@ PHYS_COMPONENTS = [PHYS_PREFILL_GEMM, PHYS_PREFILL_ATTN, PHYS_DECODE_GEMM, PHYS_
 PHYS_TIME_COLUMNS = [*PHYS_COMPONENTS, PHYS_ALLREDUCE, PHYS_LM_HEAD]
 #: The identified terms of the component fit (attribution.py): one GEMM term, not the split.
 ATTRIBUTION_TERMS = [PHYS_GEMM, PHYS_PREFILL_ATTN, PHYS_DECODE_ATTN, PHYS_ALLREDUCE, PHYS_LM_HEAD]
-#: Traffic of the physical model (physical_mode): weights read, KV cache read and written.
+#: Traffic of the physical model (model.physical): weights read, KV cache read and written.
 PHYS_WEIGHT_BYTES = "phys_weight_bytes"
 PHYS_KV_READ_BYTES = "phys_kv_read_bytes"
 PHYS_KV_WRITE_BYTES = "phys_kv_write_bytes"

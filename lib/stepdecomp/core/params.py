@@ -22,10 +22,13 @@ MAX_POINTS = 3000
 #: Seed of the random subsample behind those scatter plots.
 SAMPLE_SEED = 0
 
+#: The notebooks, in the order make report runs them (the one list of them: the Makefile and
+#: nbval ask ``python -m stepdecomp.run.notebooks --list``). 07_model writes the step-time
+#: model's tables before 06_report, which reads them.
 ALL_NOTEBOOKS = ("01_load", "02_decompose", "03_phases", "04_correlation", "05_plots", "07_model",
                  "06_report")
 #: The engine loop the targets assume: "auto" detects it per experiment from the traces
-#: (engineloop.py; vLLM's default, async, where they cannot tell), "async" / "sync" name it.
+#: (targets/engineloop.py; vLLM's default, async, where they cannot tell), "async" / "sync" name it.
 DEFAULT_ENGINE_LOOP = "auto"
 ENGINE_LOOP_CHOICES = ("auto", "async", "sync")
 #: The step-time model's defaults (07_model): the fit target and the held-out schemes.
@@ -81,7 +84,7 @@ PARAMETERS: tuple[Parameter, ...] = (
               ("07_model",)),
 )
 
-HEADER = "# Parameters: `make report` passes them; see stepdecomp/params.py"
+HEADER = "# Parameters: `make report` passes them; see stepdecomp/core/params.py"
 
 
 def notebook_parameters(notebook: str) -> tuple[Parameter, ...]:

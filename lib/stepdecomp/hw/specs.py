@@ -7,7 +7,7 @@ an architecture the formulas do not model is refused with a one-line message). G
 ``data/hardware/<name>.json``. Nothing here is a hard-coded table.
 
 :func:`model_table` is THE per-model table: every ModelSpec field and derived quantity, one
-row per hf_id. The seed's architecture symbols (seed_mode.architecture_table), the physical
+row per hf_id. The seed's architecture symbols (seed.architecture_table), the physical
 model's arrays and the display table (:func:`specs_table`) are views of it.
 """
 
@@ -311,7 +311,7 @@ def model_table(specs: Mapping[str, ModelSpec]) -> "pd.DataFrame":
     Built once from the ModelSpec fields and derived properties, with their Python values
     (integers stay exact int64; seed_d_head, seed_d_kv and seed_moe_factor are floats computed
     as the seed did). Every per-model table in the library is a view of it: the seed's
-    symbols (seed_mode.architecture_table), the physical model's per-step arrays (merged on
+    symbols (seed.architecture_table), the physical model's per-step arrays (merged on
     hf_id) and the display table :func:`specs_table`.
     """
     import pandas as pd
@@ -351,7 +351,7 @@ class GpuSpec:
     weight_precisions: tuple[str, ...] = ()
     #: Fixed cost (µs) of one tensor-parallel all-reduce call, whatever its size, and where
     #: that number comes from. Required in data/hardware/*.json (load_gpu_spec); None only
-    #: for a spec built in code, which physical_mode.allreduce_us then refuses for tp > 1.
+    #: for a spec built in code, which physical.allreduce_us then refuses for tp > 1.
     allreduce_latency_us: float | None = None
     allreduce_latency_source: str | None = None
 

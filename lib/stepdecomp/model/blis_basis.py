@@ -8,7 +8,7 @@ BLIS (inference-sim/inference-sim, commit f90a1e3a, ``sim/latency/trained_physic
 
 truncated to integer µs and at least 1. This module ports the eleven basis quantities (in
 BLIS's ``beta_coeffs`` order, :data:`BASIS_COLUMNS`), its conventions kept even where the
-physical mode (physical_mode.py) differs, so that a coefficient vector fitted here means in
+physical mode (model/physical.py) differs, so that a coefficient vector fitted here means in
 BLIS what it meant here:
 
 * head dimension d_h = hidden / heads (a config's explicit head_dim is not used), KV width
@@ -31,7 +31,7 @@ already in the KV cache before this step's token):
 
     P = Σ t_i,  Σ t_i·s_i,  Σ t_i²,  D = number of decoders,  C = Σ c_j,  N = requests.
 
-Mapping from the step_components table (physical_mode.BATCH_AGGREGATE_COLUMNS, built from
+Mapping from the step_components table (physical.BATCH_AGGREGATE_COLUMNS, built from
 the journey reconstruction, reconstruct.py): P = batch.prefill_tokens; Σ t_i·s_i =
 phys_prefill_chunk_input_tokens with s_i = prompt + k0 of the chunk's segment (a request
 resumed after preemption recomputes its prompt and its k0 generated tokens: that is its input
@@ -83,7 +83,7 @@ N_ALPHA = 3
 #: The α's, as BLIS names them (µs, µs, µs per output token).
 ALPHA_NAMES: tuple[str, ...] = ("a0_queueing_us", "a1_post_decode_us", "a2_per_output_token_us")
 
-#: step_components columns each aggregate is read from (physical_mode, seed_mode.ID_COLUMNS).
+#: step_components columns each aggregate is read from (physical, seed.ID_COLUMNS).
 AGGREGATE_SOURCES: dict[str, str] = {
     "prefill_tokens": "batch.prefill_tokens",
     "prefill_chunk_input_tokens": "phys_prefill_chunk_input_tokens",
@@ -196,7 +196,7 @@ class BatchAggregates:
         missing = [c for c in AGGREGATE_SOURCES.values() if c not in frame]
         if missing:
             raise KeyError(f"step table lacks the column(s) BLIS's basis needs: {missing} "
-                           f"(physical_mode.BATCH_AGGREGATE_COLUMNS; rerun notebook 02)")
+                           f"(physical.BATCH_AGGREGATE_COLUMNS; rerun notebook 02)")
         return cls(**{name: pd.to_numeric(frame[col], errors="coerce").to_numpy(
             dtype=np.float64, na_value=np.nan) for name, col in AGGREGATE_SOURCES.items()})
 

@@ -18,7 +18,7 @@ activation; fused by torch.compile) are not modelled.
 
 KV capacity: blocks per GPU = (HBM · GPU_MEMORY_UTILIZATION − resident weights −
 ACTIVATION_RESERVE_GIB) / (KV_BLOCK_TOKENS · KV bytes per token); the byte formulas are the
-physical model's (physical_mode.resident_weight_bytes, physical_mode.kv_bytes_per_token).
+physical model's (physical.resident_weight_bytes, physical.kv_bytes_per_token).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..model import physical as physical_mode
+from ..model import physical
 from ..hw.specs import WEIGHT_BYTES_PER_PARAM, GpuSpec, ModelSpec
 from ..hw import kernels
 
@@ -51,9 +51,9 @@ ALLREDUCE_CALL_US = 10.0
 def kv_cache_blocks(spec: ModelSpec, tp: int, gpu: GpuSpec, precision: str = "bf16") -> int:
     """GPU KV blocks: (HBM·util − weights/tp − reserve) / (16 · KV bytes per token). FP8
     weights free memory for KV; the KV cache itself stays in the model's dtype."""
-    weights = physical_mode.resident_weight_bytes(spec, tp, WEIGHT_BYTES_PER_PARAM[precision])
+    weights = physical.resident_weight_bytes(spec, tp, WEIGHT_BYTES_PER_PARAM[precision])
     budget = gpu.hbm_bytes * GPU_MEMORY_UTILIZATION - weights - ACTIVATION_RESERVE_GIB * 2**30
-    per_block = KV_BLOCK_TOKENS * float(physical_mode.kv_bytes_per_token(spec, tp))
+    per_block = KV_BLOCK_TOKENS * float(physical.kv_bytes_per_token(spec, tp))
     blocks = int(budget // per_block)
     if blocks <= 0:
         raise ValueError(f"{spec.hf_id} at tp={tp} leaves no memory for the KV cache")
@@ -148,7 +148,7 @@ def build_step_cost(spec: ModelSpec, tp: int, budget_tokens: int, max_num_seqs: 
     t = kernels.load_tables(system, precision)
     L, d = spec.num_layers, spec.hidden_size
     tok = np.arange(budget_tokens + 1)
-    heads, kv_heads = spec.num_heads // tp, int(physical_mode.kv_heads_per_gpu(spec, tp))
+    heads, kv_heads = spec.num_heads // tp, int(physical.kv_heads_per_gpu(spec, tp))
     calls = 2 * L + 1
     comm = scale.allreduce * calls * kernels.allreduce_tokens_us(tok, d, tp, t)
     if tp > 1:

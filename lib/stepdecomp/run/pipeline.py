@@ -4,7 +4,7 @@ Every stage up to the per-experiment statistics needs one experiment's rows only
 one function of one experiment (:func:`process_experiment`)::
 
     load (load.load_experiment: the Parquet trace cache)          -> steps, journeys
-    seed and physical components (seed_mode, physical_mode)            -> components
+    seed and physical components (model.seed, model.physical)      -> components
     reconstruction and targets (reconstruct, targets, explain)    -> components + targets
     per-experiment statistics (PER_EXPERIMENT_STATISTICS)         -> small tables
 
@@ -47,8 +47,9 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from ..core.columns import EXP
 from ..stats import attribution, explain, per_target, correlation
-from ..model import seed as seed_mode, phases, reconstruct, physical as physical_mode
+from ..model import phases, physical, reconstruct, seed
 from ..traces import load
 from ..core import artefacts
 from ..targets import timestamps
@@ -68,7 +69,6 @@ LOCAL_WORKERS = 2
 #: Threads per worker: the stages hold the GIL for much of their time, so parallelism is
 #: in processes.
 THREADS_PER_WORKER = 1
-EXP = "experiment_id"
 #: Directory of the partitioned components dataset under OUT/interim.
 COMPONENTS_DATASET = "components"
 #: Directory under OUT/interim of the per-experiment tables as Parquet (exact dtypes), for
@@ -87,10 +87,10 @@ def decompose_experiment(steps: pd.DataFrame, journeys: pd.DataFrame,
     """(components, reconstruction report, step targets) of the steps and journeys given —
     what notebook 02 computes: seed components, the reconstruction from journeys, the
     physical components, the step-time targets and the scheduler-work regressors."""
-    seed = seed_mode.seed_components(steps, model_specs, gpu)
+    seed_part = seed.seed_components(steps, model_specs, gpu)
     merged, rec_report = reconstruct.attach_reconstruction(steps, journeys, dict(budget_tokens))
-    physical = physical_mode.physical_components(merged, model_specs, gpu)
-    components = seed_mode.with_physical(seed, physical)
+    physical_part = physical.physical_components(merged, model_specs, gpu)
+    components = seed.with_physical(seed_part, physical_part)
     step_targets = timestamps.step_targets(steps, journeys, engine_loop)
     components = timestamps.attach(components, step_targets)
     components = explain.with_scheduler_work(components, steps)
@@ -380,7 +380,7 @@ def parse_into_cache(exp: Experiment, cache_root: Path = INTERIM_DIR) -> str:
     return exp.experiment_id
 
 
-def load_dataset(data_root: Path, dask: str | None = None,
+def load_dataset_on_dask(data_root: Path, dask: str | None = None,
                  cache_root: Path = INTERIM_DIR) -> load.Dataset:
     """load.load_dataset, with the uncached trace files parsed as Dask tasks first when a
     backend is set (the client then reads the Parquet cache they wrote)."""
@@ -482,7 +482,7 @@ def read_experiment_table(dirs: artefacts.RunDirs, name: str) -> pd.DataFrame:
 
 
 #: The columns the pooled statistics read (the rest of step_components is not loaded).
-POOLED_COLUMNS = [EXP, "batch.prefill_tokens", "batch.decode_tokens", *seed_mode.SEED_COLUMNS,
+POOLED_COLUMNS = [EXP, "batch.prefill_tokens", "batch.decode_tokens", *seed.SEED_COLUMNS,
                   *correlation.PHYS_COMPONENTS, correlation.PHYS_TOTAL, *per_target.TARGETS]
 #: Statistics over all experiments' steps together.
 POOLED_STATISTICS: dict[str, Callable[[pd.DataFrame], pd.DataFrame]] = {

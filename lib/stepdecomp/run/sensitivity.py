@@ -37,10 +37,10 @@ import numpy as np
 import pandas as pd
 
 from ..core import columns, artefacts
+from ..core.columns import EXP
 from ..core.paths import INTERIM_DIR, REPORTS_DIR, display_path
 from ..refdata.stepcost import KernelScale
 
-EXP = columns.EXPERIMENT
 FORWARD = columns.FORWARD
 DURATION = "step.duration_us"
 PHYS_TOTAL = "phys_total_us"

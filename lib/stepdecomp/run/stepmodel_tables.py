@@ -1,7 +1,7 @@
 """What notebook 07_model computes and writes: the step-time model's tables, the BLIS export.
 
 :func:`build` reads the step_components table (02_decompose) and the steps (01_load), fits
-BLIS's coefficients (stepmodel), evaluates the four predictors held out (stepmodel_eval)
+BLIS's coefficients (stepmodel.fit), evaluates the four predictors held out (stepmodel.evaluate)
 and compares BLIS's basis with the physical mode (:func:`basis_vs_physical`);
 :func:`write_tables` writes :data:`TABLES`; :func:`export_blis` writes
 ``<out>/blis/defaults.yaml`` and its README.

@@ -3,7 +3,7 @@
 ``step.duration_us`` is the CPU time of ``schedule()`` (docs/measurement.md §1). If that is so,
 it should follow the scheduler's work — the queues it walks, the requests it admits, the
 tokens it budgets, the KV blocks it manages — more than the GPU components of the batch;
-the model-step targets of ``targets.py`` (``step_period_us``) should follow the FLOP /
+the model-step targets of targets/timestamps.py (``step_period_us``) should follow the FLOP /
 byte components instead. :func:`explain_r2` puts the two side by side: per experiment and
 target, the R² of an ordinary least-squares fit on each regressor set.
 
@@ -32,15 +32,15 @@ import numpy as np
 import pandas as pd
 
 from ..core import columns
+from ..core.columns import EXP
 from . import resample
 
-EXP = columns.EXPERIMENT
 KV_BLOCKS_USED = "kv.blocks_used"
 
 #: Scheduler-work regressors: what schedule() walks, admits, budgets and allocates.
 SCHEDULER_WORK_COLUMNS = ("queue.running_depth", "queue.waiting_depth",
                           "batch.num_prefill_reqs", "batch.scheduled_tokens", KV_BLOCKS_USED)
-#: The physical GPU components (physical_mode.physical_components), used when present.
+#: The physical GPU components (physical.physical_components), used when present.
 FLOP_COLUMNS = tuple(columns.PHYS_COMPONENTS)
 DEFAULT_TARGETS = (columns.DURATION, columns.PERIOD)
 #: Fewer complete rows than this (per experiment and target) give R² = NaN.

@@ -1,10 +1,10 @@
 """Where the physical model's MoE numbers come from, and what they change.
 
-* :func:`fit_moe_efficiency` refits physical_mode.MOE_EFFICIENCY (the efficiency curve that prices
+* :func:`fit_moe_efficiency` refits physical.MOE_EFFICIENCY (the efficiency curve that prices
   a fused-MoE shape without measured tables) from aiconfigurator-core's MoE table.
 * :func:`moe_gemm_check` sets the step GEMM estimate of each MoE model before this model of
   the fused-MoE kernel (one roofline over the expected distinct experts, flat once all E
-  experts are read) beside the current one (physical_mode.step_gemm_us), with the HBM lower bound.
+  experts are read) beside the current one (physical.step_gemm_us), with the HBM lower bound.
 * :func:`moe_delta_r` measures what that change does to each MoE experiment's Pearson r of
   phys_total_us against the step-time targets.
 """
@@ -32,13 +32,13 @@ MOE_EFFICIENCY_FIT_MAX_TP = 8
 MOE_MAX_EFFICIENCY = 1.0
 #: Token counts at which :func:`moe_gemm_check` compares the GEMM estimates.
 MOE_CHECK_TOKENS = (1, 16, 64, 256, 1024)
-#: The step-time targets :func:`moe_delta_r` correlates with (targets.py, step_components).
+#: The step-time targets :func:`moe_delta_r` correlates with (targets/timestamps.py, step_components).
 DELTA_R_TARGETS = ("step.duration_us", "step_forward_us", "step_period_us")
 
 
 def fit_moe_efficiency(gpu: GpuSpec, precision: str, system: str = MOE_EFFICIENCY_FIT_SYSTEM,
                        max_tp: int = MOE_EFFICIENCY_FIT_MAX_TP) -> pd.DataFrame:
-    """The efficiency curve behind physical_mode.MOE_EFFICIENCY, refitted from ``system``'s table.
+    """The efficiency curve behind physical.MOE_EFFICIENCY, refitted from ``system``'s table.
 
     Per measured row (one layer, ``precision``'s kernel, balanced routing; duplicates
     averaged): η = roofline_us(fused_moe_flops, fused_moe_bytes) on ``gpu`` / measured
@@ -73,7 +73,7 @@ def moe_gemm_check(specs: Mapping[str, ModelSpec], pairs: Iterable[tuple[str, in
     """Per MoE model and TP of ``pairs`` (e.g. ``steps[["hf_id", "tp"]].drop_duplicates()
     .itertuples(index=False)``; dense models are skipped) and per token count: the step GEMM
     estimate before (gemm_old_us: roofline(gemm_flops, layer_weight_bytes), the expected
-    distinct experts saturating at E) and now (gemm_new_us, physical_mode.step_gemm_us), its
+    distinct experts saturating at E) and now (gemm_new_us, physical.step_gemm_us), its
     fused-MoE part (moe_us) and source, and the HBM lower bound (≤ gemm_new_us)."""
     n = np.asarray(list(tokens), dtype=np.float64)
     rows = []

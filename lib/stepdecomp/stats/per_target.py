@@ -4,7 +4,7 @@ client-side evidence, as tables for notebook 04 and the report.
 The seed study correlated its components with ``step.duration_us``, which the instrumented
 server records as the CPU time of ``schedule()`` (docs/measurement.md; the public
 instrumenting code, ``inference-sim/vllm``, ``vllm/v1/core/sched/scheduler.py``). The traces
-bound the model step through their timestamps instead (targets.py). Each physical-mode
+bound the model step through their timestamps instead (targets/timestamps.py). Each physical-mode
 statistic is therefore computed per target (:data:`TARGETS`) with a ``target`` column; the
 seed's own tables stay on ``step.duration_us`` exactly as the seed computed them.
 """

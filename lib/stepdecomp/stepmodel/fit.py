@@ -5,8 +5,8 @@ coefficient.
 Data flow: step_components (+ hf_id from the steps) → blis_basis.basis_table → :func:`step_data`
 (usable rows, dropped rows counted by reason) → :func:`fit` (one vector; per hardware with
 :func:`fit_hardware`, per model with :func:`fit_per_model`) → :class:`CoefficientFit` and its
-:meth:`~CoefficientFit.table`. Evaluation lives in stepmodel_eval.py, the export in
-blis_export.py.
+:meth:`~CoefficientFit.table`. Evaluation lives in evaluate.py, the export in
+export.py.
 
 The fit. Coefficients β ≥ 0 (BLIS rejects negatives) minimising the squared **relative**
 error Σ_i ((x_i·β − y_i) / y_i)² of the target y (default ``step_forward_us``, one batch's

@@ -58,10 +58,10 @@ import numpy as np
 import pandas as pd
 
 from ..core import columns
+from ..core.columns import EXP
 from ..traces import otlp
 from .stamps import journey_ts_ns_where_known
 
-EXP = columns.EXPERIMENT
 STEP_ID = columns.STEP_ID
 TS_START = "step.ts_start_ns"
 TS_END = "step.ts_end_ns"

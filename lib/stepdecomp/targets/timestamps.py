@@ -45,13 +45,13 @@ import numpy as np
 import pandas as pd
 
 from ..core import columns
+from ..core.columns import EXP
 from . import engineloop
 from .stamps import NS_PER_S, TS_NS, TS_S, journey_ts_ns_where_known
 from ..traces import otlp
 
 # --------------------------------------------------------------------------- constants
 
-EXP = columns.EXPERIMENT
 STEP_ID = columns.STEP_ID
 TS_START = "step.ts_start_ns"
 TS_END = "step.ts_end_ns"

@@ -27,8 +27,8 @@ import numpy as np
 import pandas as pd
 
 from ..core import columns
+from ..core.columns import EXP
 
-EXP = columns.EXPERIMENT
 STEP_ID = columns.STEP_ID
 FORWARD = columns.FORWARD
 PERIOD = columns.PERIOD
