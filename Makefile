@@ -37,7 +37,7 @@ SANITIZE := tests/nbval-sanitize.cfg
 export TQDM_DISABLE ?= 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: FORCE help setup data calibrate validate stepmodel-check report sensitivity export-blis site site-check test test-fast pytest nbval lab bench notebooks clean distclean
+.PHONY: FORCE help setup data calibrate validate stepmodel-check report sensitivity export-blis site site-check test test-fast pytest pytest-rest nbval lab bench notebooks clean distclean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -115,11 +115,17 @@ notebooks: report ## Refresh the committed notebooks' outputs from the default r
 	$(PY) -m stepdecomp.run.notebooks --refresh-committed $(NOTEBOOK_FILES)
 
 # Tiers (pyproject.toml, tests/conftest.py): unit, integration, slow; tests/<subpackage>/ mirrors lib.
-test-fast: setup ## The unit tests only (pytest -m unit; about a minute)
-	$(PY) -m pytest tests -m unit -q
+# Tests run on two processes (pytest-xdist; CI has two cores): TEST_JOBS=0 runs them in one.
+TEST_JOBS ?= 2
+PYTEST = $(PY) -m pytest tests -q -n $(TEST_JOBS)
+test-fast: setup ## The unit tier only (pytest -m unit: under a minute on two cores)
+	time $(PYTEST) -m unit
+
+pytest-rest: setup ## The integration and slow tiers (what test-fast leaves out)
+	time $(PYTEST) -m "not unit"
 
 pytest: setup ## Every pytest tier: unit, integration and slow
-	$(PY) -m pytest tests
+	$(PYTEST)
 
 # The notebooks are given in ALL_NOTEBOOKS order (not the directory's): 06_report must run after
 # 07_model, whose tables it reads, as in make report.
@@ -134,7 +140,7 @@ nbval: setup $(BUNDLED_STAMP) ## Re-execute the committed notebooks and compare 
 # make test checks the site of the nbval run in the browser: its FINDINGS.md and figures, and the
 # committed notebooks nbval has just compared with a fresh run (no second report run).
 test: NBVAL_SITE := 1
-test: pytest nbval ## Everything CI runs: all pytest tiers, nbval on the notebooks, the browser check of their site
+test: test-fast pytest-rest nbval ## Everything CI runs: the unit tier (timed), the other tiers, nbval on the notebooks, the browser check of their site
 
 # JupyterLab refuses to start as root without --allow-root (containers run as root): the flag
 # is passed then, and only then.
