@@ -30,12 +30,15 @@ DECODE_TOKENS = "batch.decode_tokens"
 DURATION = "step.duration_us"
 FORWARD = "step_forward_us"
 PERIOD = "step_period_us"
-#: The step-time targets the physical mode runs on (targets/timestamps.py computes the last two).
-TARGETS = (DURATION, FORWARD, PERIOD)
-#: Panel titles and table labels of the targets.
+#: THE registry of step-time targets: each target column and its panel title / table label,
+#: in the order every per-target table stacks them. The physical mode's statistics, the
+#: figures and the report read :data:`TARGETS` (targets/timestamps.py computes the last two;
+#: docs/recipes/add-a-step-time-target.md adds one).
 TARGET_LABELS = {DURATION: "step.duration_us (schedule() CPU time)",
                  FORWARD: "step_forward_us (from timestamps)",
                  PERIOD: "step_period_us (step start to next start)"}
+#: The step-time targets the physical mode runs on: the keys of TARGET_LABELS.
+TARGETS = tuple(TARGET_LABELS)
 
 # --------------------------------------------------------------------------- phases
 PHASES = ["pure_prefill", "pure_decode", "mixed"]

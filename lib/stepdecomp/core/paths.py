@@ -8,8 +8,22 @@ from pathlib import Path
 
 PROJECT_ROOT: Path = Path(__file__).resolve().parents[3]
 DATA_DIR: Path = PROJECT_ROOT / "data"
-MODELS_DIR: Path = DATA_DIR / "models"
-HARDWARE_DIR: Path = DATA_DIR / "hardware"
+
+#: Environment overrides of the two spec directories, read once when stepdecomp is imported
+#: (so a notebook kernel or a replay started with them set reads them too): a model config or
+#: a GPU spec can be tried from a copy of data/models or data/hardware without writing into
+#: data/ (docs/recipes/). Unset, the committed directories are used.
+ENV_MODELS_DIR = "STEPDECOMP_MODELS_DIR"
+ENV_HARDWARE_DIR = "STEPDECOMP_HARDWARE_DIR"
+
+
+def _spec_dir(env: str, default: Path) -> Path:
+    chosen = os.environ.get(env)
+    return Path(chosen).expanduser().resolve() if chosen else default
+
+
+MODELS_DIR: Path = _spec_dir(ENV_MODELS_DIR, DATA_DIR / "models")
+HARDWARE_DIR: Path = _spec_dir(ENV_HARDWARE_DIR, DATA_DIR / "hardware")
 WORKLOADS_DIR: Path = DATA_DIR / "workloads"
 RAW_DIR: Path = DATA_DIR / "raw"
 INTERIM_DIR: Path = DATA_DIR / "interim"

@@ -11,7 +11,7 @@ import pandas as pd
 from ..stats import explain
 from ..targets import truthcheck
 from ..traces.experiments import short_name
-from .format import fmt_ci, fmt_f3
+from .format import fmt_ci, fmt_f3, fmt_frac, fmt_us
 from .inputs import FindingsInput, as_bool, data_kind
 
 if TYPE_CHECKING:
@@ -97,6 +97,9 @@ def measurement_context(fi: FindingsInput) -> dict[str, Any] | None:
     pvc = t["period_vs_client"].assign(experiment_id=lambda f: f["experiment_id"].map(short_name))
     return {"code": INSTRUMENTING_CODE, "data_kind": data_kind(fi.data_root),
             "medians": med.drop(columns=["model", "workload"]),
+            # every registered target's column: µs in the medians, a fraction below the bound
+            "target_us_formats": {t: fmt_us for t in per_target.TARGETS},
+            "target_frac_formats": {t: fmt_frac for t in per_target.TARGETS},
             "median_duration_us": float(med["step.duration_us"].median()),
             "median_forward_us": float(med["step_forward_us"].median()),
             "median_period_us": float(med["step_period_us"].median()),

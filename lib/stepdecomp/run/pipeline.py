@@ -126,9 +126,11 @@ class AttributionTable(TargetMajor):
         return getattr(per_target.attribution_on_targets(components), self.table)
 
 
-#: Statistics computed per experiment (each groups by experiment_id; applied to one
-#: experiment at a time and concatenated in experiment order they equal the function on the
-#: whole frame). Name -> function of a components frame.
+#: THE registry of per-experiment statistics (docs/recipes/add-a-statistic.md): each is
+#: computed per experiment (each groups by experiment_id; applied to one experiment at a time
+#: and concatenated in experiment order they equal the function on the whole frame) and
+#: written as OUT/tables/<name>.csv. Name -> function of a components frame; PerTarget runs
+#: it once per step-time target.
 PER_EXPERIMENT_STATISTICS: dict[str, Callable[[pd.DataFrame], pd.DataFrame]] = {
     "target_medians": per_target.target_medians,
     "per_experiment_correlations": correlation.per_experiment_correlations,
@@ -139,6 +141,8 @@ PER_EXPERIMENT_STATISTICS: dict[str, Callable[[pd.DataFrame], pd.DataFrame]] = {
     "group_attribution": PerTarget(attribution.group_attribution),
     "what_explains_targets": functools.partial(explain.explain_r2, targets=per_target.TARGETS),
 }
+
+
 def experiment_statistics(components: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """Every ``PER_EXPERIMENT_STATISTICS`` table of the components given, the attribution
     fitted once for both of its tables."""
@@ -155,7 +159,18 @@ def experiment_statistics(components: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
 #: Tables of one experiment besides the statistics.
 STAGE_TABLES = ("reconstruction_report", "target_coverage")
-EXPERIMENT_TABLES = (*STAGE_TABLES, *PER_EXPERIMENT_STATISTICS)
+
+
+def experiment_tables() -> tuple[str, ...]:
+    """The per-experiment table names: the stage tables, then every statistic registered in
+    ``PER_EXPERIMENT_STATISTICS`` when this is called (what :func:`decompose_dataset` writes
+    and :func:`read_experiment_table` reads)."""
+    return (*STAGE_TABLES, *PER_EXPERIMENT_STATISTICS)
+
+
+#: The per-experiment table names of the statistics this module registers (the pipeline
+#: itself calls :func:`experiment_tables`, which also sees a statistic registered later).
+EXPERIMENT_TABLES = experiment_tables()
 
 
 @dataclass(frozen=True)
@@ -452,7 +467,7 @@ def _decompose(dirs: artefacts.RunDirs, gpu: GpuSpec, client: "Client | None", c
     t1 = time.perf_counter()
     tables = {name: concat_tables([r.tables[name] for r in results],
                                   isinstance(PER_EXPERIMENT_STATISTICS.get(name), TargetMajor))
-              for name in EXPERIMENT_TABLES}
+              for name in experiment_tables()}
     (dirs.interim / TABLES_DIR).mkdir(parents=True, exist_ok=True)
     for name, table in tables.items():
         artefacts.write_table(dirs, name, table)
@@ -470,10 +485,11 @@ def _decompose(dirs: artefacts.RunDirs, gpu: GpuSpec, client: "Client | None", c
 
 
 def read_experiment_table(dirs: artefacts.RunDirs, name: str) -> pd.DataFrame:
-    """A table of ``EXPERIMENT_TABLES`` as :func:`decompose_dataset` computed it (notebook
-    02), with its dtypes: what notebook 04 would otherwise compute again."""
-    if name not in EXPERIMENT_TABLES:
-        raise KeyError(f"{name!r} is not a per-experiment table; those are {list(EXPERIMENT_TABLES)}")
+    """A table of :func:`experiment_tables` as :func:`decompose_dataset` computed it
+    (notebook 02), with its dtypes: what notebook 04 would otherwise compute again."""
+    names = experiment_tables()
+    if name not in names:
+        raise KeyError(f"{name!r} is not a per-experiment table; those are {list(names)}")
     path = dirs.interim / TABLES_DIR / f"{name}.parquet"
     if not path.is_file():
         raise FileNotFoundError(f"{display_path(path)} is missing: run notebook 02_decompose "

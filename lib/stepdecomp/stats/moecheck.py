@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from . import correlation
+from ..core import columns
 from ..hw import kernels
 from ..model.physical import (MOE_EFFICIENCY_LOG2_KNOTS, fused_moe_bytes, fused_moe_flops,
                               gemm_flops, hbm_lower_bound_us, layer_weight_bytes, roofline_us,
@@ -32,8 +33,8 @@ MOE_EFFICIENCY_FIT_MAX_TP = 8
 MOE_MAX_EFFICIENCY = 1.0
 #: Token counts at which :func:`moe_gemm_check` compares the GEMM estimates.
 MOE_CHECK_TOKENS = (1, 16, 64, 256, 1024)
-#: The step-time targets :func:`moe_delta_r` correlates with (targets/timestamps.py, step_components).
-DELTA_R_TARGETS = ("step.duration_us", "step_forward_us", "step_period_us")
+#: The step-time targets :func:`moe_delta_r` correlates with: every registered target.
+DELTA_R_TARGETS = columns.TARGETS
 
 
 def fit_moe_efficiency(gpu: GpuSpec, precision: str, system: str = MOE_EFFICIENCY_FIT_SYSTEM,
