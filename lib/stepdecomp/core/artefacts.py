@@ -1,7 +1,7 @@
 """Where a report run writes, and the artefacts the notebooks hand to each other.
 
 Layout under OUT (``reports/`` by default; docs/design.md, "Data flow, notebook by notebook",
-names every table and the notebook that writes it)::
+names every table and the notebook that writes it; core.tables names those FINDINGS reads)::
 
     OUT/FINDINGS.md
     OUT/tables/*.csv                    (one per table, floats to FLOAT_SIG_DIGITS digits)
@@ -87,17 +87,19 @@ def read_journeys(dirs: RunDirs) -> pd.DataFrame:
 
 
 def read_parse_report(dirs: RunDirs) -> pd.DataFrame:
-    """Per trace file: the line and event counts of load.ParseStats (see load.REPORT_COLUMNS)."""
-    _require(dirs.interim / "parse_report.csv", "01_load")
+    """Per trace file: the line and event counts of load.ParseStats (see load.REPORT_COLUMNS;
+    the table ``parse_report``)."""
+    path = dirs.tables / "parse_report.csv"
+    _require(path, "01_load")
     # keep_default_na=False: an empty stream_error stays "" (no problem), not NaN
-    return pd.read_csv(dirs.interim / "parse_report.csv", keep_default_na=False)
+    return pd.read_csv(path, keep_default_na=False)
 
 
 def read_skipped_records(dirs: RunDirs) -> pd.DataFrame:
-    """What the loader skipped and why, per file and reason (load.skipped_records): an empty
-    table when 01_load ran with a loader that did not write it."""
-    path = dirs.interim / "skipped_records.csv"
-    _require(dirs.interim / "parse_report.csv", "01_load")
+    """What the loader skipped and why, per file and reason (load.skipped_records; the table
+    ``skipped_records``): an empty table when 01_load ran with a loader that did not write it."""
+    path = dirs.tables / "skipped_records.csv"
+    _require(dirs.tables / "parse_report.csv", "01_load")
     if not path.is_file():
         return pd.DataFrame(columns=["experiment_id", "file", "kind", "reason", "count",
                                      "first_line"])

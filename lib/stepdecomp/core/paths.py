@@ -60,6 +60,21 @@ def resolve_figures_dir(out_dir: Path, figures_dir: str | os.PathLike[str] | Non
     return FIGURES_DIR if out_dir == REPORTS_DIR else out_dir / "figures"
 
 
+#: What a data root is (data_kind): the bundled generated set, the test fixture, the user's own.
+BUNDLED, FIXTURE, OWN = "bundled", "fixture", "own"
+
+
+def data_kind(data_root: str | os.PathLike[str]) -> str:
+    """BUNDLED (the generated reference set, data/raw), FIXTURE (the test fixture) or OWN
+    traces: what notebook 01 records of the data root it loaded (the table ``dataset``), so
+    that the report says what the traces are without knowing these paths. A relative path is
+    one as shown (display_path: relative to the project root)."""
+    p = Path(data_root)
+    shown = display_path(p if p.is_absolute() else PROJECT_ROOT / p)
+    return (BUNDLED if shown == display_path(RAW_DIR) else
+            FIXTURE if shown == display_path(FIXTURE_ROOT) else OWN)
+
+
 def display_path(path: str | os.PathLike[str]) -> str:
     """A path as shown in notebooks and reports: relative to the project root when
     inside it, so that rendered outputs do not depend on where the clone lives."""

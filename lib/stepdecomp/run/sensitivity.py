@@ -39,6 +39,8 @@ import pandas as pd
 from ..core import columns, artefacts
 from ..core.columns import EXP
 from ..core.paths import INTERIM_DIR, REPORTS_DIR, display_path
+from ..core.tables import SENSITIVITY
+from ..core.thresholds import MIN_STEPS_PER_EXPERIMENT, SENSITIVITY_SPREAD
 from ..refdata.stepcost import KernelScale
 
 FORWARD = columns.FORWARD
@@ -46,8 +48,8 @@ DURATION = "step.duration_us"
 PHYS_TOTAL = "phys_total_us"
 LOWER_BOUND = "phys_lower_bound_us"
 
-#: Each factor is drawn from [1 − spread, 1 + spread].
-DEFAULT_SPREAD = 0.20
+#: Each factor is drawn from [1 − spread, 1 + spread] (core.thresholds: FINDINGS states it).
+DEFAULT_SPREAD = SENSITIVITY_SPREAD
 DEFAULT_KERNEL_DRAWS = 5
 DEFAULT_SEED_DRAWS = 3
 #: Shorter load stages keep `make sensitivity` within its time budget (every stage keeps
@@ -61,7 +63,7 @@ TRACKS_R_MIN = 0.8            # within-experiment r of the physical total and th
 UNDER_RATIO_MIN = 1.0         # forward time / physical total: the roofline runs low
 BELOW_BOUND_MIN = 0.9         # share of step.duration_us below the HBM lower bound
 DURATION_R_MAX = 0.5          # within-experiment r of step.duration_us and the physical total
-MIN_STEPS_PER_EXPERIMENT = 10
+# MIN_STEPS_PER_EXPERIMENT (core.thresholds): the steps an experiment's r or ratio needs.
 
 
 def _per_experiment(frame: pd.DataFrame, fn: Callable[[pd.DataFrame], float]) -> np.ndarray:
@@ -190,6 +192,27 @@ def headline_values(frame: pd.DataFrame) -> dict[str, float]:
     return {h.key: h.statistic(frame) for h in HEADLINES}
 
 
+#: The columns of :func:`headline_table` (the table ``headlines`` notebook 04 writes).
+HEADLINE_TABLE_COLUMNS = ["headline", "claim", "value", "threshold", "holds", "n_experiments",
+                          "n_experiments_r"]
+
+
+def headline_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """The headlines on one components table, as FINDINGS' Answer reads them: per headline
+    its claim, value, threshold (its minimum or maximum) and whether it holds; on every row
+    the experiments of the table (``n_experiments``) and those with a within-experiment r of
+    the physical total and the forward time (``n_experiments_r``: what
+    physical_tracks_forward's median is over)."""
+    values = headline_values(frame)
+    n_r = len(per_experiment_r(frame, PHYS_TOTAL, FORWARD))
+    n = int(frame[EXP].nunique())
+    return pd.DataFrame([{"headline": h.key, "claim": h.claim, "value": values[h.key],
+                          "threshold": h.minimum if h.minimum is not None else h.maximum,
+                          "holds": h.holds(values[h.key]), "n_experiments": n,
+                          "n_experiments_r": n_r} for h in HEADLINES],
+                        columns=HEADLINE_TABLE_COLUMNS)
+
+
 def run_draw(draw: Draw, work: Path, time_scale: float, hardware: str, jobs: int) -> pd.DataFrame:
     """Replay into ``work/<draw>/raw``, analyse into ``work/<draw>/out``; the components."""
     from . import pipeline
@@ -267,11 +290,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary, per_draw = run(args.reference, args.kernel_draws, args.seed_draws, args.spread,
                             args.time_scale, args.hardware, args.jobs, args.work)
     args.out.mkdir(parents=True, exist_ok=True)
-    artefacts.write_csv(summary, args.out / "sensitivity.csv")
+    artefacts.write_csv(summary, args.out / f"{SENSITIVITY}.csv")
     artefacts.write_csv(per_draw, args.out / "sensitivity_draws.csv")
     print(summary[["headline", "reference", "holds_seed_draws", "seed_draws",
                    "holds_kernel_draws", "kernel_draws"]].to_string(index=False))
-    print(f"-> {display_path(args.out / 'sensitivity.csv')}")
+    print(f"-> {display_path(args.out / f'{SENSITIVITY}.csv')}")
     return 0
 
 

@@ -18,20 +18,23 @@ import pandas as pd
 
 from ..model import blis_basis
 from ..stepmodel import export as blis_export, fit as stepmodel, evaluate
-from ..core import columns, artefacts
+from ..core import columns, artefacts, tables as names
 from ..figures import stepmodel as stepmodel_plots
 from ..core.paths import display_path
 from ..hw.specs import GpuSpec, ModelSpec, load_gpu_spec, load_model_specs
 
-#: The tables notebook 07 writes (the FINDINGS section reads them, nothing else).
-COEFFICIENTS = "stepmodel_coefficients"
-HELD_OUT = "stepmodel_held_out_errors"
-FOLD_BETAS = "stepmodel_fold_betas"
-BASIS_VS_PHYSICAL = "stepmodel_basis_vs_physical"
-DATA_SUMMARY = "stepmodel_data"
-TABLES = (COEFFICIENTS, HELD_OUT, FOLD_BETAS, BASIS_VS_PHYSICAL, DATA_SUMMARY)
+#: The tables notebook 07 writes (the FINDINGS section reads them, nothing else; named in
+#: core.tables).
+COEFFICIENTS = names.STEPMODEL_COEFFICIENTS
+HELD_OUT = names.STEPMODEL_HELD_OUT
+FOLD_BETAS = names.STEPMODEL_FOLD_BETAS
+BASIS_VS_PHYSICAL = names.STEPMODEL_BASIS_VS_PHYSICAL
+DATA_SUMMARY = names.STEPMODEL_DATA
+METHOD = names.STEPMODEL_METHOD
+WINNERS = names.STEPMODEL_WINNERS
+TABLES = (COEFFICIENTS, HELD_OUT, FOLD_BETAS, BASIS_VS_PHYSICAL, DATA_SUMMARY, METHOD, WINNERS)
 #: The figure (FIGURES/<name>.png): held-out predicted vs measured, one panel per model.
-FIGURE = "stepmodel_predicted_vs_measured"
+FIGURE = names.STEPMODEL_FIGURE
 #: The directory under OUT of the BLIS export.
 BLIS_DIR = "blis"
 #: Significant digits of the coefficients in reports/blis/README.md (the YAML keeps all).
@@ -116,6 +119,36 @@ def _data_summary(data: stepmodel.StepData, target: str) -> pd.DataFrame:
     return pd.DataFrame(rows).assign(target=target)[["target", "item", "value"]]
 
 
+def method_table() -> pd.DataFrame:
+    """One row: how the coefficients are fitted — the weighting of the errors, the Belsley
+    limits behind "collinear" (condition index, variance proportion), the confidence of the
+    intervals — and what the export does with BLIS's α's (the table ``stepmodel_method``)."""
+    return pd.DataFrame([{"weighting": stepmodel.WEIGHTING,
+                          "condition_index_limit": stepmodel.CONDITION_INDEX_LIMIT,
+                          "variance_proportion_limit": stepmodel.VARIANCE_PROPORTION_LIMIT,
+                          "confidence": stepmodel.CONFIDENCE,
+                          "alpha_statement": blis_export.ALPHA_STATEMENT}])
+
+
+WINNER_COLUMNS = ["scheme", "best", "best_median_ape_pct", "second", "second_median_ape_pct",
+                  "ratio"]
+
+
+def winners_table(errors: pd.DataFrame) -> pd.DataFrame:
+    """Per held-out scheme of a held-out error table (in its order): the predictor with the
+    lowest pooled median APE and the runner-up (evaluate.winner), and the runner-up's median
+    APE over the best one's (``ratio``; empty when the best is 0) — the table
+    ``stepmodel_winners``."""
+    rows = []
+    pooled = errors[errors["held_out"] == evaluate.ALL_GROUPS]
+    for scheme in pooled["scheme"].unique():
+        best, best_v, second, second_v = evaluate.winner(errors, scheme)
+        rows.append({"scheme": scheme, "best": best, "best_median_ape_pct": best_v,
+                     "second": second, "second_median_ape_pct": second_v,
+                     "ratio": second_v / best_v if best_v else np.nan})
+    return pd.DataFrame(rows, columns=WINNER_COLUMNS)
+
+
 def build(dirs: artefacts.RunDirs, hardware: str, target: str = stepmodel.DEFAULT_TARGET,
           schemes: tuple[str, ...] = evaluate.SCHEMES,
           n_resamples: int = stepmodel.N_RESAMPLES) -> StepModelResults:
@@ -149,7 +182,8 @@ def build(dirs: artefacts.RunDirs, hardware: str, target: str = stepmodel.DEFAUL
     basis = blis_basis.basis_table(components, specs, gpu)
     tables = {COEFFICIENTS: coef, HELD_OUT: errors.assign(target=target), FOLD_BETAS: fold,
               BASIS_VS_PHYSICAL: basis_vs_physical(components, basis, gpu),
-              DATA_SUMMARY: _data_summary(data, target)}
+              DATA_SUMMARY: _data_summary(data, target), METHOD: method_table(),
+              WINNERS: winners_table(errors)}
     return StepModelResults(data, fits, held, tables, models, hardware)
 
 
@@ -161,7 +195,8 @@ def _empty_tables(data: stepmodel.StepData, target: str) -> dict[str, pd.DataFra
     def empty() -> pd.DataFrame:          # a header that reads back (no rows)
         return pd.DataFrame({"na_reason": pd.Series([], dtype=str)})
     return {COEFFICIENTS: empty(), HELD_OUT: empty(), FOLD_BETAS: empty(),
-            BASIS_VS_PHYSICAL: empty(), DATA_SUMMARY: summary}
+            BASIS_VS_PHYSICAL: empty(), DATA_SUMMARY: summary, METHOD: method_table(),
+            WINNERS: empty()}
 
 
 def figure(results: StepModelResults, target: str):

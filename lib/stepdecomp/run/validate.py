@@ -1,6 +1,9 @@
 """Published vs replayed client metrics, and the hardware fit, as tables:
 ``python -m stepdecomp.run.validate`` (``make validate``) prints them and rewrites the
-marked blocks of data/README.md.
+marked blocks of data/README.md. Notebook 04 writes two of them for FINDINGS' "Generated Data
+vs the Published Study" when it analyses the bundled replay (:func:`published_tables`): the
+seed study's published numbers beside the data's (:func:`seed_comparison`) and the replay's
+client metrics beside the published ones (:func:`client_comparison`).
 
 The comparison covers every replayed run under the data root. The study's published
 summaries exist here for 12 runs (data/published_client_metrics.json); the four
@@ -17,16 +20,77 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+import math
+
 import pandas as pd
 
 from ..traces.experiments import short_name
-from ..core.paths import DATA_DIR, RAW_DIR, display_path
+from ..core import artefacts, tables
+from ..core.paths import BUNDLED, DATA_DIR, RAW_DIR, data_kind, display_path
 from ..refdata.calibrate import (CALIBRATION_FILE, HELD_OUT_MODEL_SLUG, PUBLISHED_FILE, WHOLE_RUN,
                                  published_means)
 
 README = DATA_DIR / "README.md"
 SUMMARY = Path("results") / "summary_lifecycle_metrics.json"
 HELD_OUT = "held out"
+#: The seed study's published numbers (its FINDINGS: steps, phase shares, pure-phase and
+#: per-experiment r, criteria passing).
+SEED_PUBLISHED_FILE = DATA_DIR / "seed_published.json"
+
+
+def load_published(path: Path | None = None) -> dict:
+    """The seed study's published numbers (SEED_PUBLISHED_FILE)."""
+    return json.loads((path or SEED_PUBLISHED_FILE).read_text())
+
+
+def seed_comparison(breakdown: pd.DataFrame, pure: pd.DataFrame, per_experiment: pd.DataFrame,
+                    passing: int, published: dict | None = None) -> pd.DataFrame:
+    """metric, published, this_data: the seed study's headline numbers (``published``, by
+    default :func:`load_published`) beside the analysed data's — steps, phase shares, the
+    pure-phase r's it published, the median per-experiment r of the seed total over the
+    experiments it published and the Spearman agreement of their ranking, and the criteria
+    passing (``passing``, the seed's verdict on this data)."""
+    published = load_published() if published is None else published
+    bd = breakdown.set_index("phase")
+    total_pub = published["total_steps"]
+    rows = [("steps", total_pub, int(bd["steps"].sum()))]
+    for phase, n in published["phase_breakdown"].items():
+        rows.append((f"{phase} share (%)", 100 * n / total_pub, float(bd.loc[phase, "pct"])))
+    r_pure = pure.set_index(["subset", "component"])["pearson_r"]
+    for key, r in published["pure_phase_r"].items():
+        subset, component = key.split("/", 1)
+        rows.append((f"r, {component} on {subset}", r,
+                     float(r_pure.get((subset, component), math.nan))))
+    total = per_experiment[per_experiment["component"] == "total_analytical_us"]
+    ours = {f"{m}/{w}": r for m, w, r in zip(total["model"], total["workload"], total["pearson_r"])}
+    common = [k for k in published["per_experiment_total_r"] if k in ours]
+    if common:
+        pub = [published["per_experiment_total_r"][k] for k in common]
+        mine = [ours[k] for k in common]
+        rows.append(("median per-experiment r of total_analytical_us",
+                     float(pd.Series(pub).median()), float(pd.Series(mine).median())))
+        rank = pd.Series(pub).corr(pd.Series(mine), method="spearman")
+        rows.append(("rank agreement of per-experiment r (Spearman)", math.nan, float(rank)))
+    rows.append(("hypothesis criteria passing", published["hypothesis_passing"], passing))
+    return pd.DataFrame(rows, columns=["metric", "published", "this_data"])
+
+
+def published_tables(dirs: artefacts.RunDirs) -> dict[str, pd.DataFrame]:
+    """The tables of FINDINGS' comparison with the published study, by name
+    (core.tables.PUBLISHED_COMPARISON, CLIENT_COMPARISON), from the run's tables of notebooks
+    03 and 04 and the replay's client summaries under the data root; empty unless the run
+    analyses the bundled replay (their comparison means nothing for other traces)."""
+    from ..stats.correlation import hypothesis_verdict
+
+    if data_kind(dirs.data_root) != BUNDLED:
+        return {}
+    pure = artefacts.read_table(dirs, tables.PURE_PHASE, tables.WRITTEN_BY[tables.PURE_PHASE])
+    seed = seed_comparison(
+        artefacts.read_table(dirs, tables.PHASE_BREAKDOWN, tables.WRITTEN_BY[tables.PHASE_BREAKDOWN]),
+        pure, artefacts.read_table(dirs, tables.PER_EXPERIMENT, tables.WRITTEN_BY[tables.PER_EXPERIMENT]),
+        hypothesis_verdict(pure).passing)
+    return {tables.PUBLISHED_COMPARISON: seed,
+            tables.CLIENT_COMPARISON: client_comparison(dirs.data_root)}
 
 
 def _replay_summaries(d: Path) -> list[tuple[str, dict[str, Any]]]:

@@ -57,6 +57,10 @@ import numpy as np
 import pandas as pd
 
 from ..core import columns as col
+from ..core import tables
+from ..core.tables import (GROUPS, REASON_ABSORBED, coef_column, group_pairs,  # noqa: F401
+                           pair_r_column, pair_separable_column)
+from ..core.thresholds import INSEPARABLE_ABS_R, valid_share
 from . import resample
 from ..core.paths import MODELS_DIR, display_path
 from .correlation import DURATION, MIN_ROWS, NA_REASON
@@ -449,13 +453,11 @@ def attribution_by_model(table: pd.DataFrame, keys: Mapping[str, str]) -> pd.Dat
 #: * per KV byte: KV-cache bytes read + written (attention traffic);
 #: * per weight byte: weight bytes read (constant in a dense model's experiment, where it is
 #:   absorbed by the intercept; varies with MoE expert coverage).
-GROUPS = {"per_token": "token", "per_kv_byte": "kv_byte", "per_weight_byte": "weight_byte"}
-#: Two group regressors whose |Pearson r| over an experiment's steps reaches this cannot be
-#: separated: the fit cannot tell their effects apart (r² ≥ 0.9 of each one's variance is
-#: the other's).
-INSEPARABLE_ABS_R = 0.95
-#: unidentified reason of a group regressor that does not vary over the experiment.
-REASON_ABSORBED = "constant: not separable from the per-step constant"
+#:
+#: GROUPS, REASON_ABSORBED (the reason of a regressor that does not vary) and the column
+#: names (coef_column, pair_r_column, pair_separable_column, group_pairs) are in core.tables;
+#: INSEPARABLE_ABS_R, the |r| from which two groups cannot be separated, in core.thresholds:
+#: the report reads the table by them and states the threshold.
 
 
 def group_regressors(components: pd.DataFrame) -> pd.DataFrame:
@@ -474,25 +476,6 @@ def group_regressors(components: pd.DataFrame) -> pd.DataFrame:
         + components[col.PHYS_KV_WRITE_BYTES].astype(np.float64),
         "per_weight_byte": components[col.PHYS_WEIGHT_BYTES].astype(np.float64)},
         index=components.index)
-
-
-def group_pairs() -> list[tuple[str, str]]:
-    """The pairs of GROUPS in their order: (per_token, per_kv_byte), ..."""
-    g = list(GROUPS)
-    return [(a, b) for i, a in enumerate(g) for b in g[i + 1:]]
-
-
-def pair_r_column(a: str, b: str) -> str:
-    return f"r_{a}__{b}"
-
-
-def pair_separable_column(a: str, b: str) -> str:
-    return f"separable_{a}__{b}"
-
-
-def coef_column(group: str) -> str:
-    """coef_us_per_token, coef_us_per_kv_byte, ...: µs per unit of the group's regressor."""
-    return f"coef_us_{group}"
 
 
 GROUP_COLUMNS = [*KEYS, "n_steps", "r2", "intercept_us", "intercept_identified",
@@ -587,3 +570,175 @@ def group_attribution(components: pd.DataFrame, target: str = DURATION) -> pd.Da
     flags = ["intercept_identified", *[f"identified_{g_}" for g_ in groups],
              *[pair_separable_column(a, b) for a, b in group_pairs()]]
     return out.astype({c: bool for c in flags} | {"n_steps": np.int64})
+
+
+# --------------------------------------------------------------------------- summaries
+#
+# What FINDINGS says about the attribution over experiments, computed here and written by
+# notebook 04 (core.tables: attribution_summary, attribution_term_summary,
+# group_attribution_summary, group_attribution_pairs), one target at a time of the stacked
+# tables (of a table without a ``target`` column, the summary has none). Only experiments with a
+# fit (r2 known) count; a share counts where it is a share (core.thresholds.valid_share), a
+# coefficient where the fit identifies it.
+
+#: unidentified_reason of a coefficient collinear with others (Belsley): its term shares
+#: variance the data cannot split, so it does not lead an experiment.
+COLLINEAR_REASON = "collinear"
+ATTRIBUTION_SUMMARY_COLUMNS = ["target", "n_experiments", "r2_median", "r2_min", "r2_max",
+                               "intercepts_identified", "n_unidentified",
+                               "experiments_unidentified"]
+TERM_SUMMARY_COLUMNS = ["target", "term", "n_leads", "lead_rank", "n_leads_inseparable",
+                        "inseparable_rank", "median_share", "n_identified", "median_coef"]
+GROUP_SUMMARY_COLUMNS = ["target", "group", "n_experiments", "n_varying", "n_absorbed",
+                         "median_share", "n_identified", "median_coef", "intercept_median_us"]
+PAIR_SUMMARY_COLUMNS = ["target", "a", "b", "n_both_vary", "n_inseparable"]
+
+
+def _flags(s: pd.Series) -> pd.Series:
+    """Booleans as written or read back from CSV (True/False or 'True'/'False')."""
+    if s.dtype == bool:
+        return s
+    return s.astype(str).str.strip().str.lower().isin(["true", "1", "yes"])
+
+
+def _by_target(table: pd.DataFrame) -> list[tuple[str | None, pd.DataFrame]]:
+    """(target, its rows without the column) per target of a stacked table; one (None, the
+    table) for a table without a ``target`` column."""
+    if "target" not in table:
+        return [(None, table)]
+    return [(str(t), g.drop(columns="target")) for t, g in table.groupby("target", sort=False)]
+
+
+def _frame(rows: list[dict], columns: list[str], stacked: bool) -> pd.DataFrame:
+    """The summary rows as a table, without the ``target`` column unless ``stacked``."""
+    cols = columns if stacked else [c for c in columns if c != "target"]
+    return pd.DataFrame([{k: v for k, v in r.items() if k in cols} for r in rows], columns=cols)
+
+
+def summary_terms(attr: pd.DataFrame) -> list[str]:
+    """The terms of a component_attribution table in col.ATTRIBUTION_TERMS order (others
+    after them); the N/A rows of an experiment without steps have none."""
+    present = [t for t in dict.fromkeys(attr["term"]) if isinstance(t, str) and t]
+    return [t for t in TERMS if t in present] + [t for t in present if t not in TERMS]
+
+
+def _attribution_parts(attr: pd.DataFrame, fit: pd.DataFrame) -> dict:
+    """The experiments with a fit, their valid shares, each one's leading term (separable or
+    collinear) and the identified and unidentified coefficients, of one target."""
+    attr = attr.assign(identified=_flags(attr["identified"]))
+    fitted = fit.dropna(subset=["r2"])
+    mine = attr["experiment_id"].isin(fitted["experiment_id"])
+    ok = attr[attr["lmg_share_r2"].map(valid_share) & mine]
+    lead = ok.loc[ok.groupby("experiment_id")["lmg_share_r2"].idxmax()]
+    reason = lead.get("unidentified_reason", pd.Series("", index=lead.index))
+    collinear = reason.astype(str) == COLLINEAR_REASON
+    return {"attr": attr, "fitted": fitted, "ok": ok, "lead": lead[~collinear],
+            "inseparable": lead[collinear],
+            "ident": attr[attr["identified"] & attr["coef"].notna() & mine],
+            "unident": attr[~attr["identified"] & mine]}
+
+
+def attribution_summary(component_attribution: pd.DataFrame,
+                        fit_summary: pd.DataFrame) -> pd.DataFrame:
+    """Per target (ATTRIBUTION_SUMMARY_COLUMNS): the experiments with a fit, the median and
+    range of their R², in how many the intercept is identified (empty without the
+    ``intercept_identified`` column), the coefficients not identified and in how many
+    experiments."""
+    fits = dict(_by_target(fit_summary))
+    rows = []
+    for target, attr in _by_target(component_attribution):
+        p = _attribution_parts(attr, fits.get(target, fit_summary.iloc[:0]))
+        f = p["fitted"]
+        rows.append({"target": target, "n_experiments": len(f),
+                     "r2_median": f["r2"].median(), "r2_min": f["r2"].min(),
+                     "r2_max": f["r2"].max(),
+                     "intercepts_identified": int(_flags(f["intercept_identified"]).sum())
+                     if "intercept_identified" in f else pd.NA,
+                     "n_unidentified": len(p["unident"]),
+                     "experiments_unidentified": int(p["unident"]["experiment_id"].nunique())})
+    out = _frame(rows, ATTRIBUTION_SUMMARY_COLUMNS, "target" in component_attribution)
+    return out.astype({"intercepts_identified": "Int64"})
+
+
+def attribution_term_summary(component_attribution: pd.DataFrame,
+                             fit_summary: pd.DataFrame) -> pd.DataFrame:
+    """Per target and term (:func:`summary_terms` order; TERM_SUMMARY_COLUMNS), over the
+    experiments with a fit: in how many the term has the largest share where it is separable
+    from the others (``n_leads``) and where it is collinear with them
+    (``n_leads_inseparable``), each with its rank among the terms by that count (most first,
+    ties in the order the experiments first show them; empty for 0), the median share, and
+    the median coefficient over the experiments that identify it (``n_identified``)."""
+    fits = dict(_by_target(fit_summary))
+    rows = []
+    for target, attr in _by_target(component_attribution):
+        p = _attribution_parts(attr, fits.get(target, fit_summary.iloc[:0]))
+        ranks = {}
+        for key, frame in (("lead", p["lead"]), ("inseparable", p["inseparable"])):
+            counts = frame["term"].value_counts()
+            ranks[key] = {t: (int(n), i) for i, (t, n) in enumerate(counts.items(), start=1)}
+        for term in summary_terms(attr):
+            share = p["ok"].loc[p["ok"]["term"] == term, "lmg_share_r2"]
+            coef = p["ident"].loc[p["ident"]["term"] == term, "coef"]
+            lead = ranks["lead"].get(term, (0, pd.NA))
+            insep = ranks["inseparable"].get(term, (0, pd.NA))
+            rows.append({"target": target, "term": term, "n_leads": lead[0],
+                         "lead_rank": lead[1], "n_leads_inseparable": insep[0],
+                         "inseparable_rank": insep[1],
+                         "median_share": float(share.median()) if len(share) else np.nan,
+                         "n_identified": len(coef),
+                         "median_coef": float(coef.median()) if len(coef) else np.nan})
+    out = _frame(rows, TERM_SUMMARY_COLUMNS, "target" in component_attribution)
+    return out.astype({"lead_rank": "Int64", "inseparable_rank": "Int64"})
+
+
+def group_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Per target and group of a group_attribution table (GROUP_SUMMARY_COLUMNS), over the
+    experiments with a fit (``n_experiments``): where the group's regressor varies
+    (``n_varying``, its median share there) and where it is absorbed by the per-step constant
+    (``n_absorbed``), the median coefficient over the experiments that identify it, and the
+    median per-step constant (the same on every row of a target)."""
+    rows = []
+    for target, t in _by_target(table):
+        fitted = t.dropna(subset=["r2"])
+        intercept = float(fitted["intercept_us"].median()) if len(fitted) else np.nan
+        for g in GROUPS:
+            reason = fitted[f"reason_{g}"].fillna("").astype(str)
+            varying = fitted[reason != REASON_ABSORBED]
+            ident = fitted[_flags(fitted[f"identified_{g}"])]
+            rows.append({"target": target, "group": g, "n_experiments": len(fitted),
+                         "n_varying": len(varying),
+                         "n_absorbed": int((reason == REASON_ABSORBED).sum()),
+                         "median_share": float(varying[f"share_r2_{g}"].median())
+                         if len(varying) else np.nan,
+                         "n_identified": len(ident),
+                         "median_coef": float(ident[coef_column(g)].median())
+                         if len(ident) else np.nan,
+                         "intercept_median_us": intercept})
+    return _frame(rows, GROUP_SUMMARY_COLUMNS, "target" in table)
+
+
+def group_pair_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Per target and pair of groups (group_pairs order; PAIR_SUMMARY_COLUMNS), over the
+    experiments with a fit: in how many both regressors vary (their r is known) and in how
+    many of those the two cannot be separated (not ``separable``: |r| ≥ INSEPARABLE_ABS_R)."""
+    rows = []
+    for target, t in _by_target(table):
+        fitted = t.dropna(subset=["r2"])
+        for a, b in group_pairs():
+            both = fitted[pair_r_column(a, b)].notna()
+            apart = _flags(fitted[pair_separable_column(a, b)])
+            rows.append({"target": target, "a": a, "b": b, "n_both_vary": int(both.sum()),
+                         "n_inseparable": int((both & ~apart).sum())})
+    return _frame(rows, PAIR_SUMMARY_COLUMNS, "target" in table)
+
+
+def summary_tables(fit: Attribution, groups: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The summaries notebook 04 writes for FINDINGS, by table name (core.tables): of the
+    component fit (``fit``: component_attribution, fit_summary) and of the grouped one
+    (``groups``: group_attribution), all per target."""
+    return {tables.ATTRIBUTION_SUMMARY: attribution_summary(fit.component_attribution,
+                                                            fit.fit_summary),
+            tables.ATTRIBUTION_TERM_SUMMARY: attribution_term_summary(fit.component_attribution,
+                                                                      fit.fit_summary),
+            tables.GROUP_SUMMARY: group_summary(groups),
+            tables.GROUP_PAIR_SUMMARY: group_pair_summary(groups)}

@@ -18,7 +18,6 @@ stationary block bootstrap per experiment); its component fit is attribution.py.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -26,10 +25,12 @@ import pandas as pd
 
 from . import resample
 from ..core.columns import DURATION, PHYS_COMPONENTS, PHYS_LOWER_BOUND, PHYS_TOTAL, SEED_COMPONENTS
+from ..core.thresholds import (HYPOTHESIS_MIN_PASSING, MIN_ROWS, PREFILL_DOMINATED_SHARE,
+                               R_THRESHOLD, WITHIN_MIN_EXPERIMENTS)
+from ..core.verdicts import (VERDICT_INDETERMINATE, VERDICT_NA, VERDICT_STATUS,  # noqa: F401
+                             VERDICT_WORDS, Verdict, WithinVerdict)
 from ..model.phases import phase_masks
 
-MIN_ROWS = 10
-R_THRESHOLD = 0.8
 PREFILL_BASELINE = "batch.prefill_tokens (baseline)"
 DECODE_BASELINE = "batch.decode_tokens (baseline)"
 
@@ -56,16 +57,6 @@ HYPOTHESIS_ROWS: list[tuple[str, str]] = [
     ("pure_decode", "decode_gemm_us"),
     ("pure_decode", "decode_attn_us"),
 ]
-HYPOTHESIS_MIN_PASSING = 2
-#: Verdict labels when criteria cannot be judged: every one N/A, or enough N/A to tip it.
-VERDICT_NA = "N/A"
-VERDICT_INDETERMINATE = "INDETERMINATE"
-VERDICT_WORDS = {"SUPPORTED": "supported", "NOT SUPPORTED": "not supported",
-                 VERDICT_INDETERMINATE: "indeterminate",
-                 VERDICT_NA: "not testable (every criterion N/A)"}
-VERDICT_STATUS = {"SUPPORTED": "Supported", "NOT SUPPORTED": "Not Supported",
-                  VERDICT_INDETERMINATE: "Indeterminate",
-                  VERDICT_NA: "Not Testable (every criterion N/A)"}
 
 
 def _source_column(component: str) -> str:
@@ -169,60 +160,6 @@ def per_experiment_correlations(components: pd.DataFrame,
                                       "pearson_r", "n_steps", NA_REASON])
 
 
-@dataclass(frozen=True)
-class Verdict:
-    """The hypothesis check: which of the four criteria reach r > 0.8."""
-
-    table: pd.DataFrame          # subset, component, pearson_r, n_steps, passed
-    passing: int
-    required: int = HYPOTHESIS_MIN_PASSING
-    #: criteria whose r (or median r) is N/A: they can be judged neither way
-    n_na: int = 0
-    #: False for the seed's own verdict, kept as the seed ran it (an N/A criterion does not
-    #: pass); True for the physical ones, INDETERMINATE when N/A criteria could tip it
-    indeterminate: bool = False
-
-    @property
-    def supported(self) -> bool:
-        return self.passing >= self.required
-
-    @property
-    def judged(self) -> bool:
-        """Whether the criteria decide: supported, or too few could pass even if every N/A
-        one did (always, under the seed's rule: ``indeterminate`` False)."""
-        return (self.supported or not self.indeterminate
-                or self.passing + self.n_na < self.required)
-
-    @property
-    def label(self) -> str:
-        """SUPPORTED / NOT SUPPORTED; VERDICT_NA when every criterion is N/A;
-        VERDICT_INDETERMINATE when the N/A criteria could still tip it (``indeterminate``)."""
-        if self.supported:
-            return "SUPPORTED"
-        if self.n_na and self.n_na == len(self.table):
-            return VERDICT_NA
-        return "NOT SUPPORTED" if self.judged else VERDICT_INDETERMINATE
-
-    @property
-    def words(self) -> str:
-        """The label in running prose ("the hypothesis is …")."""
-        return VERDICT_WORDS[self.label]
-
-    @property
-    def status(self) -> str:
-        """The label as a status line ("Not Supported")."""
-        return VERDICT_STATUS[self.label]
-
-    def na_note(self) -> str:
-        """" (k of n criteria N/A)" when some are, else ""."""
-        return f" ({self.n_na} of {len(self.table)} criteria N/A)" if self.n_na else ""
-
-    def sentence(self) -> str:
-        return (f"{self.passing}/{len(self.table)} components reach r > {R_THRESHOLD} on their "
-                f"pure-phase subset (at least {self.required} needed){self.na_note()}: "
-                f"{self.label}.")
-
-
 def hypothesis_verdict(pure: pd.DataFrame,
                        rows: Sequence[tuple[str, str]] = HYPOTHESIS_ROWS,
                        indeterminate: bool = False) -> Verdict:
@@ -245,7 +182,6 @@ def hypothesis_verdict(pure: pd.DataFrame,
 #: Short names of the four physical components (NNLS column suffixes, figure labels).
 PHYS_SHORT = {"phys_prefill_gemm_us": "prefill_gemm", "phys_prefill_attn_us": "prefill_attn",
               "phys_decode_gemm_us": "decode_gemm", "phys_decode_attn_us": "decode_attn"}
-PREFILL_DOMINATED_SHARE = 0.9
 PHYSICAL_SUBSETS = ["pure_prefill", "prefill_dominated", "pure_decode", "all"]
 
 #: The seed's criterion on the physical components: at least 2 of these reach r > 0.8.
@@ -521,9 +457,6 @@ WITHIN_ROWS: list[tuple[str, str]] = [
     *[("prefill_dominated", c) for s, c in PHYSICAL_HYPOTHESIS_ROWS if s == "pure_prefill"],
     *[(s, c) for s, c in PHYSICAL_HYPOTHESIS_ROWS if s != "pure_prefill"],
 ]
-#: A median over fewer experiments with a usable r is one or two experiments' r, not a
-#: typical within-experiment value: N/A below this count.
-WITHIN_MIN_EXPERIMENTS = 3
 
 
 def within_experiment_correlations(components: pd.DataFrame,
@@ -578,16 +511,6 @@ def within_experiment_table(components: pd.DataFrame,
                     NA_REASON: reason})
     return pd.DataFrame(out, columns=["subset", "component", "median_r", "ci_low", "ci_high",
                                       "ci_method", "n_experiments", "passed", NA_REASON])
-
-
-@dataclass(frozen=True)
-class WithinVerdict(Verdict):
-    """The seed's criterion on within-experiment medians (within_experiment_verdict)."""
-
-    def sentence(self) -> str:
-        return (f"{self.passing}/{len(self.table)} components have a median within-experiment "
-                f"r > {R_THRESHOLD} on their subset (at least {self.required} needed)"
-                f"{self.na_note()}: {self.label}.")
 
 
 def within_experiment_verdict(table: pd.DataFrame,

@@ -31,8 +31,9 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ..core import columns
+from ..core import columns, tables
 from ..core.columns import EXP
+from ..core.thresholds import INCREMENT_MIN, TRIM_QUANTILE
 from . import resample
 
 KV_BLOCKS_USED = "kv.blocks_used"
@@ -55,14 +56,13 @@ SET_SCHEDULER = "scheduler_work"
 SET_FLOPS = "flops"
 SET_BOTH = "scheduler_work+flops"
 #: The incremental R² of one set beyond the other (R² of both − R² of the other).
-SET_SCHEDULER_BEYOND = "scheduler_work beyond flops"
-SET_FLOPS_BEYOND = "flops beyond scheduler_work"
-#: Steps whose target lies above this quantile of its experiment are left out of every fit.
-TRIM_QUANTILE = 0.99
-#: An incremental R² whose interval lies above this is credited to its set.
-INCREMENT_MIN = 0.02
-#: The table notebook 04 writes from :func:`increment_summary`.
-INCREMENT_TABLE = "what_explains_increment"
+SET_SCHEDULER_BEYOND = tables.SET_SCHEDULER_BEYOND
+SET_FLOPS_BEYOND = tables.SET_FLOPS_BEYOND
+#: TRIM_QUANTILE (steps above it are left out of every fit) and INCREMENT_MIN (an increment
+#: whose interval lies above it is credited) are in core.thresholds: FINDINGS states them.
+#: The tables notebook 04 writes from :func:`increment_summary` and :func:`credit_table`.
+INCREMENT_TABLE = tables.INCREMENT
+CREDIT_TABLE = tables.CREDIT
 INCREMENT_COLUMNS = ["target", "regressors", "median_increment", "ci_low", "ci_high",
                      "experiments", "credited"]
 R2_COLUMNS = [EXP, "target", "regressors", "r2", "n_steps", "n_regressors", "na_reason"]
@@ -251,3 +251,12 @@ def credited_set(summary: pd.DataFrame, target: str) -> str:
     sched = bool(part.get(SET_SCHEDULER_BEYOND, False))
     flops = bool(part.get(SET_FLOPS_BEYOND, False))
     return "both" if sched and flops else "scheduler work" if sched else "flops" if flops else "neither"
+
+
+def credit_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """target, credited: :func:`credited_set` of each target of an :func:`increment_summary`
+    table, in its order (the table ``what_explains_credit``)."""
+    targets = list(dict.fromkeys(summary["target"]))
+    return pd.DataFrame({"target": targets,
+                         "credited": [credited_set(summary, t) for t in targets]},
+                        columns=["target", "credited"])

@@ -16,12 +16,13 @@ from typing import Callable
 import pandas as pd
 
 from . import attribution, correlation
-from ..core import columns
+from ..core import columns, verdicts
+from ..core.tables import PRIMARY_TARGET, for_target  # noqa: F401 (defined in core: the report reads them)
 from ..targets.timestamps import TARGETS
 
-#: The target the physical section of FINDINGS (its verdict, fits and differences) reads:
-#: the forward pass, what the batch physics predicts.
-PRIMARY_TARGET = columns.FORWARD
+#: The prefill subsets a verdict is taken on: the seed's pure-prefill steps, and the
+#: prefill-dominated ones (correlation.prefill_dominated).
+PREFILL_SUBSETS = ("pure_prefill", "prefill_dominated")
 
 
 def on_targets(fn: Callable[..., pd.DataFrame], components: pd.DataFrame,
@@ -40,16 +41,7 @@ def on_targets(fn: Callable[..., pd.DataFrame], components: pd.DataFrame,
     return out[["target", *[c for c in out.columns if c != "target"]]]
 
 
-def for_target(table: pd.DataFrame, target: str = PRIMARY_TARGET) -> pd.DataFrame:
-    """The rows of one target, without the ``target`` column (the shape the physical
-    section's functions read). Tables without the column are returned unchanged."""
-    if "target" not in table:
-        return table
-    return table[table["target"] == target].drop(columns="target").reset_index(drop=True)
-
-
-def verdicts_by_target(pure: pd.DataFrame, subsets: tuple[str, ...] = ("pure_prefill",
-                                                                       "prefill_dominated")
+def verdicts_by_target(pure: pd.DataFrame, subsets: tuple[str, ...] = PREFILL_SUBSETS
                        ) -> pd.DataFrame:
     """The physical hypothesis verdict per target and prefill subset: components passing,
     components required, supported."""
@@ -127,13 +119,43 @@ def attribution_on_targets(components: pd.DataFrame, targets: tuple[str, ...] = 
         stack([(t, a.fit_summary) for t, a in parts]))
 
 
-def within_verdicts_by_target(within: pd.DataFrame, subsets: tuple[str, ...] = (
-        "pure_prefill", "prefill_dominated")) -> pd.DataFrame:
+def within_verdicts_by_target(within: pd.DataFrame,
+                              subsets: tuple[str, ...] = PREFILL_SUBSETS) -> pd.DataFrame:
     """The within-experiment verdict (correlation.within_experiment_verdict) per target and prefill
     subset of a stacked within_experiment_verdict table: passing, required, supported."""
     return _verdicts(correlation.within_experiment_verdict, within, subsets)
 
 
-__all__ = ["PRIMARY_TARGET", "TARGETS", "on_targets", "for_target", "verdicts_by_target",
-           "below_bound_by_target", "period_vs_client", "target_medians", "median_r2",
-           "attribution_on_targets", "within_verdicts_by_target"]
+def pooled_verdict_table(pure: pd.DataFrame, physical_pure: pd.DataFrame,
+                         subsets: tuple[str, ...] = PREFILL_SUBSETS) -> pd.DataFrame:
+    """The verdicts pooled over experiments, as the report reads them (table
+    ``verdicts_pooled``, core.verdicts): the seed's (correlation.hypothesis_verdict of its
+    pure-phase table, on step.duration_us, kind ``seed``), then the physical one of each
+    target and prefill subset of a stacked physical pure-phase table (correlation
+    .physical_verdict, kind ``physical``), in the table's target order."""
+    rows = [verdicts.verdict_rows(correlation.hypothesis_verdict(pure), verdicts.SEED,
+                                  columns.DURATION, "pure_prefill")]
+    for target, table in physical_pure.groupby("target", sort=False):
+        for subset in subsets:
+            v = correlation.physical_verdict(table.drop(columns="target"), subset)
+            rows.append(verdicts.verdict_rows(v, verdicts.PHYSICAL, str(target), subset))
+    return verdicts.verdict_table(rows)
+
+
+def within_verdict_table(within: pd.DataFrame,
+                         subsets: tuple[str, ...] = PREFILL_SUBSETS) -> pd.DataFrame:
+    """The within-experiment verdict (correlation.within_experiment_verdict) of each target
+    and prefill subset of a stacked within_experiment_verdict table, as the report reads it
+    (table ``verdicts_within``, kind ``within``)."""
+    rows = []
+    for target, table in within.groupby("target", sort=False):
+        for subset in subsets:
+            v = correlation.within_experiment_verdict(table.drop(columns="target"), subset)
+            rows.append(verdicts.verdict_rows(v, verdicts.WITHIN, str(target), subset))
+    return verdicts.verdict_table(rows)
+
+
+__all__ = ["PRIMARY_TARGET", "PREFILL_SUBSETS", "TARGETS", "on_targets", "for_target",
+           "verdicts_by_target", "below_bound_by_target", "period_vs_client", "target_medians",
+           "median_r2", "attribution_on_targets", "within_verdicts_by_target",
+           "pooled_verdict_table", "within_verdict_table"]

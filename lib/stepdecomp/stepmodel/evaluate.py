@@ -31,15 +31,15 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ..core import tables
 from ..model import blis_basis
 from . import fit as stepmodel
 from .fit import StepData
 
 SCHEMES = ("workload", "model")
 PREDICTORS = ("fitted", "blis_shipped", "physical", "hgb")
-PREDICTOR_LABELS = {"fitted": "(a) BLIS basis, fitted β", "blis_shipped": "(b) BLIS basis, shipped β",
-                    "physical": "(c) physical mode roofline (uncalibrated)",
-                    "hgb": "(d) gradient boosting on the basis"}
+#: Their labels (core.tables: the report names the predictors by them too).
+PREDICTOR_LABELS = tables.PREDICTOR_LABELS
 #: Training steps per fold of the gradient-boosting ceiling, and its settings (scikit-learn's
 #: defaults otherwise); the seed makes the subsample and the model deterministic.
 HGB_MAX_TRAIN_STEPS = 20_000
@@ -50,8 +50,8 @@ HGB_SEED = 0
 #: and a busy 2-core machine does not lose its time to spinning threads (measured: 7× slower
 #: with the default threads while other work runs).
 HGB_THREADS = 1
-#: The row of error_table pooling every fold.
-ALL_GROUPS = "all"
+#: The row of error_table pooling every fold (core.tables: the report reads those rows).
+ALL_GROUPS = tables.ALL_GROUPS
 
 
 def folds(data: StepData, scheme: str) -> list[tuple[str, np.ndarray]]:

@@ -44,7 +44,7 @@ import pandas as pd
 from scipy.optimize import nnls
 
 from ..model import blis_basis
-from ..core import columns
+from ..core import columns, tables
 from ..stats import resample
 from ..hw.specs import GpuSpec, ModelSpec
 
@@ -316,8 +316,8 @@ def fit(data: StepData, scope: str, n_resamples: int = N_RESAMPLES,
                           n_experiments=len(per))
 
 
-#: Scope name of the per-hardware vector (the one BLIS loads).
-ALL_MODELS = "all models"
+#: Scope name of the per-hardware vector (the one BLIS loads; core.tables: the report reads it).
+ALL_MODELS = tables.ALL_MODELS
 
 
 def fit_hardware(data: StepData, **kw) -> CoefficientFit:

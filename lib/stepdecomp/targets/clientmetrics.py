@@ -42,6 +42,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from ..core import tables
 from ..model import physical
 from ..traces.experiments import END_OF_STREAM_EVENTS, EVENTS_PER_TOKEN, read_experiment
 from ..core.paths import DATA_DIR, HARDWARE_DIR, MODELS_DIR, WORKLOADS_DIR, display_path
@@ -85,9 +86,10 @@ PLAUSIBILITY_COLUMNS = [
 ]
 
 
-#: Where a client summary comes from: the study's published file, or the analysed trace root.
-SOURCE_PUBLISHED = "published"
-SOURCE_TRACES = "traces"
+#: Where a client summary comes from: the study's published file, or the analysed trace root
+#: (core.tables: the report selects the published rows by it).
+SOURCE_PUBLISHED = tables.SOURCE_PUBLISHED
+SOURCE_TRACES = tables.SOURCE_TRACES
 
 
 class ClientMetricsError(ValueError):
@@ -348,6 +350,19 @@ def below_floor(table: pd.DataFrame, reference: tuple[str, str]) -> dict[str, in
     ref = table[(table["gpu"] == gpu) & (table["precision"] == precision)]
     return {"runs": len(ref), "below_tpot": int((~ref["consistent_tpot"].astype(bool)).sum()),
             "below_per_token": int((~ref["consistent_per_token"].astype(bool)).sum())}
+
+
+FLOOR_COLUMNS = ["gpu", "precision", "runs", "below_tpot", "below_per_token"]
+
+
+def floor_candidates(table: pd.DataFrame) -> pd.DataFrame:
+    """The published runs of a :func:`plausibility_table` against each hardware candidate
+    (gpu, precision; sorted): :func:`below_floor` of each (FLOOR_COLUMNS; the table
+    ``client_floor_candidates``)."""
+    published = table[table["source"] == SOURCE_PUBLISHED]
+    pairs = sorted(set(zip(published["gpu"], published["precision"])))
+    return pd.DataFrame([{"gpu": g, "precision": p, **below_floor(published, (g, p))}
+                         for g, p in pairs], columns=FLOOR_COLUMNS)
 
 
 def inference_statement(summary: pd.DataFrame, table: pd.DataFrame,

@@ -26,14 +26,14 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from ..core import columns
+from ..core import columns, tables
 from ..core.columns import EXP
 
 STEP_ID = columns.STEP_ID
 FORWARD = columns.FORWARD
 PERIOD = columns.PERIOD
 TRUTH_FILE = "replay_truth.parquet"
-TABLE = "target_truth_check"
+TABLE = tables.TRUTH_CHECK
 ASYNC, SYNC = "async", "sync"
 #: The engine loop of an experiment whose coverage table does not name one (the replay's
 #: default and what the study ran).

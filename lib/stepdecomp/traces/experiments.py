@@ -16,6 +16,7 @@ from yaml.constructor import ConstructorError
 from ..core.messages import MAX_MESSAGE_CHARS, bounded, shown
 from .otlp import INT64_DIGITS
 from ..core.paths import MODELS_DIR, display_path
+from ..core.tables import EXPERIMENT_PREFIX, short_name  # noqa: F401 (labels in tables and FINDINGS)
 from ..hw.specs import UnknownModelError
 
 TRACE_NAMES = ("traces.json", "traces.json.gz")
@@ -25,9 +26,10 @@ TRACE_NAMES = ("traces.json", "traces.json.gz")
 EVENTS_PER_TOKEN = 2
 END_OF_STREAM_EVENTS = 2
 
-# <YYYYMMDD>-<HHMMSS>- or <id>- prefix, then the slug, then the LAST -tp<N>-, then the rest.
+# <YYYYMMDD>-<HHMMSS>- or <id>- prefix (core.tables.EXPERIMENT_PREFIX, the one short_name
+# drops), then the slug, then the LAST -tp<N>-, then the rest.
 # Digits are ASCII only ([0-9]: \d would take other scripts' digits too).
-_PREFIX = re.compile(r"^(?:[0-9]{8}-[0-9]{6}-|[0-9]+-)")
+_PREFIX = EXPERIMENT_PREFIX
 _TP = re.compile(r"-tp([0-9]+)-")
 _VARIANT = re.compile(r"^(?P<workload>.*?)(?:-(?P<variant>[0-9]+(?:-[0-9]+)*))?$")
 #: What lies before -tp<N>- when the name carries no model: a prefix alone.
@@ -79,12 +81,6 @@ def parse_dir_name(name: str) -> DirName:
     assert rest is not None
     return DirName(model_slug=slug, tp=int(last.group(1)), workload=rest.group("workload"),
                    variant=rest.group("variant"))
-
-
-def short_name(experiment_id: str) -> str:
-    """The directory name without its ``<YYYYMMDD>-<HHMMSS>-`` or ``<id>-`` prefix, for
-    labels: ``20260217-203421-llama-2-70b-hf-tp4-codegen`` -> ``llama-2-70b-hf-tp4-codegen``."""
-    return _PREFIX.sub("", str(experiment_id), count=1)
 
 
 class ConfigError(ValueError):

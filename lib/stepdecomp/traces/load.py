@@ -71,13 +71,13 @@ from typing import TYPE_CHECKING, Any, Iterator
 import numpy as np
 import pandas as pd
 
-from ..core import artefacts
+from ..core import artefacts, tables
 from . import otlp
 from .experiments import Discovery, Experiment, discover
 from ..core.messages import bounded
 from .otlp_columns import CHUNK_EVENTS, JOURNEY_KINDS, Columns, TypedLines
 from .otlp_rows import IGNORED, REPORT_COLUMNS, FileParser, ParseStats
-from ..core.paths import INTERIM_DIR, MODELS_DIR, display_path
+from ..core.paths import INTERIM_DIR, MODELS_DIR, data_kind, display_path
 from .tracecache import PARSER_VERSION  # noqa: F401  (load.PARSER_VERSION: the cache's version)
 from .tracecache import cache_dir, cached, from_cache, prune_cache, source_key, store
 from .tracefile import iter_lines, show_progress
@@ -561,12 +561,29 @@ def experiment_table(ds: Dataset) -> pd.DataFrame:
     return pd.DataFrame(rows).merge(counts, on="experiment_id", how="left")
 
 
+def dataset_table(root: Path) -> pd.DataFrame:
+    """One row: the data root as shown (display_path) and what it is (paths.data_kind)."""
+    return pd.DataFrame([{"data_root": display_path(root), "data_kind": data_kind(root)}])
+
+
+def skipped_directories_table(ds: Dataset) -> pd.DataFrame:
+    """directory, reason: each directory under the root that was not analysed."""
+    return pd.DataFrame([tuple(s) for s in ds.skipped], columns=["directory", "reason"])
+
+
 def save_dataset(dirs: "RunDirs", ds: Dataset) -> None:
-    """The loaded dataset as notebook 01 hands it to the next notebooks (OUT/interim/)."""
+    """The loaded dataset as notebook 01 hands it on: the steps and journeys to the next
+    notebooks (OUT/interim/), and what the report says of the dataset as tables
+    (core.tables: dataset, experiments, skipped_directories, parse_report, skipped_records)."""
     ds.steps.to_parquet(dirs.interim / "steps.parquet", index=False)
     ds.journeys.to_parquet(dirs.interim / "journeys.parquet", index=False)
-    artefacts.write_csv(ds.parse_report, dirs.interim / "parse_report.csv")
-    artefacts.write_csv(ds.skipped_records, dirs.interim / "skipped_records.csv")
+    artefacts.write_table(dirs, tables.DATASET, dataset_table(ds.root))
+    artefacts.write_table(dirs, tables.EXPERIMENTS, experiment_table(ds))
+    artefacts.write_table(dirs, tables.SKIPPED_DIRECTORIES, skipped_directories_table(ds))
+    # from_cache says how this run read a file, not what the file holds: not in the table
+    artefacts.write_table(dirs, tables.PARSE_REPORT, ds.parse_report.drop(columns="from_cache",
+                                                                          errors="ignore"))
+    artefacts.write_table(dirs, tables.SKIPPED_RECORDS, ds.skipped_records)
     meta = {"data_root": display_path(ds.root), "skipped": ds.skipped,
             "experiments": [e.experiment_id for e in ds.experiments],
             "budget_tokens": {e.experiment_id: e.max_num_batched_tokens for e in ds.experiments}}
