@@ -154,8 +154,6 @@ def test_imports_follow_the_declared_layers():
     assert layer_violations(PACKAGE) == []
 
 
-@pytest.mark.xfail(strict=True, reason="the report still imports run for table names and the "
-                   "replay-vs-published comparison; reading tables only removes that edge")
 def test_the_declared_layers_form_no_cycle():
     assert layer_cycles(PACKAGE) == []
 
@@ -218,8 +216,6 @@ def test_a_planted_circular_import_is_caught(copy):
     assert module_cycles(copy) == [["stepdecomp.hw.kernels", "stepdecomp.hw.specs"]]
 
 
-@pytest.mark.xfail(strict=True, reason="the report still imports run for table names and the "
-                   "replay-vs-published comparison; reading tables only removes that edge")
 def test_a_declared_cycle_between_layers_is_caught(copy):
     init = copy / "core" / "__init__.py"
     init.write_text(init.read_text().replace("Imports: nothing else in stepdecomp.",

@@ -18,8 +18,13 @@ from stepdecomp.stats import explain as ex
 from stepdecomp import report
 from stepdecomp.stats import correlation as stats
 from stepdecomp.core.artefacts import RunDirs
+from stepdecomp.core.paths import data_kind
 from stepdecomp.report.render import ABSENT_PREFILL_PCT, R_AGREE
 from stepdecomp.hw.specs import GpuSpec, ModelSpec
+from stepdecomp.run import validate
+from stepdecomp.targets import clientmetrics
+from report_tables import (findings_markdown, measurement_context, physical_section,
+                           through_csv, with_notebook04, write_notebook04)
 
 TEMPLATES = report.TEMPLATE_DIR
 
@@ -183,13 +188,21 @@ def _findings_input(extra_sections: list[str] | None = None) -> report.FindingsI
                                        intermediate_size=14336, vocab_size=32000, num_experts=8,
                                        experts_per_token=2)}
     return report.FindingsInput(
-        data_root="tests/fixtures/ground_truth", experiments=["e1", "e2"],
+        data_root="tests/fixtures/ground_truth", data_kind=data_kind("tests/fixtures/ground_truth"),
+        experiments=["e1", "e2"],
         skipped=[("junk", "no traces.json")], parse_report=parse, breakdown=breakdown, pure=pure,
         per_experiment=per, verdict=stats.hypothesis_verdict(pure),
         gpu=GpuSpec(name="Test GPU", peak_bf16_dense_tflops=989.0, hbm_tb_per_s=3.35,
                     hbm_gib=80.0, nvlink_gb_per_s_per_direction=450.0),
         specs=specs, models_by_hf_id={"org/alpha-7b": ["alpha-7b"], "org/beta-moe": ["beta-moe"]},
         extra_sections=extra_sections or [])
+
+
+def _comparison(fi: report.FindingsInput, published: dict | None = None) -> pd.DataFrame:
+    """The table published_comparison of ``fi``'s tables, as notebook 04 writes it on the
+    bundled replay (run.validate.seed_comparison)."""
+    return through_csv(validate.seed_comparison(fi.breakdown, fi.pure, fi.per_experiment,
+                                                fi.verdict.passing, published or PUBLISHED))
 
 
 PUBLISHED = {"total_steps": 1000, "phase_breakdown": {"pure_prefill": 6, "pure_decode": 800,
@@ -481,15 +494,15 @@ def _sections() -> dict[str, str]:
     tables = _report_tables()
     seed_pure = _seed_pure()
     fi = _findings_input()
-    physical = report.physical_section(tables, stats.hypothesis_verdict(seed_pure), seed_pure,
-                                       models_by_hf_id=fi.models_by_hf_id)
+    physical = physical_section(tables, stats.hypothesis_verdict(seed_pure), seed_pure,
+                                models_by_hf_id=fi.models_by_hf_id)
     return {
         "summary": report.summary_section(fi), "setup": report.setup_section(fi),
         "phase": report.phase_section(fi), "pure_phase": report.pure_phase_section(fi),
         "per_experiment": report.per_experiment_section(fi),
         "analysis": report.analysis_section(fi), "verdict": report.verdict_section(fi),
-        "physical": physical, "physical_minimal": report.physical_section(_minimal(tables)),
-        "published_comparison": report.published_comparison_section(fi, PUBLISHED)}
+        "physical": physical, "physical_minimal": physical_section(_minimal(tables)),
+        "published_comparison": report.published_comparison_section(_comparison(fi))}
 
 
 @pytest.fixture(scope="module")
@@ -511,7 +524,7 @@ def test_findings_markdown_is_the_sections_in_order(sections):
     title, head = expected.split("\n\n", 1)
     answer = report.render_section("answer", report.answer_context(fi))
     assert answer.startswith("## Answer\n")
-    assert report.findings_markdown(fi) == f"{title}\n\n{answer}\n\n{head}"
+    assert findings_markdown(fi) == f"{title}\n\n{answer}\n\n{head}"
 
 
 def test_every_registered_section_is_in_the_document():
@@ -526,9 +539,11 @@ def test_every_registered_section_is_in_the_document():
 
 
 def test_dataset_note_per_kind():
-    assert "**generated**" in report.dataset_note("data/raw")
-    assert "small test fixture" in report.dataset_note("tests/fixtures/ground_truth")
-    assert report.dataset_note("/x/y") == "The traces analysed here are the ground-truth root `/x/y`."
+    assert "**generated**" in report.dataset_note("bundled", "data/raw")
+    assert "small test fixture" in report.dataset_note("fixture", "tests/fixtures/ground_truth")
+    assert report.dataset_note("own", "/x/y") == "The traces analysed here are the ground-truth root `/x/y`."
+    # the kind is what notebook 01 recorded: a path the report does not know says nothing
+    assert "**generated**" in report.dataset_note("bundled", "/elsewhere/raw")
     fi = _findings_input()
     fi.dataset_note = "A note of the caller's."
     assert "- **Data:** A note of the caller's.\n" in report.setup_section(fi)
@@ -605,12 +620,12 @@ def test_stated_thresholds_follow_the_constants(constants):
     fi = _findings_input()
     verdict = report.verdict_section(fi)
     assert "criteria reach r > 0.75" in verdict and "| r > 0.75 |" in verdict
-    physical = report.physical_section(_report_tables())
+    physical = physical_section(_report_tables())
     assert "physical time ≥ 85% prefill" in physical
     assert "components reach r > 0.75" in physical and "Experiments above r = 0.75" in physical
     assert "(at least 2% of steps below the HBM lower bound" in physical
     assert "fewer than 12 steps" in report.setup_section(fi)
-    within = report.physical_section(_report_tables())
+    within = physical_section(_report_tables())
     assert "The median is N/A when fewer than 5 experiments have an r" in within
     assert "a row passes when its median r > 0.75" in within
 
@@ -619,7 +634,7 @@ def test_stated_thresholds_follow_the_constants(constants):
 
 def test_physical_section_renders_its_numbers():
     tables = _report_tables()
-    md = report.physical_section(tables)
+    md = physical_section(tables)
     assert md.startswith("## Beyond the Seed: Physical Mode")
     for s in ["0.8765", "[0.812, 0.901]", "56,789", "0.9123", "1,234",      # pure table
               "0.7001", "0.9502", "+0.250", "[0.945, 0.955]", "[0.240, 0.260]",  # per experiment
@@ -635,7 +650,7 @@ def test_physical_section_renders_its_numbers():
     assert "2 of 4 reach r > 0.8: **SUPPORTED**" in md                       # prefill-dominated
     assert "Physical r is N/A for 1 experiment(s): beta-moe, roleplay (7 usable steps)" in md
     # optional tables may be missing
-    md2 = report.physical_section(_minimal(tables))
+    md2 = physical_section(_minimal(tables))
     assert "Lower Bound" not in md2 and "Attribution" not in md2 and "Within-Experiment" not in md2
     assert "### The MoE GEMM" not in md2
     assert "**Without journeys (1):** beta-moe, roleplay" in md2              # from journey_coverage
@@ -645,8 +660,8 @@ def test_seed_and_physical_r_are_compared_only_on_one_target():
     """The seed's pooled decode GEMM r is on step.duration_us; on step_forward_us the physical
     r is not called better or worse than it."""
     seed_pure = _seed_pure()
-    md = report.physical_section(_report_tables(), stats.hypothesis_verdict(seed_pure), seed_pure,
-                                 target="step_forward_us")
+    md = physical_section(_report_tables(), stats.hypothesis_verdict(seed_pure), seed_pure,
+                          target="step_forward_us")
     assert ("On pure-decode steps it reaches r = 0.111 (the seed's decode GEMM: r = 0.437 on "
             "`step.duration_us`, another target, so the two are not compared); pooled over "
             "experiments such a floor mostly separates models") in md
@@ -666,6 +681,10 @@ def test_physical_section_from_tables_is_optional(tmp_path):
     t = _report_tables()
     _write(dirs, "physical_pure_phase_correlations", t.pure)
     _write(dirs, "physical_per_experiment_correlations", t.per_experiment)
+    with pytest.raises(FileNotFoundError, match="table verdicts_pooled is written by notebook "
+                       "04_correlation"):
+        report.physical_section_from_tables(dirs)
+    write_notebook04(dirs, {None: _minimal(t)})
     assert "## Beyond the Seed" in report.physical_section_from_tables(dirs)
     for name, table in [("lower_bound_check", t.lower_bound),
                         ("reconstruction_report", t.reconstruction),
@@ -673,19 +692,24 @@ def test_physical_section_from_tables_is_optional(tmp_path):
                         ("attribution_by_model", t.attribution_by_model),
                         ("within_experiment_verdict", t.within)]:
         _write(dirs, name, table)
+    # the attribution's summaries come with it: a run without them names the one missing
+    with pytest.raises(FileNotFoundError, match="attribution_summary.csv is missing: table "
+                       "attribution_summary is written by notebook 04_correlation"):
+        report.physical_section_from_tables(dirs)
+    write_notebook04(dirs, {None: t})
     md = report.physical_section_from_tables(dirs)
-    assert md == report.physical_section(dataclasses.replace(t, moe_check=None, moe_delta=None))
+    assert md == physical_section(dataclasses.replace(t, moe_check=None, moe_delta=None))
     assert "### The MoE GEMM" not in md
     _write(dirs, "moe_gemm_check", t.moe_check)
     _write(dirs, "moe_delta_r", t.moe_delta)
     by_hf_id = {"org/beta-moe": ["beta-moe"]}
     assert report.physical_section_from_tables(dirs, models_by_hf_id=by_hf_id) \
-        == report.physical_section(t, models_by_hf_id=by_hf_id)
+        == physical_section(t, models_by_hf_id=by_hf_id)
 
 
 def test_physical_section_from_tables_reads_the_primary_target(tmp_path):
     """Tables with a ``target`` column: the section reads step_forward_us's rows only."""
-    from stepdecomp.stats.per_target import PRIMARY_TARGET
+    from stepdecomp.core.tables import PRIMARY_TARGET
 
     dirs = RunDirs(data_root=tmp_path, out=tmp_path / "out", figures=tmp_path / "fig")
     dirs.tables.mkdir(parents=True)
@@ -701,12 +725,15 @@ def test_physical_section_from_tables_reads_the_primary_target(tmp_path):
         pd.concat([a.assign(target="step.duration_us"), b.assign(target=PRIMARY_TARGET)]) \
             .to_csv(dirs.tables / f"{name}.csv", index=False, na_rep="")
     t.moe_check.to_csv(dirs.tables / "moe_gemm_check.csv", index=False)     # no target column
-    md = report.physical_section_from_tables(dirs)
     expected = report.PhysicalTables(pure=other.pure, per_experiment=t.per_experiment,
                                      attribution=t.attribution, fit_summary=t.fit_summary,
                                      within=t.within, moe_check=t.moe_check,
                                      moe_delta=t.moe_delta)
-    assert md == report.physical_section(expected, target=PRIMARY_TARGET)
+    # the verdicts and summaries of each target, as notebook 04 writes them
+    write_notebook04(dirs, {"step.duration_us": dataclasses.replace(expected, pure=t.pure),
+                            PRIMARY_TARGET: expected})
+    md = report.physical_section_from_tables(dirs)
+    assert md == physical_section(expected, target=PRIMARY_TARGET)
     assert f"`{PRIMARY_TARGET}` ≈ intercept" in md
 
 
@@ -739,6 +766,7 @@ def _measurement_tables() -> dict[str, pd.DataFrame]:
                            "implied_bw_per_token_tb_s": 1.7, "consistent_tpot": False,
                            "consistent_per_token": True}])
     return {
+        "client_floor_candidates": through_csv(clientmetrics.floor_candidates(plaus)),
         "target_coverage": pd.DataFrame({"experiment_id": exp, "sampled_steps": [10, 20],
                                          "share_step_forward": [0.5, 0.4],
                                          "share_forward_event": [0.2, 0.1],
@@ -759,7 +787,7 @@ def _measurement_tables() -> dict[str, pd.DataFrame]:
 def test_measurement_section_numbers():
     fi = _findings_input()
     fi.measurement = _measurement_tables()
-    ctx = report.measurement_context(fi)
+    ctx = measurement_context(fi)
     # medians over the two experiments: (60 + 80) / 2, (8000 + 12000) / 2, (8100 + 12100) / 2
     assert (ctx["median_duration_us"], ctx["median_forward_us"], ctx["median_period_us"]) \
         == (70.0, 10000.0, 10100.0)
@@ -768,7 +796,7 @@ def test_measurement_section_numbers():
     # every component at r = 0.9 > 0.8 on its subset: 4 of 4 pass on each target
     assert ctx["verdicts"]["passing"].tolist() == [4] * 6
     assert ctx["client"]["below_tpot"] == 1 and ctx["client"]["below_per_token"] == 0
-    text = report.findings_markdown(fi)
+    text = findings_markdown(fi)
     assert text.index("## Summary") < text.index("## What the Traces Measure") \
         < text.index("## Experimental Setup")
     assert "per-experiment median is 70 µs" in text
@@ -776,13 +804,18 @@ def test_measurement_section_numbers():
     assert "function of the batch by construction" not in text             # not generated data
     fi.data_root = "data/raw"
     # without the increment table (an older run) the section makes no claim about it
-    assert "cannot separate" not in report.findings_markdown(fi)
+    assert "cannot separate" not in findings_markdown(fi)
     fi.measurement["what_explains_increment"] = pd.DataFrame({
         "target": ["step.duration_us"] * 2,
         "regressors": [ex.SET_FLOPS_BEYOND, ex.SET_SCHEDULER_BEYOND],
         "median_increment": [0.004, 0.3], "ci_low": [0.001, 0.2], "ci_high": [0.01, 0.4],
         "experiments": [2, 2], "credited": [False, True]})
-    text = report.findings_markdown(fi)
+    # the increments come with the set they credit, per target (explain.credit_table)
+    with pytest.raises(KeyError, match="what_explains_increment is there but not "
+                       "what_explains_credit .notebook 04_correlation writes both."):
+        findings_markdown(fi)
+    fi.measurement["what_explains_credit"] = ex.credit_table(fi.measurement["what_explains_increment"])
+    text = findings_markdown(fi)
     assert ("`step.duration_us`: the scheduler's work explains what the FLOPs cannot, and not "
             "the reverse.") in text
     assert ("| step.duration_us | 0.300 [0.200, 0.400] | 0.004 [0.001, 0.010] | 2 | scheduler work |"
@@ -792,7 +825,7 @@ def test_measurement_section_numbers():
 
 
 def test_seed_only_run_has_no_measurement_section():
-    text = report.findings_markdown(_findings_input())
+    text = findings_markdown(_findings_input())
     assert "What the Traces Measure" not in text and "What the study measured" not in text
 
 
@@ -820,11 +853,11 @@ def test_every_agree_and_differ_line_follows_its_own_numbers(breakdown, agree_ki
     fi.breakdown = pd.DataFrame({"phase": ["pure_prefill", "pure_decode", "mixed"],
                                  "steps": breakdown,
                                  "pct": [100 * n / sum(breakdown) for n in breakdown]})
-    ctx = report.published_comparison_context(fi, PUBLISHED)
+    ctx = report.published_comparison_context(_comparison(fi))
     kinds = {c["kind"]: c["agree"] for c in ctx["claims"]}
     assert {k for k, a in kinds.items() if a} >= agree_kinds
     assert {k for k, a in kinds.items() if not a} >= differ_kinds
-    text = report.published_comparison_section(fi, PUBLISHED)
+    text = report.published_comparison_section(_comparison(fi))
     lines = {side: next((ln for ln in text.splitlines() if ln.startswith(f"**{side}:**")), "")
              for side in ("Agree", "Differ")}
     phrases = {"pure_prefill": "pure-prefill steps", "pure_decode": "pure-decode steps",

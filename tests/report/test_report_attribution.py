@@ -11,6 +11,8 @@ import pytest
 
 from stepdecomp import report
 from stepdecomp.report import attribution
+from stepdecomp.stats import attribution as stats_attribution
+from report_tables import attribution_context, group_context, physical_section, through_csv
 from test_report import _attribution, _fit_summary, _report_tables
 
 #: The coefficients _attribution() marks as not identified.
@@ -23,12 +25,12 @@ def _section(attr: pd.DataFrame | None = None, fit: pd.DataFrame | None = None) 
         t.attribution = attr
     if fit is not None:
         t.fit_summary = fit
-    md = report.physical_section(t)
+    md = physical_section(t)
     return md[md.index("### Component Attribution"):md.index("### The MoE GEMM")].strip()
 
 
 def test_summary_over_experiments():
-    ctx = attribution.attribution_context(_attribution(), _fit_summary())
+    ctx = attribution_context(_attribution(), _fit_summary())
     f = ctx["fitted"]
     assert ctx["terms"] == attribution.ATTRIBUTION_TERMS
     assert (f["n"], f["r2_median"], f["r2_min"], f["r2_max"]) == (2, 0.75, 0.6, 0.9)
@@ -73,7 +75,7 @@ def test_no_printed_share_is_negative_or_above_one():
     shares = _percentages(md)
     assert shares and min(shares) >= 0 and max(shares) <= 100
     assert "share(s) lie outside the range" in md
-    ctx = attribution.attribution_context(attr, _fit_summary())
+    ctx = attribution_context(attr, _fit_summary())
     assert [(r["model"], r["term"], r["share"]) for r in ctx["invalid"]] == [
         ("alpha-7b", "phys_prefill_attn_us", -0.05), ("beta-moe", "phys_prefill_attn_us", 1.2)]
     assert ("2 share(s) lie outside the range a share can take and are not shown (the statistics "
@@ -101,18 +103,45 @@ def test_experiment_without_fit_is_named():
     fit.loc[1, ["r2", "r2_ci_low", "r2_ci_high"]] = np.nan
     attr = _attribution()
     attr.loc[attr["experiment_id"] == "e2", ["lmg_share_r2", "lmg_ci_low", "lmg_ci_high"]] = np.nan
-    ctx = attribution.attribution_context(attr, fit)
+    ctx = attribution_context(attr, fit)
     assert ctx["fitted"]["n"] == 1 and ctx["fitted"]["r2_median"] == 0.9
     assert [c["term"] for c in ctx["fitted"]["coefs"]] == ["phys_gemm_us", "phys_decode_attn_us",
                                                            "phys_lm_head_us"]
     assert "No fit for 1 experiment(s): beta-moe, roleplay." in _section(attr, fit)
 
 
+def _summaries() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """attribution_summary and attribution_term_summary of the hand-made tables, read back."""
+    return (through_csv(stats_attribution.attribution_summary(_attribution(), _fit_summary())),
+            through_csv(stats_attribution.attribution_term_summary(_attribution(), _fit_summary())))
+
+
 def test_missing_columns_name_the_table():
+    summary, terms = _summaries()
     with pytest.raises(KeyError, match=r"component_attribution lacks column\(s\) \['identified'\]"):
-        attribution.attribution_context(_attribution().drop(columns="identified"), _fit_summary())
+        attribution.attribution_context(_attribution().drop(columns="identified"), _fit_summary(),
+                                        summary, terms)
     with pytest.raises(KeyError, match=r"fit_summary lacks column\(s\) \['intercept_us'\]"):
-        attribution.attribution_context(_attribution(), _fit_summary().drop(columns="intercept_us"))
+        attribution.attribution_context(_attribution(), _fit_summary().drop(columns="intercept_us"),
+                                        summary, terms)
+    with pytest.raises(KeyError, match=r"attribution_term_summary lacks column\(s\) "
+                       r"\['median_share'\]"):
+        attribution.attribution_context(_attribution(), _fit_summary(), summary,
+                                        terms.drop(columns="median_share"))
+    with pytest.raises(KeyError, match=r"attribution_summary lacks column\(s\) \['r2_max'\]"):
+        attribution.attribution_context(_attribution(), _fit_summary(),
+                                        summary.drop(columns="r2_max"), terms)
+
+
+def test_the_summary_is_read_not_computed():
+    """The medians and counts FINDINGS states are the summary tables' (notebook 04): a
+    summary that says otherwise than the per-experiment tables is what the text says."""
+    summary, terms = _summaries()
+    summary["r2_median"] = 0.123
+    terms.loc[terms["term"] == "phys_gemm_us", "median_coef"] = 7.5
+    f = attribution.attribution_context(_attribution(), _fit_summary(), summary, terms)["fitted"]
+    assert f["r2_median"] == 0.123
+    assert {c["term"]: c["median"] for c in f["coefs"]}["phys_gemm_us"] == 7.5
 
 
 def test_reasons_and_an_unidentified_intercept():
@@ -120,7 +149,7 @@ def test_reasons_and_an_unidentified_intercept():
     attr.loc[1, "unidentified_reason"] = "at_bound"                 # e1 prefill attention, 0
     attr.loc[3, "unidentified_reason"] = "collinear"                # e1 all-reduce, 69.8
     fit = _fit_summary().assign(intercept_identified=[True, False])
-    ctx = attribution.attribution_context(attr, fit)
+    ctx = attribution_context(attr, fit)
     coefs = ctx["coefs"].set_index("model")
     assert coefs.loc["alpha-7b", "phys_prefill_attn_us"] == "not identified (at_bound)"
     assert coefs.loc["alpha-7b", "phys_allreduce_us"] == "not identified (collinear)"
@@ -132,7 +161,7 @@ def test_reasons_and_an_unidentified_intercept():
     t = _report_tables()
     t.attribution, t.fit_summary = attr, fit
     assert ("time at zero estimated component time; the fit identifies it in 1 of 2 "
-            "experiments.") in report.physical_section(t)
+            "experiments.") in physical_section(t)
 
 
 def test_per_model_summary_counts_an_hf_model_once():
@@ -166,8 +195,8 @@ def test_a_collinear_leading_term_is_not_ranked():
     nothing, and the text says the data cannot split its share."""
     attr = _attribution().assign(unidentified_reason="")
     attr.loc[(attr["experiment_id"] == "e1") & (attr["term"] == "phys_gemm_us"),
-             ["identified", "unidentified_reason"]] = [False, attribution.COLLINEAR_REASON]
-    f = attribution.attribution_context(attr, _fit_summary())["fitted"]
+             ["identified", "unidentified_reason"]] = [False, stats_attribution.COLLINEAR_REASON]
+    f = attribution_context(attr, _fit_summary())["fitted"]
     assert f["leads"] == [("phys_decode_attn_us", 1)]
     assert f["leads_inseparable"] == [("phys_gemm_us", 1)]
     md = _section(attr)
@@ -199,7 +228,7 @@ def _group_table() -> pd.DataFrame:
 
 
 def test_group_context_medians_and_separability():
-    ctx = attribution.group_context(_group_table())
+    ctx = group_context(_group_table())
     g = {x["group"]: x for x in ctx["groups"]}
     assert ctx["n"] == 2 and ctx["intercept_median"] == pytest.approx(50.0, abs=1e-6)
     assert g["per_token"]["n_varying"] == 2 and g["per_token"]["n_identified"] >= 1
@@ -222,11 +251,20 @@ def test_group_context_medians_and_separability():
 def test_group_section_states_shares_and_inseparable_pairs():
     t = _report_tables()
     t.groups = _group_table()
-    md = report.physical_section(t)
+    md = physical_section(t)
     text = md[md.index("#### Shares by What Step Time Scales With"):md.index("### The MoE GEMM")]
     assert "|r| ≥ 0.95" in text
     assert "Per token and per KV byte cannot be separated in 1 of the 2 experiment(s)" in text
     assert "m2, general (r 0.995)" in text
     assert "Per weight byte: constant in every experiment" in text
+    table = _group_table()
+    summary = through_csv(stats_attribution.group_summary(table))
+    pairs = through_csv(stats_attribution.group_pair_summary(table))
     with pytest.raises(KeyError, match="group_attribution lacks"):
-        attribution.group_context(_group_table().drop(columns="r2"))
+        attribution.group_context(table.drop(columns="r2"), summary, pairs)
+    with pytest.raises(KeyError, match=r"group_attribution_summary lacks group\(s\) "
+                       r"\['per_weight_byte'\]"):
+        attribution.group_context(table, summary[summary["group"] != "per_weight_byte"], pairs)
+    with pytest.raises(KeyError, match="group_attribution_pairs lacks the pair per_token, "
+                       "per_kv_byte"):
+        attribution.group_context(table, summary, pairs.iloc[1:])

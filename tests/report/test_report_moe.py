@@ -8,6 +8,7 @@ import pytest
 from stepdecomp import report
 from stepdecomp.stats import moecheck
 from stepdecomp.report import moe
+from report_tables import physical_section
 from test_report import _moe_check, _moe_delta, _report_tables
 
 
@@ -50,7 +51,7 @@ def test_moe_context_numbers():
 def test_moe_section_text():
     t = _report_tables()
     t.per_experiment, t.moe_delta = _per(), _delta()
-    md = report.physical_section(t, target="step_forward_us")
+    md = physical_section(t, target="step_forward_us")
     assert ("| tokens (org/beta-moe, TP 2) | GEMM before (µs) | GEMM now (µs) | HBM lower bound "
             "(µs) |\n|---|---|---|---|\n| 1 | 400 | 350 | 300 |") in md
     assert ("**org/beta-moe:** from 16 to 1,024 tokens the estimate before was flat (×1.02); over "
@@ -66,7 +67,7 @@ def test_moe_without_change_says_so():
     delta = _delta().assign(r_new=[0.37, 0.5], delta_r=[0.01, 0.01])
     t = _report_tables()
     t.per_experiment, t.moe_delta = _per(), delta
-    md = report.physical_section(t)
+    md = physical_section(t)
     section = md[md.index("### The MoE GEMM"):md.index("### What Differs")]
     assert "The per-expert cost leaves the physical r about where it was" in section
     assert "*Inference:*" not in section

@@ -15,6 +15,7 @@ from stepdecomp.report import document
 from stepdecomp.core.paths import FIXTURE_ROOT, NOTEBOOKS_DIR
 from stepdecomp.report.render import render_section
 from stepdecomp.report.stepmodel import stepmodel_context
+from report_tables import through_csv
 
 
 def _tables() -> dict[str, pd.DataFrame]:
@@ -41,10 +42,14 @@ def _tables() -> dict[str, pd.DataFrame]:
     data = pd.DataFrame({"target": "step_forward_us",
                          "item": ["steps used", "steps dropped: target missing or not positive",
                                   "experiments", "models"], "value": [100, 7, 4, 1]})
+    errors = pd.DataFrame(rows)
+    # what notebook 07 writes beside them: how it fitted, and the winner of each scheme
     return {stepmodel_tables.COEFFICIENTS: pd.concat([coef, per_model]),
-            stepmodel_tables.HELD_OUT: pd.DataFrame(rows),
+            stepmodel_tables.HELD_OUT: errors,
             stepmodel_tables.FOLD_BETAS: pd.DataFrame(), stepmodel_tables.BASIS_VS_PHYSICAL:
-            comparison, stepmodel_tables.DATA_SUMMARY: data}
+            comparison, stepmodel_tables.DATA_SUMMARY: data,
+            stepmodel_tables.METHOD: through_csv(stepmodel_tables.method_table()),
+            stepmodel_tables.WINNERS: through_csv(stepmodel_tables.winners_table(errors))}
 
 
 def test_context_names_the_winner_and_the_disagreement() -> None:

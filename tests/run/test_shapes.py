@@ -4,15 +4,15 @@ summaries — every table is written, every N/A has its reason, and FINDINGS ren
 
 The property test builds steps and journeys in memory from the fixture's experiments, runs
 the per-experiment stages (pipeline.experiment_stages), the pooled statistics and notebook
-04's tables, writes them as the notebooks do and renders FINDINGS (report.collect,
-report.findings_markdown). The ``slow`` tests put a few extreme shapes through the notebook
+04's tables (those FINDINGS reads of notebooks 01 and 04 included: the verdicts, the
+summaries), writes them as the notebooks do and renders FINDINGS from the tables
+(report.collect, report.findings_markdown). The ``slow`` tests put a few extreme shapes through the notebook
 runner (`make report`) end to end.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
 from pathlib import Path
@@ -27,7 +27,7 @@ from stepdecomp.stats import attribution, correlation, moecheck, per_target
 from stepdecomp.targets import clientmetrics, timestamps as targets
 from stepdecomp.traces import load
 from stepdecomp.core import artefacts as outputs
-from stepdecomp.run import pipeline, notebooks as runner
+from stepdecomp.run import pipeline, notebooks as runner, sensitivity
 from stepdecomp import report
 from stepdecomp.hw import specs
 from stepdecomp.traces.experiments import discover
@@ -146,13 +146,23 @@ def run_shape(experiments: list[tuple], out: Path, data_root: Path) -> tuple[dic
     tables["client_plausibility"] = clientmetrics.plausibility_table(clients, step_period_us=periods)
     tables["period_vs_client"] = per_target.period_vs_client(
         components, clients[clients["source"] == clientmetrics.SOURCE_TRACES])
+    # what notebook 04 writes for FINDINGS: the verdicts, the summaries, the headlines
+    tables["verdicts_pooled"] = per_target.pooled_verdict_table(
+        tables["pure_phase_correlations"], tables["physical_pure_phase_correlations"])
+    tables["verdicts_within"] = per_target.within_verdict_table(tables["within_experiment_verdict"])
+    tables.update(attribution.summary_tables(fit, tables["group_attribution"]))
+    tables["client_floor_candidates"] = clientmetrics.floor_candidates(tables["client_plausibility"])
+    tables["headlines"] = sensitivity.headline_table(components)
+    # notebook 01's tables the report reads
+    tables["dataset"] = load.dataset_table(data_root)
+    tables["experiments"] = pd.DataFrame(
+        [{"experiment_id": e.experiment_id, "model": e.model, "hf_id": e.hf_id, "tp": e.tp,
+          "workload": e.workload, "steps": len(s), "journey_events": len(j)}
+         for e, s, j, _ in experiments])
+    tables["skipped_directories"] = pd.DataFrame(columns=["directory", "reason"])
+    tables["parse_report"] = pd.DataFrame(columns=load.REPORT_COLUMNS)
     for name, t in tables.items():
         outputs.write_table(dirs, name, t)
-    # notebook 01's artefacts the report reads
-    outputs.write_csv(pd.DataFrame(columns=load.REPORT_COLUMNS), dirs.interim / "parse_report.csv")
-    (dirs.interim / "dataset.json").write_text(json.dumps(
-        {"data_root": str(data_root), "skipped": [],
-         "experiments": [e.experiment_id for e, *_ in experiments], "budget_tokens": {}}))
     fi = report.collect(dirs)
     return tables, report.findings_markdown(fi)
 

@@ -14,6 +14,7 @@ matplotlib.use("Agg")
 from stepdecomp.stats import attribution, resample, correlation
 from stepdecomp.figures import plots
 from stepdecomp import report  # noqa: E402
+from report_tables import physical_section  # noqa: E402
 from stepdecomp.hw.specs import load_gpu_spec  # noqa: E402
 
 PHYS = correlation.PHYS_COMPONENTS
@@ -379,7 +380,7 @@ def test_fixture_end_to_end(fixture_components):
     r2 = fit.fit_summary.set_index("experiment_id")["r2"]
     assert total.to_numpy() == pytest.approx(r2[total.index].to_numpy(), abs=1e-9)
     within = correlation.within_experiment_table(c, n_resamples=100)
-    md = report.physical_section(report.PhysicalTables(
+    md = physical_section(report.PhysicalTables(
         pure, per, lower_bound=lb, reconstruction=rec, attribution=fit.component_attribution,
         fit_summary=fit.fit_summary, within=within))
     for name in per["model"]:

@@ -2,10 +2,10 @@
 answer on the analysed data with its numbers, the step-time model's held-out error, what the
 data cannot show), the key figure, and the circularity tables (sensitivity, truth check).
 
-The numbers come from the run's tables: the headline statistics are those of
-:mod:`stepdecomp.run.sensitivity` (one definition, so the Answer's values are the reference values
-``make sensitivity`` perturbs), evaluated on ``step_components.parquet``; the held-out errors
-from notebook 07's table; the engine loop from ``target_coverage.csv``."""
+The numbers come from the run's tables: the headline statistics from ``headlines`` (notebook
+04: run.sensitivity.headline_table, one definition, so the Answer's values are the reference
+values ``make sensitivity`` perturbs); the held-out errors from notebook 07's table; the engine
+loop from ``target_coverage``."""
 
 from __future__ import annotations
 
@@ -16,42 +16,56 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from ..core import columns
-from .inputs import FindingsInput, data_kind
+from ..core import tables as names
+from ..core.paths import REPORTS_DIR
+from ..core.tables import ALL_GROUPS, PREDICTOR_LABELS
+from ..core.thresholds import MIN_STEPS_PER_EXPERIMENT, SENSITIVITY_SPREAD
+from .inputs import FindingsInput, read_if_there, require_columns
 
 if TYPE_CHECKING:
     from ..core.artefacts import RunDirs
 
-#: The components table the headline statistics read.
-COMPONENTS_TABLE = "step_components.parquet"
 #: ``make sensitivity``'s summary (one row per headline), read when present.
-SENSITIVITY_TABLE = "sensitivity"
-#: The held-out schemes the Answer quotes (evaluate.SCHEMES): a workload, a model never
-#: seen in fitting.
+SENSITIVITY_TABLE = names.SENSITIVITY
+#: The held-out schemes the Answer quotes (stepmodel.evaluate.SCHEMES): a workload, a model
+#: never seen in fitting.
 ANSWER_SCHEMES = ("workload", "model")
-#: The predictors' names in the Answer (evaluate.PREDICTOR_LABELS in full elsewhere).
+#: The predictors' names in the Answer (core.tables.PREDICTOR_LABELS in full elsewhere).
 ANSWER_LABELS = {"fitted": "BLIS basis with fitted β", "blis_shipped": "BLIS's shipped β",
                  "physical": "uncalibrated roofline", "hgb": "gradient boosting"}
-#: The Answer's headlines (sensitivity.HEADLINES keys) and the sentence each backs.
+#: The Answer's headlines (run.sensitivity.HEADLINES keys) and the sentence each backs.
 ANSWER_HEADLINES = ("physical_tracks_forward", "physical_runs_low")
+#: The columns of the headline table the Answer reads (run.sensitivity.headline_table).
+HEADLINE_COLUMNS = ["headline", "value", "threshold", "holds", "n_experiments",
+                    "n_experiments_r"]
 
 
 def headline_values(dirs: "RunDirs") -> dict[str, Any] | None:
-    """The sensitivity headlines' statistics on this run's components, with the number of
-    experiments the within-experiment r rests on; None without the table."""
-    from ..run import sensitivity
-
-    path = dirs.tables / COMPONENTS_TABLE
-    if not path.is_file():
+    """The headlines' statistics on this run (the table ``headlines``): each headline's
+    value, whether it holds and its threshold, and the number of experiments and of those the
+    within-experiment r rests on; None without the table."""
+    t = read_if_there(dirs, names.HEADLINES)
+    if t is None:
         return None
-    frame = pd.read_parquet(path, columns=sensitivity.HEADLINE_COLUMNS)
-    values: dict[str, Any] = sensitivity.headline_values(frame)
-    r = sensitivity.per_experiment_r(frame, sensitivity.PHYS_TOTAL, sensitivity.FORWARD)
-    values["n_experiments_r"] = len(r)
-    values["n_experiments"] = int(frame[columns.EXPERIMENT].nunique())
-    values["holds"] = {h.key: h.holds(values[h.key]) for h in sensitivity.HEADLINES}
-    values["thresholds"] = {h.key: h.minimum if h.minimum is not None else h.maximum
-                            for h in sensitivity.HEADLINES}
+    return headline_context(t)
+
+
+def headline_context(t: pd.DataFrame) -> dict[str, Any]:
+    """:func:`headline_values` of a headline table."""
+    require_columns(t, HEADLINE_COLUMNS, names.HEADLINES)
+    if t.empty:
+        raise ValueError(f"{names.HEADLINES} has no row")
+    values: dict[str, Any] = {h: float(v) for h, v in zip(t["headline"], t["value"])}
+    values["n_experiments_r"] = int(t["n_experiments_r"].iloc[0])
+    values["n_experiments"] = int(t["n_experiments"].iloc[0])
+    values["holds"] = {h: _flag(x) for h, x in zip(t["headline"], t["holds"])}
+    values["thresholds"] = {h: float(x) for h, x in zip(t["headline"], t["threshold"])}
     return values
+
+
+def _flag(x: object) -> bool:
+    """A boolean cell as written or read back from CSV."""
+    return x if isinstance(x, bool) else str(x).strip().lower() in ("true", "1")
 
 
 def engine_loop(coverage: pd.DataFrame | None) -> dict[str, Any] | None:
@@ -74,16 +88,14 @@ def engine_loop(coverage: pd.DataFrame | None) -> dict[str, Any] | None:
 def held_out(table: pd.DataFrame | None) -> list[dict[str, Any]]:
     """Pooled held-out median absolute % error of every predictor under each scheme of
     ANSWER_SCHEMES (``median_ape_pct``: scheme → value), in the table's order."""
-    from ..stepmodel import evaluate
-
     if table is None or "held_out" not in table:      # not run, or it fitted nothing
         return []
-    pooled = table[table["held_out"] == evaluate.ALL_GROUPS]
+    pooled = table[table["held_out"] == ALL_GROUPS]
     out = []
     for p in dict.fromkeys(pooled["predictor"]):
         mine = pooled[pooled["predictor"] == p].set_index("scheme")["median_ape_pct"]
         out.append({"predictor": p,
-                    "label": ANSWER_LABELS.get(p, evaluate.PREDICTOR_LABELS.get(p, p)),
+                    "label": ANSWER_LABELS.get(p, PREDICTOR_LABELS.get(p, p)),
                     "median_ape_pct": {k: float(mine[k]) for k in ANSWER_SCHEMES if k in mine}})
     return out
 
@@ -104,11 +116,9 @@ def answer_context(fi: FindingsInput) -> dict[str, Any]:
                    "seeds": int(rows.at[k, "holds_seed_draws"]),
                    "seed_draws": int(rows.at[k, "seed_draws"])}
                   for k in ANSWER_HEADLINES if k in rows.index]
-    from ..run import sensitivity
-
-    return {"kind": data_kind(fi.data_root), "data_root": fi.data_root,
-            "min_steps": sensitivity.MIN_STEPS_PER_EXPERIMENT,
-            "spread_pct": sensitivity.DEFAULT_SPREAD * 100,
+    return {"kind": fi.data_kind, "data_root": fi.data_root,
+            "min_steps": MIN_STEPS_PER_EXPERIMENT,
+            "spread_pct": SENSITIVITY_SPREAD * 100,
             "n_experiments": len(fi.experiments),
             "median_duration_us": (None if medians is None
                                    else float(medians[columns.DURATION].median())),
@@ -124,13 +134,11 @@ def sensitivity_context(fi: FindingsInput) -> dict[str, Any] | None:
     """The sensitivity table (None when ``make sensitivity`` has not written it)."""
     if fi.sensitivity is None:
         return None
-    from ..run import sensitivity
-
     t = fi.sensitivity
     keep = ["claim", "reference", *(["baseline"] if "baseline" in t else []), "seed_min",
             "seed_max", "seed_sd", "holds_seed_draws", "seed_draws", "kernels_min", "kernels_max",
             "holds_kernel_draws", "kernel_draws"]
-    return {"table": t[keep], "spread_pct": sensitivity.DEFAULT_SPREAD * 100,
+    return {"table": t[keep], "spread_pct": SENSITIVITY_SPREAD * 100,
             "n_kernel_draws": int(t["kernel_draws"].max()),
             "n_seed_draws": int(t["seed_draws"].max()),
             "all_hold": bool((t["holds_kernel_draws"] == t["kernel_draws"]).all()
@@ -141,28 +149,25 @@ def sensitivity_context(fi: FindingsInput) -> dict[str, Any] | None:
 def key_figure(dirs: "RunDirs") -> str | None:
     """The key figure (held-out predicted vs measured step time per model) relative to OUT,
     or None when notebook 07 has not drawn it."""
-    from ..run import stepmodel_tables
-
-    path = dirs.figures / f"{stepmodel_tables.FIGURE}.png"
+    path = dirs.figures / f"{names.STEPMODEL_FIGURE}.png"
     return os.path.relpath(path, dirs.out) if path.is_file() else None
 
 
-def optional_table_path(dirs: "RunDirs", name: str) -> Path | None:
+def optional_table_path(dirs: "RunDirs", name: str, bundled: bool) -> Path | None:
     """A table written by a command outside ``make report`` (``make sensitivity``, ``make
-    stepmodel-check``): in this run's tables, else — when the run analyses the bundled data,
-    whose property such a table is — the committed reports/tables/ (so a report in another
-    OUT, such as nbval's, says the same); None when neither has it."""
-    from ..core.paths import RAW_DIR, REPORTS_DIR
-
+    stepmodel-check``): in this run's tables, else — when the run analyses the bundled data
+    (``bundled``: the data kind notebook 01 recorded), whose property such a table is — the
+    committed reports/tables/ (so a report in another OUT, such as nbval's, says the same);
+    None when neither has it."""
     path = dirs.tables / f"{name}.csv"
     if path.is_file():
         return path
-    bundled = REPORTS_DIR / "tables" / f"{name}.csv"
-    if Path(dirs.data_root).resolve() == RAW_DIR.resolve() and bundled.is_file():
-        return bundled
+    committed = REPORTS_DIR / "tables" / f"{name}.csv"
+    if bundled and committed.is_file():
+        return committed
     return None
 
 
-def read_optional(dirs: "RunDirs", name: str) -> pd.DataFrame | None:
-    path = optional_table_path(dirs, name)
+def read_optional(dirs: "RunDirs", name: str, bundled: bool) -> pd.DataFrame | None:
+    path = optional_table_path(dirs, name, bundled)
     return pd.read_csv(path) if path is not None else None

@@ -1,6 +1,7 @@
 """FINDINGS' "What the Traces Measure": the step-time targets per experiment, their coverage,
 the HBM lower bound and R² per target, the physical verdict per target and the client-side
-evidence (tables of notebook 04, per_target.py and client.py)."""
+evidence (tables of notebooks 02 and 04: stats.per_target, stats.explain,
+targets.clientmetrics, targets.truthcheck)."""
 
 from __future__ import annotations
 
@@ -8,28 +9,34 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from ..stats import explain
-from ..targets import truthcheck
-from ..traces.experiments import short_name
+from ..core import tables as names
+from ..core.columns import TARGETS
+from ..core.tables import short_name
+from ..core.thresholds import INCREMENT_MIN, TRIM_QUANTILE
 from .format import fmt_ci, fmt_f3, fmt_frac, fmt_us
-from .inputs import FindingsInput, as_bool, data_kind
+from .inputs import FindingsInput, as_bool, read_table
+from .verdicts import verdicts_by_target
 
 if TYPE_CHECKING:
     from ..core.artefacts import RunDirs
 
 
 #: The tables "What the Traces Measure" reads (CSV names in dirs.tables, without suffix).
-MEASUREMENT_TABLES = ["target_coverage", "target_medians", "lower_bound_check",
-                      "what_explains_targets", "physical_pure_phase_correlations",
-                      "client_summary", "client_plausibility", "period_vs_client"]
-#: The within-experiment verdict, read when present (its columns join the verdict table).
-WITHIN_TABLE = "within_experiment_verdict"
-#: Read when present: the incremental R² of each regressor set beyond the other
-#: (explain.increment_summary) and the targets against the generator's truth (truthcheck),
-#: both written by notebook 04.
-INCREMENT_TABLE = explain.INCREMENT_TABLE
-TRUTH_TABLE = truthcheck.TABLE
+MEASUREMENT_TABLES = [names.TARGET_COVERAGE, names.TARGET_MEDIANS, names.LOWER_BOUND,
+                      names.WHAT_EXPLAINS, names.PHYSICAL_PURE, names.CLIENT_SUMMARY,
+                      names.CLIENT_PLAUSIBILITY, names.CLIENT_FLOORS, names.PERIOD_VS_CLIENT]
+#: Read when present: the within-experiment table, the incremental R² of each regressor set
+#: beyond the other (stats.explain.increment_summary) and the targets against the generator's
+#: truth (targets.truthcheck), all written by notebook 04.
+WITHIN_TABLE = names.WITHIN_EXPERIMENT
+INCREMENT_TABLE = names.INCREMENT
+TRUTH_TABLE = names.TRUTH_CHECK
 OPTIONAL_TABLES = (WITHIN_TABLE, INCREMENT_TABLE, TRUTH_TABLE)
+#: Read with the incremental R²: the set the data credits per target (stats.explain.credit_table).
+CREDIT_TABLE = names.CREDIT
+#: Of MEASUREMENT_TABLES, those notebook 04 derives for this section: when the others are
+#: there, a missing one is an error naming it.
+DERIVED_TABLES = (names.CLIENT_FLOORS,)
 #: The hardware and weight precision the study states (its H100 peak, BF16 weights).
 STATED_HARDWARE = ("h100-sxm", "bf16")
 #: Where the facts about step.duration_us were read (docs/measurement.md §1).
@@ -40,36 +47,34 @@ INSTRUMENTING_CODE = {"repository": "inference-sim/vllm",
 
 
 def _wide(frame: pd.DataFrame, value: str, index: str = "experiment_id") -> pd.DataFrame:
-    from ..targets.timestamps import TARGETS
-
     w = frame.pivot_table(index=index, columns="target", values=value, sort=True)
     return w[[t for t in TARGETS if t in w.columns]].reset_index()
 
 
-def _client_context(t: dict[str, pd.DataFrame]) -> dict[str, Any]:
-    from ..targets.clientmetrics import SOURCE_PUBLISHED, below_floor
+#: The counts of client_floor_candidates for a hardware candidate it has no row of.
+_NO_RUNS = {"runs": 0, "below_tpot": 0, "below_per_token": 0}
 
-    summ, plaus = t["client_summary"], t["client_plausibility"]
-    pub = summ[summ["source"] == SOURCE_PUBLISHED]
+
+def _client_context(t: dict[str, pd.DataFrame]) -> dict[str, Any]:
+    summ, plaus = t[names.CLIENT_SUMMARY], t[names.CLIENT_PLAUSIBILITY]
+    pub = summ[summ["source"] == names.SOURCE_PUBLISHED]
     gpu, precision = STATED_HARDWARE
-    published = plaus[plaus["source"] == SOURCE_PUBLISHED]
+    published = plaus[plaus["source"] == names.SOURCE_PUBLISHED]
     ref = published[(published["gpu"] == gpu) & (published["precision"] == precision)]
-    pairs = sorted(set(zip(published["gpu"], published["precision"])))
-    cands = pd.DataFrame([{"gpu": g, "precision": p, **below_floor(published, (g, p))}
-                          for g, p in pairs])
+    cands = t[names.CLIENT_FLOORS]
+    stated = cands[(cands["gpu"] == gpu) & (cands["precision"] == precision)]
+    below = ({k: int(stated[k].iloc[0]) for k in _NO_RUNS} if len(stated) else dict(_NO_RUNS))
     table = ref[["run", "mean_tpot_ms", "per_token_ms", "floor_ms", "tpot_over_floor",
                  "per_token_over_floor", "implied_bw_per_token_tb_s"]].copy()
     table["run"] = table["run"].map(short_name)
     return {"n_published": len(pub), "two_events": int(pub["two_events_per_token"].astype(bool).sum()),
             "tpot_share": (float(pub["tpot_over_per_token"].min()), float(pub["tpot_over_per_token"].max())),
             "gpu": gpu, "precision": precision, "table": table, "candidates": cands,
-            **below_floor(published, STATED_HARDWARE)}
+            **below}
 
 
 def measurement_context(fi: FindingsInput) -> dict[str, Any] | None:
     """Numbers of "What the Traces Measure" (None without the tables: seed-only run)."""
-    from ..stats import per_target
-
     t = fi.measurement
     if t is None:
         return None
@@ -95,24 +100,25 @@ def measurement_context(fi: FindingsInput) -> dict[str, Any] | None:
         frame["experiment_id"] = frame["experiment_id"].map(short_name)
     r2_wide.index = r2_wide.index.map(short_name)
     pvc = t["period_vs_client"].assign(experiment_id=lambda f: f["experiment_id"].map(short_name))
-    return {"code": INSTRUMENTING_CODE, "data_kind": data_kind(fi.data_root),
+    return {"code": INSTRUMENTING_CODE, "data_kind": fi.data_kind,
             "medians": med.drop(columns=["model", "workload"]),
             # every registered target's column: µs in the medians, a fraction below the bound
-            "target_us_formats": {t: fmt_us for t in per_target.TARGETS},
-            "target_frac_formats": {t: fmt_frac for t in per_target.TARGETS},
+            "target_us_formats": {t: fmt_us for t in TARGETS},
+            "target_frac_formats": {t: fmt_frac for t in TARGETS},
             "median_duration_us": float(med["step.duration_us"].median()),
             "median_forward_us": float(med["step_forward_us"].median()),
             "median_period_us": float(med["step_period_us"].median()),
             "below": below, "below_median": below.drop(columns="experiment_id").median().to_dict(),
-            "coverage": cov, "r2": r2_wide.reset_index(), "r2_median": per_target.median_r2(r2),
-            "verdicts": _verdicts(t), "period_vs_client": pvc, "client": _client_context(t),
-            "trim_pct": explain.TRIM_QUANTILE * 100,
-            "increments": _increments(t.get(INCREMENT_TABLE)), "truth": _truth(t.get(TRUTH_TABLE)),
+            "coverage": cov, "r2": r2_wide.reset_index(),
+            "verdicts": verdicts_by_target(fi.verdicts), "period_vs_client": pvc,
+            "client": _client_context(t), "trim_pct": TRIM_QUANTILE * 100,
+            "increments": _increments(t.get(INCREMENT_TABLE), t.get(CREDIT_TABLE)),
+            "truth": _truth(t.get(TRUTH_TABLE)),
             "loop": _loop(tc)}
 
 
 def _loop(coverage: pd.DataFrame) -> dict[str, Any] | None:
-    """Which engine loop the targets assume per experiment (engineloop.py): how many
+    """Which engine loop the targets assume per experiment (targets.engineloop): how many
     experiments of each loop, detected or assumed, and the sampled steps before whose batch
     the traces show an idle GPU (waiting for the CPU) or cannot tell."""
     if "engine_loop" not in coverage or not len(coverage):
@@ -127,28 +133,35 @@ def _loop(coverage: pd.DataFrame) -> dict[str, Any] | None:
             "async_experiments": int((coverage["engine_loop"] == "async").sum())}
 
 
-def _increments(inc: pd.DataFrame | None) -> dict[str, Any] | None:
+def _increments(inc: pd.DataFrame | None, credit: pd.DataFrame | None) -> dict[str, Any] | None:
     """The incremental R² per target (each set beyond the other: median and interval) and the
-    set the data credits (explain.credited_set); ``all_neither``: no target separates them."""
+    set the data credits (``credit``: stats.explain.credit_table); ``all_neither``: no target
+    separates them. A KeyError names the credit table when the increments come without it or
+    it lacks a target."""
     if inc is None:
         return None
-    inc = inc.assign(credited=as_bool(inc["credited"]))
+    if credit is None:
+        raise KeyError(f"{INCREMENT_TABLE} is there but not {CREDIT_TABLE} "
+                       f"({names.writer(CREDIT_TABLE)} writes both)")
+    credited = credit.set_index("target")["credited"]
     rows = []
     for target in dict.fromkeys(inc["target"]):
+        if target not in credited.index:
+            raise KeyError(f"{CREDIT_TABLE} lacks the target {target!r}")
         part = inc[inc["target"] == target].set_index("regressors")
         cell = {}
-        for name, key in ((explain.SET_SCHEDULER_BEYOND, "scheduler"),
-                          (explain.SET_FLOPS_BEYOND, "flops")):
+        for name, key in ((names.SET_SCHEDULER_BEYOND, "scheduler"),
+                          (names.SET_FLOPS_BEYOND, "flops")):
             r = part.loc[name] if name in part.index else None
             cell[key] = ("N/A" if r is None or pd.isna(r["median_increment"]) else
                          f"{fmt_f3(r['median_increment'])} {fmt_ci(r['ci_low'], r['ci_high'])}")
         rows.append({"target": target, **cell,
                      "experiments": int(part["experiments"].max()),
-                     "credited": explain.credited_set(inc, target)})
+                     "credited": str(credited[target])})
     table = pd.DataFrame(rows, columns=["target", "scheduler", "flops", "experiments", "credited"])
     return {"table": table, "credits": table[["target", "credited"]].to_dict("records"),
             "all_neither": bool((table["credited"] == "neither").all()),
-            "minimum": explain.INCREMENT_MIN}
+            "minimum": INCREMENT_MIN}
 
 
 def _truth(truth: pd.DataFrame | None) -> dict[str, Any] | None:
@@ -164,28 +177,19 @@ def _truth(truth: pd.DataFrame | None) -> dict[str, Any] | None:
     return {"summary": summary, "per_experiment": per.drop(columns=["sampled_steps"])}
 
 
-def _verdicts(t: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """The pooled physical verdict per target and prefill subset, with the within-experiment
-    one beside it when its table is there (within_passing, within_supported)."""
-    from ..stats import per_target
-    from .verdicts import within_by_target
-
-    pooled = per_target.verdicts_by_target(t["physical_pure_phase_correlations"])
-    within = t.get(WITHIN_TABLE)
-    if within is None or "target" not in within:
-        return pooled
-    return pooled.merge(within_by_target(within), on=["target", "prefill_subset"], how="left")
-
 def measurement_tables(dirs: "RunDirs") -> dict[str, pd.DataFrame] | None:
-    """The MEASUREMENT_TABLES from dirs.tables, or None when any is missing; with the
-    OPTIONAL_TABLES that are there."""
+    """The MEASUREMENT_TABLES from dirs.tables, or None when one of them other than the
+    DERIVED_TABLES is missing (a seed-only run); with the OPTIONAL_TABLES that are there, and
+    the credit table with the incremental R². A missing derived or credit table is an error
+    naming it and the notebook that writes it."""
     paths = {name: dirs.tables / f"{name}.csv" for name in MEASUREMENT_TABLES}
-    if not all(p.is_file() for p in paths.values()):
+    if not all(p.is_file() for name, p in paths.items() if name not in DERIVED_TABLES):
         return None
-    tables = {name: pd.read_csv(p) for name, p in paths.items()}
+    tables = {name: read_table(dirs, name) for name in MEASUREMENT_TABLES}
     for name in OPTIONAL_TABLES:
         path = dirs.tables / f"{name}.csv"
         if path.is_file():
             tables[name] = pd.read_csv(path)
+    if INCREMENT_TABLE in tables:
+        tables[CREDIT_TABLE] = read_table(dirs, CREDIT_TABLE)
     return tables
-

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 import pandas as pd
 
-from .inputs import exp
+from .inputs import exp, require_columns
 
 MOE_CHECK_COLUMNS = ["hf_id", "tp", "tokens", "gemm_old_us", "gemm_new_us"]
 MOE_DELTA_COLUMNS = ["experiment_id", "hf_id", "r_old", "r_new", "delta_r"]
@@ -26,10 +26,7 @@ MOE_FLAT_GROWTH = 1.1
 MOE_DELTA_NEGLIGIBLE = 0.02
 
 
-def _require(frame: pd.DataFrame, columns: list[str], name: str) -> None:
-    missing = [c for c in columns if c not in frame]
-    if missing:
-        raise KeyError(f"{name} lacks column(s) {missing}")
+_require = require_columns
 
 
 def flat_from(tokens: pd.Series, gemm_us: pd.Series) -> int:

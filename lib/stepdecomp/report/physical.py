@@ -1,7 +1,9 @@
 """FINDINGS' "Beyond the Seed: Physical Mode": journeys, the HBM lower bound, the pooled and the
 within-experiment verdict, seed vs physical per experiment, the component attribution, the MoE
 GEMM check and what differs from the seed, each a ``<name>_context`` of the physical tables
-(stats.py, notebook 04) rendered by ``templates/_physical*.md.j2``.
+(stepdecomp.stats, notebooks 02 and 04) rendered by ``templates/_physical*.md.j2``. The
+verdicts are read from the verdict tables (core.verdicts), the attribution's summary over
+experiments from its summary tables: nothing here decides a verdict or fits anything.
 
 Intervals: pooled statistics carry a cluster bootstrap over experiments (``ci_method``), the
 per-experiment ones a stationary block bootstrap (block length by Politis–White,
@@ -13,15 +15,17 @@ and compares seed and physical only through the paired Δr interval.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping
 
 import pandas as pd
 
-from ..stats.correlation import R_THRESHOLD, Verdict
+from ..core import tables as names
+from ..core.thresholds import R_THRESHOLD
+from ..core.verdicts import PHYSICAL, WITHIN, Verdict
 from .attribution import attribution_context, by_model_context, group_context
 from .format import fmt_ci, isnan
-from .inputs import as_bool, exp, interval_method, model_names, rows
+from .inputs import VerdictKey, as_bool, exp, interval_method, model_names, read_table, rows
 from .moe import moe_check_context
 from .render import (DELTA_R_NEGLIGIBLE, DURATION_TARGET, LOWER_BOUND_MATERIAL, MODEL_SPREAD,
                      RANK_GAP, render_section)
@@ -33,26 +37,38 @@ if TYPE_CHECKING:
 
 #: The physical-mode tables collect() looks for in dirs.tables (CSV names without suffix);
 #: the first two are required, the others optional (a missing one leaves its part out).
-PHYSICAL_TABLES = ["physical_pure_phase_correlations", "physical_per_experiment_correlations",
-                   "lower_bound_check", "reconstruction_report", "component_attribution",
-                   "fit_summary", "attribution_by_model", "within_experiment_verdict",
-                   "moe_gemm_check", "moe_delta_r", "group_attribution"]
+PHYSICAL_TABLES = [names.PHYSICAL_PURE, names.PHYSICAL_PER_EXPERIMENT, names.LOWER_BOUND,
+                   names.RECONSTRUCTION, names.COMPONENT_ATTRIBUTION, names.FIT_SUMMARY,
+                   names.ATTRIBUTION_BY_MODEL, names.WITHIN_EXPERIMENT, names.MOE_CHECK,
+                   names.MOE_DELTA, names.GROUP_ATTRIBUTION]
+#: The summaries notebook 04 writes beside the attribution tables: read whenever the table
+#: they summarise is there (a missing one is an error naming it).
+SUMMARY_TABLES = {names.COMPONENT_ATTRIBUTION: [names.ATTRIBUTION_SUMMARY,
+                                                names.ATTRIBUTION_TERM_SUMMARY],
+                  names.GROUP_ATTRIBUTION: [names.GROUP_SUMMARY, names.GROUP_PAIR_SUMMARY]}
+
+
 @dataclass
 class PhysicalTables:
     """The physical mode's tables of one step-time target (no ``target`` column).
 
-    ``pure`` (stats.physical_pure_phase_correlations), ``per_experiment``
-    (stats.physical_per_experiment_correlations), ``lower_bound`` (stats.lower_bound_check),
-    ``reconstruction`` (reconstruct.attach_reconstruction's report), ``attribution`` and
-    ``fit_summary`` (the component fit: component_attribution, fit_summary),
-    ``attribution_by_model`` (its per-model summary), ``within``
-    (within_experiment_verdict), ``moe_check`` and ``moe_delta`` (moefit.moe_gemm_check and
-    moefit.moe_delta_r: the MoE GEMM estimate and the physical r, old vs new), ``groups``
-    (attribution.group_attribution: per step, token, KV byte, weight byte). None leaves
-    that part out."""
+    ``pure`` (stats.correlation.physical_pure_phase_correlations), ``per_experiment``
+    (stats.correlation.physical_per_experiment_correlations), ``verdicts`` (the target's
+    physical verdicts and, with ``within``, its within-experiment ones, by (kind, prefill
+    subset): core.verdicts, from the verdict tables), ``lower_bound``
+    (stats.correlation.lower_bound_check), ``reconstruction`` (model.reconstruct
+    .attach_reconstruction's report), ``attribution`` and ``fit_summary`` (the component fit:
+    component_attribution, fit_summary) with their summaries over experiments
+    (``attribution_summary``, ``term_summary``: stats.attribution.attribution_summary,
+    .attribution_term_summary), ``attribution_by_model`` (its per-model summary), ``within``
+    (within_experiment_verdict), ``moe_check`` and ``moe_delta`` (stats.moecheck
+    .moe_gemm_check and .moe_delta_r: the MoE GEMM estimate and the physical r, old vs new),
+    ``groups`` (stats.attribution.group_attribution: per step, token, KV byte, weight byte)
+    with its summaries (``group_summary``, ``pair_summary``). None leaves that part out."""
 
     pure: pd.DataFrame
     per_experiment: pd.DataFrame
+    verdicts: dict[tuple[str, str], Verdict] = field(default_factory=dict)
     lower_bound: pd.DataFrame | None = None
     reconstruction: pd.DataFrame | None = None
     attribution: pd.DataFrame | None = None
@@ -62,6 +78,19 @@ class PhysicalTables:
     moe_check: pd.DataFrame | None = None
     moe_delta: pd.DataFrame | None = None
     groups: pd.DataFrame | None = None
+    attribution_summary: pd.DataFrame | None = None
+    term_summary: pd.DataFrame | None = None
+    group_summary: pd.DataFrame | None = None
+    pair_summary: pd.DataFrame | None = None
+
+    def verdict(self, kind: str, prefill_subset: str) -> Verdict:
+        """The target's verdict of ``kind`` (physical, within) on ``prefill_subset``; a
+        KeyError says which one the verdict table lacks."""
+        if (kind, prefill_subset) not in self.verdicts:
+            table = names.VERDICTS_POOLED if kind == PHYSICAL else names.VERDICTS_WITHIN
+            raise KeyError(f"no {kind} verdict on {prefill_subset} for the physical section "
+                           f"(table {table}, written by {names.writer(table)})")
+        return self.verdicts[(kind, prefill_subset)]
 
 
 def _named(models: pd.Series, names: Mapping[str, str] | None) -> pd.Series:
@@ -284,34 +313,37 @@ def physical_context(tables: PhysicalTables, seed_verdict: Verdict | None = None
     the step-time ``target`` the tables were computed on. ``models_by_hf_id``: the model slugs
     of each HF model; per-model summaries count the slugs of one HF model as one model.
     ``data_kind``: bundled (generated), fixture or own (seed.dataset_note_context)."""
-    from ..stats.correlation import physical_verdict
-
     t = tables
     pure, per = t.pure, t.per_experiment
-    v_pure, v_dom = physical_verdict(pure), physical_verdict(pure, "prefill_dominated")
+    v_pure, v_dom = t.verdict(PHYSICAL, "pure_prefill"), t.verdict(PHYSICAL, "prefill_dominated")
+    has_within = t.within is not None and not t.within.empty
+    within_verdicts = ({p: t.verdict(WITHIN, p) for p in ("pure_prefill", "prefill_dominated")}
+                       if has_within else None)
     attribution = None
     if t.attribution is not None and t.fit_summary is not None:
-        attribution = {**attribution_context(t.attribution, t.fit_summary), "target": target,
+        attribution = {**attribution_context(t.attribution, t.fit_summary, t.attribution_summary,
+                                             t.term_summary),
+                       "target": target,
                        "by_model": None if t.attribution_by_model is None
                        or t.attribution_by_model.empty else
                        by_model_context(t.attribution_by_model, models_by_hf_id),
                        "groups": None if t.groups is None or t.groups.empty else
-                       group_context(t.groups)}
+                       group_context(t.groups, t.group_summary, t.pair_summary)}
     return {
         "target": target,
         "journeys": {**journeys_context(per, t.reconstruction), "data_kind": data_kind},
         "lower_bound": None if t.lower_bound is None else {**lower_bound_context(t.lower_bound),
                                                            "target": target},
         "verdict": physical_verdict_context(pure, v_pure, v_dom, seed_verdict),
-        "within": None if t.within is None or t.within.empty else
-        {**within_verdict_context(t.within, pure, len(per)), "target": target},
+        "within": None if within_verdicts is None else
+        {**within_verdict_context(t.within, pure, len(per), within_verdicts), "target": target},
         "per_experiment": physical_per_experiment_context(per),
         "attribution": attribution,
         "moe": None if t.moe_check is None or t.moe_check.empty else
         {**moe_check_context(t.moe_check, t.moe_delta, per, models_by_hf_id), "target": target},
         "differences": {**differences_context(pure, per, t.lower_bound, seed_pure, v_pure,
                                               v_dom, model_names(models_by_hf_id or {}), target),
-                        "has_within": t.within is not None and not t.within.empty,
+                        "has_within": has_within,
                         "data_kind": data_kind,
                         "within_decode": _within_rows(t.within, "pure_decode"),
                         "n_experiments": len(per)}}
@@ -329,36 +361,42 @@ def physical_section(tables: PhysicalTables, seed_verdict: Verdict | None = None
                                                        models_by_hf_id, data_kind))
 
 
-def read_physical_tables(dirs: "RunDirs", target: str) -> PhysicalTables | None:
+def read_physical_tables(dirs: "RunDirs", target: str,
+                         verdicts: Mapping[VerdictKey, Verdict]) -> PhysicalTables | None:
     """The PHYSICAL_TABLES of ``target`` from the CSVs in dirs.tables (tables without a
-    ``target`` column are taken whole), or None when the physical pure-phase and
-    per-experiment tables are not there (a seed-only run)."""
-    from ..stats.per_target import for_target
-
+    ``target`` column are taken whole), the summaries of those that have them
+    (SUMMARY_TABLES) and the target's verdicts (``verdicts``: every verdict of the run), or
+    None when the physical pure-phase and per-experiment tables are not there (a seed-only
+    run)."""
     paths = {name: dirs.tables / f"{name}.csv" for name in PHYSICAL_TABLES}
-    if not (paths["physical_pure_phase_correlations"].is_file()
-            and paths["physical_per_experiment_correlations"].is_file()):
+    if not (paths[names.PHYSICAL_PURE].is_file()
+            and paths[names.PHYSICAL_PER_EXPERIMENT].is_file()):
         return None
-    read = {name: for_target(pd.read_csv(p), target) if p.is_file() else None
+    read = {name: names.for_target(pd.read_csv(p), target) if p.is_file() else None
             for name, p in paths.items()}
+    for table, summaries in SUMMARY_TABLES.items():
+        for name in summaries:
+            read[name] = (names.for_target(read_table(dirs, name), target)
+                          if read[table] is not None else None)
     return PhysicalTables(
-        pure=read["physical_pure_phase_correlations"],
-        per_experiment=read["physical_per_experiment_correlations"],
-        lower_bound=read["lower_bound_check"], reconstruction=read["reconstruction_report"],
-        attribution=read["component_attribution"], fit_summary=read["fit_summary"],
-        attribution_by_model=read["attribution_by_model"],
-        within=read["within_experiment_verdict"], moe_check=read["moe_gemm_check"],
-        moe_delta=read["moe_delta_r"], groups=read["group_attribution"])
+        pure=read[names.PHYSICAL_PURE], per_experiment=read[names.PHYSICAL_PER_EXPERIMENT],
+        verdicts={(kind, p): v for (kind, t, p), v in verdicts.items() if t == target},
+        lower_bound=read[names.LOWER_BOUND], reconstruction=read[names.RECONSTRUCTION],
+        attribution=read[names.COMPONENT_ATTRIBUTION], fit_summary=read[names.FIT_SUMMARY],
+        attribution_by_model=read[names.ATTRIBUTION_BY_MODEL],
+        within=read[names.WITHIN_EXPERIMENT], moe_check=read[names.MOE_CHECK],
+        moe_delta=read[names.MOE_DELTA], groups=read[names.GROUP_ATTRIBUTION],
+        attribution_summary=read[names.ATTRIBUTION_SUMMARY],
+        term_summary=read[names.ATTRIBUTION_TERM_SUMMARY],
+        group_summary=read[names.GROUP_SUMMARY], pair_summary=read[names.GROUP_PAIR_SUMMARY])
 
 
 def table_target(dirs: "RunDirs") -> str:
-    """The target the physical section reads: measure.PRIMARY_TARGET when the tables carry
+    """The target the physical section reads: core.tables.PRIMARY_TARGET when the tables carry
     a ``target`` column, else step.duration_us (tables written before the targets existed)."""
-    from ..stats.per_target import PRIMARY_TARGET
-
-    path = dirs.tables / "physical_pure_phase_correlations.csv"
+    path = dirs.tables / f"{names.PHYSICAL_PURE}.csv"
     has_target = path.is_file() and "target" in pd.read_csv(path, nrows=1)
-    return PRIMARY_TARGET if has_target else DURATION_TARGET
+    return names.PRIMARY_TARGET if has_target else DURATION_TARGET
 
 
 def physical_section_from_tables(dirs: "RunDirs", seed_verdict: Verdict | None = None,
@@ -367,8 +405,12 @@ def physical_section_from_tables(dirs: "RunDirs", seed_verdict: Verdict | None =
                                  data_kind: str = "own") -> str | None:
     """physical_section from the CSVs in dirs.tables on :func:`table_target`, or None for a
     seed-only run."""
+    from .inputs import read_verdicts
+
+    if not (dirs.tables / f"{names.PHYSICAL_PURE}.csv").is_file():
+        return None                                         # a seed-only run: no verdicts either
     target = table_target(dirs)
-    tables = read_physical_tables(dirs, target)
+    tables = read_physical_tables(dirs, target, read_verdicts(dirs))
     if tables is None:
         return None
     return physical_section(tables, seed_verdict, seed_pure, target, models_by_hf_id, data_kind)

@@ -3,8 +3,8 @@
 The wording lives in Jinja templates (``stepdecomp/templates/``: ``findings.md.j2`` lists the
 sections in reading order, one ``_<name>.md.j2`` partial per section). :func:`render_section`
 fills a partial with a context dict (read as ``s``). Thresholds the text mentions are passed to
-every template from the constants where they are defined (:data:`TEMPLATE_CONSTANTS`); the
-templates never spell them out.
+every template from the constants where they are defined (:data:`TEMPLATE_CONSTANTS`: those
+the statistics apply come from core.thresholds); the templates never spell them out.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from typing import Any, Callable, Iterator, Mapping
 import jinja2
 
 from ..core import columns
-from ..stats.correlation import (HYPOTHESIS_MIN_PASSING, MIN_ROWS, PREFILL_DOMINATED_SHARE,
-                                 R_THRESHOLD, WITHIN_MIN_EXPERIMENTS)
+from ..core.thresholds import (HYPOTHESIS_MIN_PASSING, MIN_ROWS, PREFILL_DOMINATED_SHARE,
+                               R_THRESHOLD, WITHIN_MIN_EXPERIMENTS)
 from .format import FORMATTERS, isnan, markdown_table
 
 #: The templates, packaged with stepdecomp (pyproject's package-data: templates/*.j2).
@@ -32,7 +32,7 @@ TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates"
 #: The seed's step time (schedule() CPU time on the instrumented server).
 DURATION_TARGET = columns.DURATION
 #: The per-file accounting shown in Setup: lines = parsed + blank + malformed + ignored;
-#: events = steps + journey events + rejected (load.ParseStats).
+#: events = steps + journey events + rejected (traces.load.ParseStats).
 PARSE_COLUMNS = ["experiment_id", "lines", "parsed_lines", "blank_lines", "malformed_lines",
                  "ignored_lines", "events", "steps", "journey_events", "rejected_events"]
 

@@ -14,21 +14,21 @@ import pandas as pd
 from ..hw.specs import model_table
 
 from .format import fmt_g
-from .inputs import FindingsInput, data_kind, exp
+from .inputs import FindingsInput, exp
 from .measurement import measurement_context
 from .verdicts import conclusion_input
 from .render import MIN_ROWS, PARSE_COLUMNS, RARE_PREFILL_PCT, render_section
 
 
+def dataset_note_context(kind: str, data_root: str) -> dict[str, str]:
+    """``kind`` (core.paths.data_kind: the bundled generated set, the test fixture, or the
+    user's own traces, as notebook 01 recorded it) and the data root as shown."""
+    return {"kind": kind, "data_root": data_root}
 
-def dataset_note_context(data_root: str) -> dict[str, str]:
-    """kind: the bundled generated set, the test fixture, or the user's own traces."""
-    return {"kind": data_kind(data_root), "data_root": data_root}
 
-
-def dataset_note(data_root: str) -> str:
+def dataset_note(kind: str, data_root: str) -> str:
     """What the analysed traces are: the bundled generated set, the test fixture, or the user's."""
-    return render_section("dataset_note", dataset_note_context(data_root))
+    return render_section("dataset_note", dataset_note_context(kind, data_root))
 
 
 
@@ -90,7 +90,7 @@ def setup_context(fi: FindingsInput) -> dict[str, Any]:
         "moe_factor": [fmt_g(x) for x in t["seed_moe_factor"]]})
     parse = fi.parse_report[[c for c in PARSE_COLUMNS if c in fi.parse_report]]
     records = fi.skipped_records
-    return {"custom_note": fi.dataset_note, "note": dataset_note_context(fi.data_root),
+    return {"custom_note": fi.dataset_note, "note": dataset_note_context(fi.data_kind, fi.data_root),
             "ignored": int(fi.parse_report.get("ignored_lines", pd.Series(dtype=int)).sum()),
             "rejected": int(fi.parse_report.get("rejected_events", pd.Series(dtype=int)).sum()),
             "records": None if records is None or records.empty else records,

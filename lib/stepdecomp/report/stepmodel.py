@@ -1,5 +1,6 @@
 """FINDINGS' "A Step-Time Model for Simulators": reads the tables notebook 07_model wrote
-(stepmodel_tables.TABLES) and computes nothing beyond what the sentences need."""
+(run.stepmodel_tables.TABLES, named in core.tables) and ``make stepmodel-check``'s summary,
+and computes nothing beyond what the sentences need."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from ..stepmodel import export, fit as stepmodel, evaluate
-from ..run import stepmodel_tables
+from ..core import tables as names
+from ..core.tables import ALL_GROUPS, ALL_MODELS, PREDICTOR_LABELS
+from .inputs import read_table, require_columns
 from .render import render_section
 
 if TYPE_CHECKING:
@@ -25,43 +27,54 @@ LEADERBOARD_MAPE_PCT = {"XGBoost (best)": 34.0, "analytical decomposition": 78.7
 LEADERBOARD_CLIENT_PCT = {"e2e": 5.7, "itl": 107.8}
 #: A BLIS / physical ratio within this factor of 1 (either way) is agreement.
 AGREE_FACTOR = 1.05
+#: The tables of notebook 07 the section reads.
+TABLES = (names.STEPMODEL_COEFFICIENTS, names.STEPMODEL_HELD_OUT, names.STEPMODEL_BASIS_VS_PHYSICAL,
+          names.STEPMODEL_DATA, names.STEPMODEL_METHOD, names.STEPMODEL_WINNERS)
+#: The one row of stepmodel_method the text states (run.stepmodel_tables.method_table).
+METHOD_COLUMNS = ["weighting", "condition_index_limit", "variance_proportion_limit",
+                  "confidence", "alpha_statement"]
+CLIENT_SUMMARY_COLUMNS = ["predictor", "median_abs_tpot_error", "median_abs_e2e_error", "runs",
+                          "within_bar", "error_max"]
 
 
 def _read(dirs: "RunDirs") -> dict[str, pd.DataFrame] | None:
-    from ..core import artefacts
-
-    if not all((dirs.tables / f"{t}.csv").is_file() for t in stepmodel_tables.TABLES):
+    """The TABLES of notebook 07, or None when it has not run (no coefficient table); once it
+    has, a missing one is an error naming it."""
+    if not (dirs.tables / f"{names.STEPMODEL_COEFFICIENTS}.csv").is_file():
         return None
-    return {t: artefacts.read_table(dirs, t, "07_model") for t in stepmodel_tables.TABLES}
+    return {t: read_table(dirs, t) for t in TABLES}
 
 
 def stepmodel_context(tables: dict[str, pd.DataFrame], figure: str | None,
                       generated: bool = False) -> dict[str, Any]:
     """The section's numbers: the per-hardware coefficients, the pooled held-out errors, the
     winner of each scheme, the basis-vs-physical ratios and the largest disagreement."""
-    coef = tables[stepmodel_tables.COEFFICIENTS]
-    hw = coef[coef["scope"] == stepmodel.ALL_MODELS]
-    per_model = coef[coef["scope"] != stepmodel.ALL_MODELS]
-    errors = tables[stepmodel_tables.HELD_OUT]
-    pooled = errors[errors["held_out"] == evaluate.ALL_GROUPS].copy()
-    pooled["predictor"] = pooled["predictor"].map(evaluate.PREDICTOR_LABELS)
+    coef = tables[names.STEPMODEL_COEFFICIENTS]
+    hw = coef[coef["scope"] == ALL_MODELS]
+    per_model = coef[coef["scope"] != ALL_MODELS]
+    errors = tables[names.STEPMODEL_HELD_OUT]
+    pooled = errors[errors["held_out"] == ALL_GROUPS].copy()
+    pooled["predictor"] = pooled["predictor"].map(PREDICTOR_LABELS)
+    method = tables[names.STEPMODEL_METHOD]
+    require_columns(method, METHOD_COLUMNS, names.STEPMODEL_METHOD)
+    m = method.iloc[0]
     schemes = []
-    for scheme in pooled["scheme"].unique():
-        best, best_v, second, second_v = evaluate.winner(errors, scheme)
-        fitted = pooled[(pooled["scheme"] == scheme)]
-        schemes.append({"scheme": scheme, "best": evaluate.PREDICTOR_LABELS[best],
-                        "best_value": best_v,
-                        "second": evaluate.PREDICTOR_LABELS[second],
-                        "second_value": second_v,
-                        "fitted_label": evaluate.PREDICTOR_LABELS["fitted"], "ratio": second_v / best_v if best_v else None,
+    for w in tables[names.STEPMODEL_WINNERS].itertuples(index=False):
+        fitted = pooled[(pooled["scheme"] == w.scheme)]
+        schemes.append({"scheme": w.scheme, "best": PREDICTOR_LABELS[w.best],
+                        "best_value": float(w.best_median_ape_pct),
+                        "second": PREDICTOR_LABELS[w.second],
+                        "second_value": float(w.second_median_ape_pct),
+                        "fitted_label": PREDICTOR_LABELS["fitted"],
+                        "ratio": None if pd.isna(w.ratio) else float(w.ratio),
                         "fitted_median_ape": float(fitted.loc[
-                            fitted["predictor"] == evaluate.PREDICTOR_LABELS["fitted"],
+                            fitted["predictor"] == PREDICTOR_LABELS["fitted"],
                             "median_ape_pct"].iloc[0])})
-    comp = tables[stepmodel_tables.BASIS_VS_PHYSICAL].dropna(subset=["ratio_median"])
+    comp = tables[names.STEPMODEL_BASIS_VS_PHYSICAL].dropna(subset=["ratio_median"])
     off = comp.assign(dev=(comp["ratio_of_sums"].apply(lambda r: max(r, 1 / r))))
     agree = off.groupby("component", sort=False)["dev"].max()
     disagree = off[off["dev"] > AGREE_FACTOR].sort_values("dev", ascending=False)
-    data = tables[stepmodel_tables.DATA_SUMMARY].set_index("item")["value"]
+    data = tables[names.STEPMODEL_DATA].set_index("item")["value"]
     return {
         "target": str(hw["target"].iloc[0]), "hardware": str(hw["hardware"].iloc[0]),
         "n_steps": int(data["steps used"]), "n_experiments": int(data["experiments"]),
@@ -81,56 +94,64 @@ def stepmodel_context(tables: dict[str, pd.DataFrame], figure: str | None,
         "disagree": disagree[["model", "component", "ratio_of_sums"]].to_dict("records"),
         "agree_factor": AGREE_FACTOR, "leaderboard": LEADERBOARD_MAPE_PCT,
         "client": None,                 # stepmodel_section adds make stepmodel-check's numbers
-        "alpha_statement": export.ALPHA_STATEMENT, "weighting": stepmodel.WEIGHTING,
-        "condition_limit": stepmodel.CONDITION_INDEX_LIMIT,
-        "confidence_pct": stepmodel.CONFIDENCE * 100,
-        "variance_limit": stepmodel.VARIANCE_PROPORTION_LIMIT,
+        "alpha_statement": str(m["alpha_statement"]), "weighting": str(m["weighting"]),
+        "condition_limit": float(m["condition_index_limit"]),
+        "confidence_pct": float(m["confidence"]) * 100,
+        "variance_limit": float(m["variance_proportion_limit"]),
     }
 
 
 def stepmodel_na_reason(tables: dict[str, pd.DataFrame] | None) -> str:
     """Why notebook 07 fitted nothing (its data summary's na_reason), "" when it fitted or
     did not run."""
-    if tables is None or not tables[stepmodel_tables.COEFFICIENTS].empty:
+    if tables is None or not tables[names.STEPMODEL_COEFFICIENTS].empty:
         return ""
-    summary = tables[stepmodel_tables.DATA_SUMMARY].set_index("item")["value"]
+    summary = tables[names.STEPMODEL_DATA].set_index("item")["value"]
     return str(summary.get("na_reason", "no fit"))
 
 
 def stepmodel_section(dirs: "RunDirs", generated: bool = False,
                       show_figure: bool = True) -> str | None:
     """The rendered section, or None when notebook 07 has not written its tables;
-    ``generated``: the run analyses the bundled generated dataset; ``show_figure`` False: the
-    figure is shown elsewhere (FINDINGS' Answer, as its key figure)."""
+    ``generated``: the run analyses the bundled generated dataset (and reads ``make
+    stepmodel-check``'s summary from the committed reports/ when this run has none, see
+    answer.optional_table_path); ``show_figure`` False: the figure is shown elsewhere
+    (FINDINGS' Answer, as its key figure)."""
     tables = _read(dirs)
     if tables is None:
         return None
     if (reason := stepmodel_na_reason(tables)):            # notebook 07 fitted nothing
         return render_section("stepmodel_na", {"na_reason": reason})
-    fig_path = dirs.figures / f"{stepmodel_tables.FIGURE}.png"
+    fig_path = dirs.figures / f"{names.STEPMODEL_FIGURE}.png"
     figure = (os.path.relpath(fig_path, dirs.out) if fig_path.is_file() and show_figure
               else None)
     ctx = stepmodel_context(tables, figure, generated)
-    ctx["client"] = client_check_context(dirs)
+    ctx["client"] = client_check_context(dirs, generated)
     return render_section("stepmodel", ctx)
 
 
-def client_check_context(dirs: "RunDirs") -> dict[str, Any] | None:
-    """``make stepmodel-check``'s table (stepmodel_client.TABLE), summarised per predictor,
-    or None when it has not been run for this report directory."""
-    from ..run import stepmodel_client
+def client_check_context(dirs: "RunDirs", bundled: bool = False) -> dict[str, Any] | None:
+    """``make stepmodel-check``'s summary (the table stepmodel_client_summary: per predictor,
+    run.stepmodel_client.summary), or None when it has not been run for this report
+    directory (nor, on the bundled data, for the committed one)."""
     from .answer import read_optional
 
-    t = read_optional(dirs, stepmodel_client.TABLE)
+    t = read_optional(dirs, names.STEPMODEL_CLIENT_SUMMARY, bundled)
     if t is None:
         return None
-    rows = {r.predictor: r for r in stepmodel_client.summary(t).itertuples(index=False)}
-    fitted, shipped = rows.get(stepmodel_client.FITTED), rows.get(stepmodel_client.SHIPPED)
+    require_columns(t, CLIENT_SUMMARY_COLUMNS, names.STEPMODEL_CLIENT_SUMMARY)
+    rows = {r.predictor: r for r in t.itertuples(index=False)}
+    fitted, shipped = rows.get(names.CLIENT_CHECK_FITTED), rows.get(names.CLIENT_CHECK_SHIPPED)
     if fitted is None:
         return None
-    return {"runs": int(fitted.runs), "bar_pct": stepmodel_client.CLIENT_ERROR_MAX * 100,
+    return {"runs": int(fitted.runs), "bar_pct": float(fitted.error_max) * 100,
             "fitted_tpot": float(fitted.median_abs_tpot_error),
-            "fitted_e2e": float(fitted.median_abs_e2e_error), "within": bool(fitted.within_bar),
+            "fitted_e2e": float(fitted.median_abs_e2e_error), "within": _flag(fitted.within_bar),
             "shipped_tpot": float(shipped.median_abs_tpot_error) if shipped else None,
             "shipped_e2e": float(shipped.median_abs_e2e_error) if shipped else None,
             "leaderboard": LEADERBOARD_CLIENT_PCT}
+
+
+def _flag(x: object) -> bool:
+    """A boolean cell as written or read back from CSV."""
+    return x if isinstance(x, bool) else str(x).strip().lower() in ("true", "1")

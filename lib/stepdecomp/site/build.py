@@ -112,9 +112,10 @@ def recorded_data_root(out: Path, notebooks: list[Path], data: str | None) -> tu
 
 
 def dataset_context(data_root: str) -> dict[str, str]:
-    from ..report import dataset_note_context   # the one place that knows the dataset kinds
+    from ..core.paths import data_kind          # the one place that knows the dataset kinds
+    from ..report import dataset_note_context
 
-    return dataset_note_context(data_root)
+    return dataset_note_context(data_kind(data_root), data_root)
 
 
 # --------------------------------------------------------------------------- FINDINGS

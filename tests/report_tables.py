@@ -1,0 +1,139 @@
+"""What notebook 04 writes for FINDINGS beside hand-made statistics tables: the verdicts
+(core.verdicts) and the attribution's summaries, computed by the library functions the
+notebook calls and read back through CSV, as the report reads them. The report tests build
+their inputs with these, so a test that changes a statistics table sees the verdicts and
+summaries of the changed table."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+
+import pandas as pd
+
+from stepdecomp import report
+from stepdecomp.core.artefacts import FLOAT_FORMAT
+from stepdecomp.core.paths import data_kind
+from stepdecomp.core.verdicts import PHYSICAL, WITHIN, read_verdicts, verdict_rows, verdict_table
+from stepdecomp.stats import attribution, correlation, per_target
+
+#: The target of one target's hand-made tables (they carry no ``target`` column).
+TARGET = "step_forward_us"
+PREFILL_SUBSETS = ("pure_prefill", "prefill_dominated")
+
+
+def through_csv(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` as a reader of its CSV sees it (written as artefacts.write_table writes)."""
+    buf = io.StringIO()
+    frame.to_csv(buf, index=False, na_rep="", float_format=FLOAT_FORMAT)
+    buf.seek(0)
+    return pd.read_csv(buf)
+
+
+def physical_verdicts(pure: pd.DataFrame, within: pd.DataFrame | None = None
+                      ) -> dict[tuple[str, str], object]:
+    """The physical verdicts of one target's pooled table and, with its within-experiment
+    table, the within-experiment ones, by (kind, prefill subset), read back from a verdict
+    table."""
+    rows = [verdict_rows(correlation.physical_verdict(pure, p), PHYSICAL, TARGET, p)
+            for p in PREFILL_SUBSETS]
+    if within is not None and not within.empty:
+        rows += [verdict_rows(correlation.within_experiment_verdict(within, p), WITHIN, TARGET, p)
+                 for p in PREFILL_SUBSETS]
+    read = read_verdicts(through_csv(verdict_table(rows)))
+    return {(kind, p): v for (kind, _, p), v in read.items()}
+
+
+def with_notebook04(t: report.PhysicalTables) -> report.PhysicalTables:
+    """``t`` with what notebook 04 writes beside its tables: the verdicts and the summaries
+    of the attribution (component and grouped) it has."""
+    extra: dict[str, object] = {"verdicts": physical_verdicts(t.pure, t.within)}
+    if t.attribution is not None and t.fit_summary is not None:
+        extra["attribution_summary"] = through_csv(
+            attribution.attribution_summary(t.attribution, t.fit_summary))
+        extra["term_summary"] = through_csv(
+            attribution.attribution_term_summary(t.attribution, t.fit_summary))
+    if t.groups is not None and not t.groups.empty:
+        extra["group_summary"] = through_csv(attribution.group_summary(t.groups))
+        extra["pair_summary"] = through_csv(attribution.group_pair_summary(t.groups))
+    return dataclasses.replace(t, **extra)
+
+
+def physical_section(t: report.PhysicalTables, *args: object, **kwargs: object) -> str:
+    """report.physical_section of ``t`` with the verdicts and summaries of its tables."""
+    return report.physical_section(with_notebook04(t), *args, **kwargs)
+
+
+def physical_context(t: report.PhysicalTables, *args: object, **kwargs: object) -> dict:
+    return report.physical_context(with_notebook04(t), *args, **kwargs)
+
+
+def attribution_context(attr: pd.DataFrame, fit: pd.DataFrame) -> dict:
+    """report.attribution.attribution_context with the summaries notebook 04 writes."""
+    return report.attribution.attribution_context(
+        attr, fit, through_csv(attribution.attribution_summary(attr, fit)),
+        through_csv(attribution.attribution_term_summary(attr, fit)))
+
+
+def group_context(table: pd.DataFrame) -> dict:
+    """report.attribution.group_context with the summaries notebook 04 writes."""
+    return report.attribution.group_context(table, through_csv(attribution.group_summary(table)),
+                                            through_csv(attribution.group_pair_summary(table)))
+
+
+def with_verdicts(fi: report.FindingsInput) -> report.FindingsInput:
+    """``fi`` with what notebooks 01 and 04 record of its tables: the data kind of its data
+    root, the verdicts of its measurement tables (every target) and of its physical tables
+    (``physical_target``)."""
+    fi.data_kind = data_kind(fi.data_root)
+    verdicts: dict = {}
+    m = fi.measurement
+    if m is not None and "physical_pure_phase_correlations" in m:
+        verdicts.update(read_verdicts(through_csv(per_target.pooled_verdict_table(
+            fi.pure, m["physical_pure_phase_correlations"]))))
+        if "within_experiment_verdict" in m:
+            verdicts.update(read_verdicts(through_csv(per_target.within_verdict_table(
+                m["within_experiment_verdict"]))))
+    if fi.physical_pure is not None:
+        verdicts.update({(kind, fi.physical_target, p): v for (kind, p), v in
+                         physical_verdicts(fi.physical_pure, fi.within).items()})
+    fi.verdicts = verdicts
+    return fi
+
+
+def findings_markdown(fi: report.FindingsInput) -> str:
+    return report.findings_markdown(with_verdicts(fi))
+
+
+def measurement_context(fi: report.FindingsInput) -> dict | None:
+    return report.measurement_context(with_verdicts(fi))
+
+
+def write_notebook04(dirs: object, by_target: dict[str | None, report.PhysicalTables]) -> None:
+    """Write into ``dirs.tables`` what notebook 04 writes beside each target's physical tables
+    (``by_target``; target None: tables without a ``target`` column, whose verdicts are on
+    step.duration_us): the verdict tables and the attribution's summaries."""
+    from stepdecomp.core import tables as names
+    from stepdecomp.core.columns import DURATION
+
+    verdicts: dict[str, list[pd.DataFrame]] = {names.VERDICTS_POOLED: [], names.VERDICTS_WITHIN: []}
+    summaries: dict[str, list[pd.DataFrame]] = {}
+    for target, t in by_target.items():
+        w = with_notebook04(t)
+        for (kind, p), v in w.verdicts.items():
+            name = names.VERDICTS_POOLED if kind == PHYSICAL else names.VERDICTS_WITHIN
+            verdicts[name].append(verdict_rows(v, kind, target or DURATION, p))
+        for name, frame in [(names.ATTRIBUTION_SUMMARY, w.attribution_summary),
+                            (names.ATTRIBUTION_TERM_SUMMARY, w.term_summary),
+                            (names.GROUP_SUMMARY, w.group_summary),
+                            (names.GROUP_PAIR_SUMMARY, w.pair_summary)]:
+            if frame is not None:
+                summaries.setdefault(name, []).append(
+                    frame if target is None else frame.assign(target=target))
+    for name, rows in verdicts.items():
+        if rows:
+            verdict_table(rows).to_csv(dirs.tables / f"{name}.csv", index=False, na_rep="",
+                                       float_format=FLOAT_FORMAT)
+    for name, frames in summaries.items():
+        pd.concat(frames, ignore_index=True).to_csv(dirs.tables / f"{name}.csv", index=False,
+                                                    na_rep="", float_format=FLOAT_FORMAT)
