@@ -3,10 +3,15 @@ notebook 07, and notebook 07 end to end on the fixture (slow)."""
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
+
+from stepdecomp import report
+from stepdecomp.core.artefacts import RunDirs
 
 from stepdecomp.model import blis_basis
 from stepdecomp.stepmodel import export as blis_export
@@ -112,6 +117,12 @@ def test_notebook_07_on_the_fixture(tmp_path) -> None:
         < findings.index("**Status (seed mode):**")
     assert "## A Step-Time Model for Simulators" in findings
     assert f"](figures/{stepmodel_tables.FIGURE}.png)" in findings
+    # the fixture's tables and figures alone, without the data root, render the same report
+    copy = tmp_path / "copy"
+    shutil.copytree(out / "tables", copy / "tables")
+    shutil.copytree(out / "figures", copy / "figures")
+    dirs = RunDirs(data_root=tmp_path / "absent", out=copy, figures=copy / "figures")
+    assert report.findings_documents(dirs) == (findings, (out / "APPENDIX.md").read_text())
 
 
 def test_a_run_that_fitted_nothing_is_na_with_its_reason() -> None:

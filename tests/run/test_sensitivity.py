@@ -86,3 +86,24 @@ def test_summary_counts_draws_per_kind() -> None:
 def test_a_headline_needs_one_bound() -> None:
     with pytest.raises(ValueError, match="exactly one"):
         S.Headline("x", "claim", S.median_r_forward)
+
+
+def test_headline_table_is_what_the_answer_reads() -> None:
+    """The table headlines: each headline's value (headline_values), its threshold and
+    whether it holds; the experiments, and those with a within-experiment r (a third
+    experiment of 5 steps has none)."""
+    f = pd.concat([_frame(), pd.DataFrame({"experiment_id": "c", "phys_total_us": [1.0] * 5,
+                                           "step_forward_us": 2.0, "step.duration_us": 50.0,
+                                           "phys_lower_bound_us": 1000.0})], ignore_index=True)
+    t = S.headline_table(f)
+    assert t.columns.tolist() == S.HEADLINE_TABLE_COLUMNS
+    assert t["headline"].tolist() == [h.key for h in S.HEADLINES]
+    assert t["threshold"].tolist() == [S.TRACKS_R_MIN, S.UNDER_RATIO_MIN, S.BELOW_BOUND_MIN,
+                                       S.DURATION_R_MAX]
+    values = S.headline_values(f)
+    assert t["value"].tolist() == pytest.approx([values[h.key] for h in S.HEADLINES])
+    assert t.loc[t["headline"] == "duration_below_bound", "value"].iloc[0] == \
+        pytest.approx(43 / 45)                              # c's 5 steps are all below too
+    assert t["holds"].tolist()[:3] == [True, True, True]
+    assert (t["n_experiments"].unique().tolist(), t["n_experiments_r"].unique().tolist()) == \
+        ([3], [2])

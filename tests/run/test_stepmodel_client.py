@@ -57,3 +57,15 @@ def test_client_means_read_an_inference_perf_summary() -> None:
          "failures": {"count": 7}}
     assert C.client_means(s, "x") == {"x_tpot_ms": pytest.approx(4.0), "x_e2e_s": 2.5,
                                       "x_failures": 7}
+
+
+def test_summary_carries_its_bar() -> None:
+    """The table stepmodel_client_summary states the bar FINDINGS quotes (error_max)."""
+    t = pd.DataFrame({"run": ["a"], "predictor": [C.FITTED], "tpot_error": [0.06],
+                      "e2e_error": [0.01]})
+    s = C.summary(t)
+    assert s.columns.tolist() == ["predictor", "median_abs_tpot_error", "median_abs_e2e_error",
+                                  "runs", "within_bar", "error_max"]
+    assert s.iloc[0].tolist() == [C.FITTED, pytest.approx(0.06), pytest.approx(0.01), 1, False,
+                                  C.CLIENT_ERROR_MAX]
+    assert (C.TABLE, C.SUMMARY_TABLE) == ("stepmodel_client_check", "stepmodel_client_summary")

@@ -238,3 +238,20 @@ def test_bad_floor_arguments(h100) -> None:
     with pytest.raises(FileNotFoundError, match="no hardware spec 'b200'"):
         cl.plausibility_table(cl.client_summary([run_of(summary(100, 0.05, 0.01, 2))]),
                               gpus=["b200"])
+
+
+def test_floor_candidates_count_the_published_runs_per_hardware() -> None:
+    """The table client_floor_candidates: per (gpu, precision) of the published runs (the
+    analysed root's own runs are not counted), how many fall below the floor by mean TPOT and
+    by time per token."""
+    plaus = pd.DataFrame({
+        "source": ["published", "published", "published", "traces"],
+        "run": ["a", "b", "a", "x"],
+        "gpu": ["h200-sxm", "h100-sxm", "h100-sxm", "h100-sxm"],
+        "precision": ["fp8", "bf16", "bf16", "bf16"],
+        "consistent_tpot": [True, False, False, False],
+        "consistent_per_token": [True, True, False, False]})
+    t = cl.floor_candidates(plaus)
+    assert t.columns.tolist() == cl.FLOOR_COLUMNS
+    assert t.values.tolist() == [["h100-sxm", "bf16", 2, 2, 1], ["h200-sxm", "fp8", 1, 0, 0]]
+    assert cl.floor_candidates(plaus[plaus["source"] == "traces"]).empty

@@ -230,3 +230,31 @@ def test_cache_of_another_parser_version_is_parsed_again(fixture_root, tmp_path)
     steps, _, st = load.load_experiment(exp, tmp_path)
     assert not st.from_cache and len(steps) == 129
     assert json.loads(meta_path.read_text())["key"]["parser_version"] == load.PARSER_VERSION
+
+
+def test_save_dataset_writes_what_the_report_reads(fixture_root, tmp_path):
+    """Notebook 01's tables: the data root and its kind, the experiments with their counts,
+    the directories skipped, the parse report (without how this run read each file) and the
+    records skipped."""
+    from stepdecomp.core import artefacts
+
+    with pytest.warns(load.TraceWarning):
+        ds = load.load_dataset(fixture_root, cache_root=tmp_path / "cache")
+    ds.skipped = [("junk", "no traces.json")]
+    dirs = artefacts.RunDirs(data_root=fixture_root, out=tmp_path / "out",
+                             figures=tmp_path / "fig").make()
+    load.save_dataset(dirs, ds)
+    read = {name: pd.read_csv(dirs.tables / f"{name}.csv", keep_default_na=False)
+            for name in ("dataset", "experiments", "skipped_directories", "parse_report",
+                         "skipped_records")}
+    assert read["dataset"].values.tolist() == [["tests/fixtures/ground_truth", "fixture"]]
+    exps = read["experiments"].set_index("experiment_id")
+    assert exps.loc[GENERAL, ["steps", "journey_events"]].tolist() == [127, 96]
+    assert exps.loc[MOE, ["hf_id", "tp"]].tolist() == ["mistralai/Mixtral-8x7B-v0.1", 2]
+    assert read["skipped_directories"].values.tolist() == [["junk", "no traces.json"]]
+    assert "from_cache" not in read["parse_report"] and len(read["parse_report"]) == 3
+    skipped = read["skipped_records"]
+    assert skipped[["experiment_id", "kind", "count", "first_line"]].values.tolist() == \
+        [[GENERAL, "line", 1, 21]]
+    assert artefacts.read_parse_report(dirs)["steps"].sum() == 312
+    assert load.dataset_table(tmp_path).values.tolist() == [[tmp_path.as_posix(), "own"]]
