@@ -4,7 +4,9 @@ The report only reads tables: every number in FINDINGS comes from a table under 
 that a notebook (or ``make sensitivity`` / ``make stepmodel-check``) wrote — the verdicts, the
 attribution's summary and the comparison with the published study included (core.tables
 names them and their writers) — so a directory of tables renders the same FINDINGS without
-the data root. What the text states beyond them comes from core (thresholds, the names of
+the data root. The report selects, sorts and counts rows, takes the medians and extremes its
+sentences quote of a table's column and formats them; it fits no model and decides no
+verdict. What the text states beyond the tables comes from core (thresholds, the names of
 table values) and hw (the GPU and model specs of Setup).
 
 The wording lives in Jinja templates (``stepdecomp/templates/``: ``findings.md.j2`` lists the
