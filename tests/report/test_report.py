@@ -24,7 +24,7 @@ from stepdecomp.hw.specs import GpuSpec, ModelSpec
 from stepdecomp.run import validate
 from stepdecomp.targets import clientmetrics
 from report_tables import (findings_markdown, measurement_context, physical_section,
-                           through_csv, with_notebook04, write_notebook04)
+                           through_csv, write_notebook04)
 
 TEMPLATES = report.TEMPLATE_DIR
 

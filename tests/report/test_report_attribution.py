@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stepdecomp import report
 from stepdecomp.report import attribution
 from stepdecomp.stats import attribution as stats_attribution
 from report_tables import attribution_context, group_context, physical_section, through_csv

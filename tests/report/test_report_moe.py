@@ -5,7 +5,6 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from stepdecomp import report
 from stepdecomp.stats import moecheck
 from stepdecomp.report import moe
 from report_tables import physical_section

@@ -14,7 +14,7 @@ from ..core.columns import TARGETS
 from ..core.tables import short_name
 from ..core.thresholds import INCREMENT_MIN, TRIM_QUANTILE
 from .format import fmt_ci, fmt_f3, fmt_frac, fmt_us
-from .inputs import FindingsInput, as_bool, read_table
+from .inputs import FindingsInput, read_table
 from .verdicts import verdicts_by_target
 
 if TYPE_CHECKING:
