@@ -4,8 +4,8 @@ parameters and their defaults (``params``), the names of the shared table column
 tables the notebooks hand each other (``artefacts``); what the statistics and the report
 share about those tables: the tables' names, writers and column values (``tables``), the
 thresholds the statistics apply and FINDINGS states (``thresholds``) and the verdict as a
-value with its table format (``verdicts``). Nothing here knows about traces, models or
-statistics.
+value with its table format (``verdicts``). Nothing here reads traces or computes a
+formula or a statistic.
 
 Imports: nothing else in stepdecomp.
 """
