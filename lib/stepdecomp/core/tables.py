@@ -39,6 +39,14 @@ PHYSICAL_PER_EXPERIMENT = "physical_per_experiment_correlations"
 COMPONENT_ATTRIBUTION = "component_attribution"
 FIT_SUMMARY = "fit_summary"
 GROUP_ATTRIBUTION = "group_attribution"
+#: What FINDINGS quotes of the tables above, over experiments (stats.summary): per target the
+#: median of the medians and of the fraction below the bound; the engine loops with their
+#: experiments and steps; the seed total's median r and mean r per workload; per target the
+#: medians of the seed's and the physical r, of Δr and of the rank gap.
+TARGET_SUMMARY = "target_summary"
+ENGINE_LOOP_SUMMARY = "engine_loop_summary"
+SEED_R_SUMMARY = "seed_r_summary"
+PHYSICAL_PER_EXPERIMENT_SUMMARY = "physical_per_experiment_summary"
 
 # --------------------------------------------------------------------------- 03_phases
 PHASE_BREAKDOWN = "phase_breakdown"
@@ -107,7 +115,8 @@ WRITTEN_BY: dict[str, str] = {
                     "01_load"),
     **dict.fromkeys([PER_EXPERIMENT, RECONSTRUCTION, TARGET_COVERAGE, TARGET_MEDIANS,
                      LOWER_BOUND, WHAT_EXPLAINS, PHYSICAL_PER_EXPERIMENT, COMPONENT_ATTRIBUTION,
-                     FIT_SUMMARY, GROUP_ATTRIBUTION], "02_decompose"),
+                     FIT_SUMMARY, GROUP_ATTRIBUTION, TARGET_SUMMARY, ENGINE_LOOP_SUMMARY,
+                     SEED_R_SUMMARY, PHYSICAL_PER_EXPERIMENT_SUMMARY], "02_decompose"),
     PHASE_BREAKDOWN: "03_phases",
     **dict.fromkeys([PURE_PHASE, PHYSICAL_PURE, ATTRIBUTION_BY_MODEL, WITHIN_EXPERIMENT,
                      VERDICTS_POOLED, VERDICTS_WITHIN, ATTRIBUTION_SUMMARY,
@@ -153,6 +162,12 @@ SET_SCHEDULER_BEYOND = "scheduler_work beyond flops"
 SET_FLOPS_BEYOND = "flops beyond scheduler_work"
 #: stepmodel_held_out_errors ``held_out`` of the rows pooled over every fold.
 ALL_GROUPS = "all"
+#: seed_r_summary ``workload`` and engine_loop_summary ``engine_loop`` / ``engine_loop_source``
+#: of the row over every experiment.
+ALL_EXPERIMENTS = "all"
+#: engine_loop_summary ``engine_loop`` / ``engine_loop_source`` of experiments without a loop
+#: (no steps).
+NO_LOOP = "N/A"
 #: stepmodel_coefficients ``scope`` of the one vector for every model on the hardware.
 ALL_MODELS = "all models"
 #: The predictors of stepmodel_held_out_errors and their labels.

@@ -171,9 +171,10 @@ def collect(dirs: "RunDirs", hardware: str = DEFAULT_HARDWARE) -> FindingsInput:
         data_kind=kind, verdicts=verdicts)
     from .stepmodel import _read as read_stepmodel, stepmodel_na_reason, stepmodel_section
 
-    coverage = t[names.TARGET_COVERAGE] if (t := fi.measurement) is not None else None
+    loops = t[names.ENGINE_LOOP_SUMMARY] if (t := fi.measurement) is not None else None
     fi.headlines = headline_values(dirs)
-    fi.engine_loop = engine_loop(coverage)
+    fi.engine_loop = engine_loop(loops)
+    fi.seed_r = read_table(dirs, names.SEED_R_SUMMARY)
     stepmodel_tables = read_stepmodel(dirs)
     fi.held_out_errors = held_out(None if stepmodel_tables is None
                                   else stepmodel_tables[names.STEPMODEL_HELD_OUT])

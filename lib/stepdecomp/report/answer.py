@@ -21,6 +21,7 @@ from ..core.paths import REPORTS_DIR
 from ..core.tables import ALL_GROUPS, PREDICTOR_LABELS
 from ..core.thresholds import MIN_STEPS_PER_EXPERIMENT, SENSITIVITY_SPREAD
 from .inputs import FindingsInput, read_if_there, require_columns
+from .measurement import target_median
 
 if TYPE_CHECKING:
     from ..core.artefacts import RunDirs
@@ -68,21 +69,24 @@ def _flag(x: object) -> bool:
     return x if isinstance(x, bool) else str(x).strip().lower() in ("true", "1")
 
 
-def engine_loop(coverage: pd.DataFrame | None) -> dict[str, Any] | None:
-    """The engine loop the targets were measured under (target_coverage's ``engine_loop``
-    and ``engine_loop_source`` per experiment): each loop with its experiment count and how
-    many experiments each source decided (detected / assumed / parameter); None when the
-    table has no such column (a run before the targets knew the loop)."""
-    if coverage is None or "engine_loop" not in coverage:
+def engine_loop(summary: pd.DataFrame | None) -> dict[str, Any] | None:
+    """The engine loop the targets were measured under (the table engine_loop_summary of
+    stats.summary: per loop and source, the experiments): each loop with its experiment count
+    and how many experiments each source decided (detected / assumed / parameter); None
+    without the table or a loop in it (a run before the targets knew the loop)."""
+    if summary is None:
         return None
-    source = (coverage["engine_loop_source"].astype(str) if "engine_loop_source" in coverage
-              else pd.Series("", index=coverage.index))
+    total = summary[summary["engine_loop"] == names.ALL_EXPERIMENTS]
+    rows = summary[summary["engine_loop"] != names.ALL_EXPERIMENTS]
+    if not len(total) or not len(rows):
+        return None
     loops = []
-    for loop, part in coverage.groupby(coverage["engine_loop"].astype(str), sort=True):
-        counts = source.loc[part.index].value_counts(sort=False)
-        loops.append({"loop": loop, "experiments": len(part),
-                      "sources": {k: int(counts[k]) for k in sorted(counts.index)}})
-    return {"loops": loops, "n_experiments": len(coverage)}
+    for loop in dict.fromkeys(rows["engine_loop"]):
+        part = rows[rows["engine_loop"] == loop]
+        loops.append({"loop": str(loop), "experiments": int(part["loop_experiments"].iloc[0]),
+                      "sources": {str(s): int(n) for s, n in zip(part["engine_loop_source"],
+                                                                  part["experiments"])}})
+    return {"loops": loops, "n_experiments": int(total["experiments"].iloc[0])}
 
 
 def held_out(table: pd.DataFrame | None) -> list[dict[str, Any]]:
@@ -106,7 +110,7 @@ def answer_context(fi: FindingsInput) -> dict[str, Any]:
 
     conclusion = conclusion_input(fi)
     verdict = None if conclusion is None else conclusion["verdict"]
-    medians = None if fi.measurement is None else fi.measurement["target_medians"]
+    medians = None if fi.measurement is None else fi.measurement[names.TARGET_SUMMARY]
     sens = fi.sensitivity
     robust = None
     if sens is not None and fi.headlines is not None:
@@ -121,7 +125,7 @@ def answer_context(fi: FindingsInput) -> dict[str, Any]:
             "spread_pct": SENSITIVITY_SPREAD * 100,
             "n_experiments": len(fi.experiments),
             "median_duration_us": (None if medians is None
-                                   else float(medians[columns.DURATION].median())),
+                                   else target_median(medians, columns.DURATION)),
             "headlines": fi.headlines, "loop": fi.engine_loop,
             "held_out": fi.held_out_errors, "schemes": ANSWER_SCHEMES,
             "stepmodel_na": fi.stepmodel_na,

@@ -60,6 +60,9 @@ class FindingsInput:
     key_figure: str | None = None
     #: ``make sensitivity``'s summary (reports/tables/sensitivity.csv), when it has run
     sensitivity: pd.DataFrame | None = None
+    #: the seed total's per-experiment r summarised (stats.summary.seed_r_summary: the median
+    #: over all experiments, the mean per workload), written by notebook 02
+    seed_r: pd.DataFrame | None = None
 
 
 def exp(row: pd.Series, **values: Any) -> dict[str, Any]:

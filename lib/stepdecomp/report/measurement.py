@@ -5,12 +5,13 @@ targets.clientmetrics, targets.truthcheck)."""
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from ..core import tables as names
-from ..core.columns import TARGETS
+from ..core.columns import DURATION, FORWARD, PERIOD, TARGETS
 from ..core.tables import short_name
 from ..core.thresholds import INCREMENT_MIN, TRIM_QUANTILE
 from .format import fmt_ci, fmt_f3, fmt_frac, fmt_us
@@ -24,7 +25,8 @@ if TYPE_CHECKING:
 #: The tables "What the Traces Measure" reads (CSV names in dirs.tables, without suffix).
 MEASUREMENT_TABLES = [names.TARGET_COVERAGE, names.TARGET_MEDIANS, names.LOWER_BOUND,
                       names.WHAT_EXPLAINS, names.PHYSICAL_PURE, names.CLIENT_SUMMARY,
-                      names.CLIENT_PLAUSIBILITY, names.CLIENT_FLOORS, names.PERIOD_VS_CLIENT]
+                      names.CLIENT_PLAUSIBILITY, names.CLIENT_FLOORS, names.PERIOD_VS_CLIENT,
+                      names.TARGET_SUMMARY, names.ENGINE_LOOP_SUMMARY]
 #: Read when present: the within-experiment table, the incremental R² of each regressor set
 #: beyond the other (stats.explain.increment_summary) and the targets against the generator's
 #: truth (targets.truthcheck), all written by notebook 04.
@@ -36,7 +38,7 @@ OPTIONAL_TABLES = (WITHIN_TABLE, INCREMENT_TABLE, TRUTH_TABLE)
 CREDIT_TABLE = names.CREDIT
 #: Of MEASUREMENT_TABLES, those notebook 04 derives for this section: when the others are
 #: there, a missing one is an error naming it.
-DERIVED_TABLES = (names.CLIENT_FLOORS,)
+DERIVED_TABLES = (names.CLIENT_FLOORS, names.TARGET_SUMMARY, names.ENGINE_LOOP_SUMMARY)
 #: The hardware and weight precision the study states (its H100 peak, BF16 weights).
 STATED_HARDWARE = ("h100-sxm", "bf16")
 #: Where the facts about step.duration_us were read (docs/measurement.md §1).
@@ -105,32 +107,47 @@ def measurement_context(fi: FindingsInput) -> dict[str, Any] | None:
             # every registered target's column: µs in the medians, a fraction below the bound
             "target_us_formats": {t: fmt_us for t in TARGETS},
             "target_frac_formats": {t: fmt_frac for t in TARGETS},
-            "median_duration_us": float(med["step.duration_us"].median()),
-            "median_forward_us": float(med["step_forward_us"].median()),
-            "median_period_us": float(med["step_period_us"].median()),
-            "below": below, "below_median": below.drop(columns="experiment_id").median().to_dict(),
+            **{f"median_{key}_us": target_median(t[names.TARGET_SUMMARY], target)
+               for key, target in (("duration", DURATION), ("forward", FORWARD), ("period", PERIOD))},
+            "below": below, "below_median": _below_median(t[names.TARGET_SUMMARY]),
             "coverage": cov, "r2": r2_wide.reset_index(),
             "verdicts": verdicts_by_target(fi.verdicts), "period_vs_client": pvc,
             "client": _client_context(t), "trim_pct": TRIM_QUANTILE * 100,
             "increments": _increments(t.get(INCREMENT_TABLE), t.get(CREDIT_TABLE)),
             "truth": _truth(t.get(TRUTH_TABLE)),
-            "loop": _loop(tc)}
+            "loop": _loop(t[names.ENGINE_LOOP_SUMMARY])}
 
 
-def _loop(coverage: pd.DataFrame) -> dict[str, Any] | None:
-    """Which engine loop the targets assume per experiment (targets.engineloop): how many
-    experiments of each loop, detected or assumed, and the sampled steps before whose batch
-    the traces show an idle GPU (waiting for the CPU) or cannot tell."""
-    if "engine_loop" not in coverage or not len(coverage):
+def target_median(summary: pd.DataFrame, target: str) -> float:
+    """The median over experiments of ``target``'s per-experiment median (target_summary);
+    NaN when the run has no such target."""
+    row = summary.loc[summary["target"] == target, "median_us"]
+    return float(row.iloc[0]) if len(row) else math.nan
+
+
+def _below_median(summary: pd.DataFrame) -> dict[str, float]:
+    """target -> the median fraction of steps below the HBM bound (target_summary), for the
+    targets that have one."""
+    known = summary[summary["median_fraction_below"].notna()]
+    return {str(t): float(v) for t, v in zip(known["target"], known["median_fraction_below"])}
+
+
+def _loop(summary: pd.DataFrame) -> dict[str, Any] | None:
+    """Which engine loop the targets assume per experiment (targets.engineloop; the table
+    engine_loop_summary of stats.summary): how many experiments of each loop, detected or
+    assumed, and the sampled steps before whose batch the traces show an idle GPU (waiting for
+    the CPU) or cannot tell. None without a loop (a run before the targets knew it)."""
+    total = summary[summary["engine_loop"] == names.ALL_EXPERIMENTS]
+    loops = summary[summary["engine_loop"] != names.ALL_EXPERIMENTS]
+    if not len(total) or not len(loops):
         return None
-    steps = coverage["sampled_steps"].astype(float)
-    counts = coverage.groupby(["engine_loop", "engine_loop_source"]).size()
-    return {"counts": [{"loop": loop, "source": src, "n": int(n)} for (loop, src), n in counts.items()],
-            "n_experiments": int(len(coverage)),
-            "sampled_steps": int(steps.sum()),
-            "waited_steps": int(round(float((coverage["share_gpu_waited"] * steps).sum()))),
-            "wait_unknown_steps": int(round(float((coverage["share_gpu_wait_unknown"] * steps).sum()))),
-            "async_experiments": int((coverage["engine_loop"] == "async").sum())}
+    every = total.iloc[0]
+    return {"counts": [{"loop": r.engine_loop, "source": r.engine_loop_source, "n": int(r.experiments)}
+                       for r in loops.itertuples(index=False)],
+            "n_experiments": int(every["experiments"]),
+            "sampled_steps": int(every["sampled_steps"]),
+            "waited_steps": int(every["waited_steps"]),
+            "wait_unknown_steps": int(every["wait_unknown_steps"])}
 
 
 def _increments(inc: pd.DataFrame | None, credit: pd.DataFrame | None) -> dict[str, Any] | None:

@@ -45,7 +45,8 @@ PHYSICAL_TABLES = [names.PHYSICAL_PURE, names.PHYSICAL_PER_EXPERIMENT, names.LOW
 #: they summarise is there (a missing one is an error naming it).
 SUMMARY_TABLES = {names.COMPONENT_ATTRIBUTION: [names.ATTRIBUTION_SUMMARY,
                                                 names.ATTRIBUTION_TERM_SUMMARY],
-                  names.GROUP_ATTRIBUTION: [names.GROUP_SUMMARY, names.GROUP_PAIR_SUMMARY]}
+                  names.GROUP_ATTRIBUTION: [names.GROUP_SUMMARY, names.GROUP_PAIR_SUMMARY],
+                  names.PHYSICAL_PER_EXPERIMENT: [names.PHYSICAL_PER_EXPERIMENT_SUMMARY]}
 
 
 @dataclass
@@ -82,6 +83,8 @@ class PhysicalTables:
     term_summary: pd.DataFrame | None = None
     group_summary: pd.DataFrame | None = None
     pair_summary: pd.DataFrame | None = None
+    #: per_experiment's medians over experiments (stats.summary.physical_per_experiment_summary)
+    per_summary: pd.DataFrame | None = None
 
     def verdict(self, kind: str, prefill_subset: str) -> Verdict:
         """The target's verdict of ``kind`` (physical, within) on ``prefill_subset``; a
@@ -179,11 +182,21 @@ def _seed_rows_differ(per: pd.DataFrame) -> bool:
     return "seed_n_steps" in per and bool((per["seed_n_steps"] != per["phys_n_steps"]).any())
 
 
-def physical_per_experiment_context(per: pd.DataFrame) -> dict[str, Any]:
+def per_experiment_medians(summary: pd.DataFrame | None) -> pd.Series:
+    """The one row of physical_per_experiment_summary of a target (its medians over the
+    experiments with both r); a ValueError without it."""
+    if summary is None or len(summary) != 1:
+        raise ValueError(f"{names.PHYSICAL_PER_EXPERIMENT_SUMMARY} needs one row for the target "
+                         f"({names.writer(names.PHYSICAL_PER_EXPERIMENT_SUMMARY)} writes it)")
+    return summary.iloc[0]
+
+
+def physical_per_experiment_context(per: pd.DataFrame, summary: pd.DataFrame) -> dict[str, Any]:
     """Seed vs physical r per experiment: the table (with the paired Δr interval, the block
     length and the log-log rows where the table has them) and, where both are computable,
     the counts of gains by Pearson and by Spearman, of paired Δr intervals above and below 0,
-    of experiments above R_THRESHOLD by either r, the extremes and the rank gap."""
+    of experiments above R_THRESHOLD by either r, the extremes and the rank gap (the medians
+    from ``summary``: physical_per_experiment_summary of the target)."""
     t = per.sort_values("seed_pearson_r", ascending=False, na_position="last")
     t = t.assign(ci=[fmt_ci(a, b) for a, b in zip(t["phys_ci_low"], t["phys_ci_high"])])
     paired = {"delta_ci_low", "delta_ci_high"} <= set(per.columns)
@@ -203,7 +216,8 @@ def physical_per_experiment_context(per: pd.DataFrame) -> dict[str, Any]:
         "na_physical": rows(per[per["phys_pearson_r"].isna()], "phys_n_steps")}
     if len(both):
         best, worst = both.loc[both["delta_r"].idxmax()], both.loc[both["delta_r"].idxmin()]
-        gap = (both["phys_spearman_r"] - both["phys_pearson_r"]).median()
+        medians = per_experiment_medians(summary)
+        gap = float(medians["median_rank_gap"])
         rank = both.dropna(subset=["seed_spearman_r", "phys_spearman_r"]) \
             if "seed_spearman_r" in both else both.iloc[:0]
         ctx["both"] = {
@@ -213,8 +227,8 @@ def physical_per_experiment_context(per: pd.DataFrame) -> dict[str, Any]:
             if len(rank) else None,
             "n_ci_up": _count(both["delta_ci_low"] > 0) if paired else None,
             "n_ci_down": _count(both["delta_ci_high"] < 0) if paired else None,
-            "median_seed": both["seed_pearson_r"].median(),
-            "median_phys": both["phys_pearson_r"].median(),
+            "median_seed": float(medians["median_seed_pearson_r"]),
+            "median_phys": float(medians["median_phys_pearson_r"]),
             "gain": exp(best, seed=best["seed_pearson_r"], phys=best["phys_pearson_r"])
             if best["delta_r"] > 0 else None,
             "loss": exp(worst, seed=worst["seed_pearson_r"], phys=worst["phys_pearson_r"])
@@ -261,7 +275,8 @@ def _per_model_change(both: pd.DataFrame, lb: pd.DataFrame | None,
 def differences_context(pure: pd.DataFrame, per: pd.DataFrame, lb: pd.DataFrame | None,
                         seed_pure: pd.DataFrame | None, v_pure: Verdict,
                         v_dom: Verdict, names: Mapping[str, str] | None = None,
-                        target: str = DURATION_TARGET) -> dict[str, Any]:
+                        target: str = DURATION_TARGET,
+                        per_summary: pd.DataFrame | None = None) -> dict[str, Any]:
     """What the physical mode changes: decode attention, the decode GEMM floor, the wider
     prefill subset, the per-experiment Δr (and per model) and the plausibility check. The
     pooled decode GEMM r is compared with the seed's only on the seed's own target
@@ -282,7 +297,7 @@ def differences_context(pure: pd.DataFrame, per: pd.DataFrame, lb: pd.DataFrame 
         ctx["widen"] = {"n_pure": pp_n, "n_dominated": dom_n, "pure": verdict_dict(v_pure),
                         "dominated": verdict_dict(v_dom)}
     if len(both):
-        med = both["delta_r"].median()
+        med = float(per_experiment_medians(per_summary)["median_delta_r"])
         change = ("better" if med > DELTA_R_NEGLIGIBLE else
                   "same" if med > -DELTA_R_NEGLIGIBLE else "worse")
         ctx["per_experiment"] = {"median": med, "by_model": _per_model_change(both, lb, names),
@@ -337,12 +352,13 @@ def physical_context(tables: PhysicalTables, seed_verdict: Verdict | None = None
         "verdict": physical_verdict_context(pure, v_pure, v_dom, seed_verdict),
         "within": None if within_verdicts is None else
         {**within_verdict_context(t.within, pure, len(per), within_verdicts), "target": target},
-        "per_experiment": physical_per_experiment_context(per),
+        "per_experiment": physical_per_experiment_context(per, t.per_summary),
         "attribution": attribution,
         "moe": None if t.moe_check is None or t.moe_check.empty else
         {**moe_check_context(t.moe_check, t.moe_delta, per, models_by_hf_id), "target": target},
         "differences": {**differences_context(pure, per, t.lower_bound, seed_pure, v_pure,
-                                              v_dom, model_names(models_by_hf_id or {}), target),
+                                              v_dom, model_names(models_by_hf_id or {}), target,
+                                              t.per_summary),
                         "has_within": has_within,
                         "data_kind": data_kind,
                         "within_decode": _within_rows(t.within, "pure_decode"),
@@ -388,7 +404,8 @@ def read_physical_tables(dirs: "RunDirs", target: str,
         moe_delta=read[names.MOE_DELTA], groups=read[names.GROUP_ATTRIBUTION],
         attribution_summary=read[names.ATTRIBUTION_SUMMARY],
         term_summary=read[names.ATTRIBUTION_TERM_SUMMARY],
-        group_summary=read[names.GROUP_SUMMARY], pair_summary=read[names.GROUP_PAIR_SUMMARY])
+        group_summary=read[names.GROUP_SUMMARY], pair_summary=read[names.GROUP_PAIR_SUMMARY],
+        per_summary=read[names.PHYSICAL_PER_EXPERIMENT_SUMMARY])
 
 
 def table_target(dirs: "RunDirs") -> str:

@@ -11,6 +11,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..core.tables import ALL_EXPERIMENTS
 from ..hw.specs import model_table
 
 from .format import fmt_g
@@ -123,10 +124,13 @@ def per_experiment_context(fi: FindingsInput) -> dict[str, Any]:
 
 def analysis_context(fi: FindingsInput) -> dict[str, Any]:
     r_pp = _pure_row(fi.pure, "pure_prefill", "prefill_gemm_us")
-    total = totals(fi.per_experiment)
-    by_workload = total.groupby("workload")["pearson_r"].mean().dropna().sort_values(ascending=False)
+    summary = fi.seed_r if fi.seed_r is not None else pd.DataFrame(
+        {"workload": [], "median_pearson_r": [], "mean_pearson_r": []})
+    every = summary[summary["workload"] == ALL_EXPERIMENTS]
+    by_workload = summary[summary["workload"] != ALL_EXPERIMENTS]
+    by_workload = by_workload[by_workload["mean_pearson_r"].notna()]
     r_all = _pure_row(fi.pure, "all", "total_analytical_us")["pearson_r"]
-    med = total["pearson_r"].median()
+    med = float(every["median_pearson_r"].iloc[0]) if len(every) else math.nan
     return {
         "pure_prefill": {"r": r_pp["pearson_r"], "n": r_pp["n_steps"],
                          "steps": _phase(fi.breakdown, "pure_prefill")["steps"]},
@@ -135,7 +139,8 @@ def analysis_context(fi: FindingsInput) -> dict[str, Any]:
         "decode_baseline_r": _pure_row(fi.pure, "pure_decode",
                                        "batch.decode_tokens (baseline)")["pearson_r"],
         "pure_decode_pct": _phase(fi.breakdown, "pure_decode")["pct"],
-        "by_workload": list(by_workload.items()) if len(by_workload) > 1 else [],
+        "by_workload": (list(zip(by_workload["workload"], by_workload["mean_pearson_r"]))
+                        if len(by_workload) > 1 else []),
         "pooled": None if math.isnan(r_all) or math.isnan(med) else {"r": r_all, "median": med}}
 
 

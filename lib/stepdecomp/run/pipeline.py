@@ -48,7 +48,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.columns import EXP
-from ..stats import attribution, explain, per_target, correlation
+from ..stats import attribution, explain, per_target, correlation, summary
 from ..model import phases, physical, reconstruct, seed
 from ..traces import load
 from ..core import artefacts
@@ -472,6 +472,9 @@ def _decompose(dirs: artefacts.RunDirs, gpu: GpuSpec, client: "Client | None", c
     for name, table in tables.items():
         artefacts.write_table(dirs, name, table)
         table.to_parquet(dirs.interim / TABLES_DIR / f"{name}.parquet", index=False)
+    # what FINDINGS quotes of them over experiments, so that the report computes no number
+    for name, table in summary.decompose_summaries(tables, per_target.TARGETS).items():
+        artefacts.write_table(dirs, name, table)
     read_partitioned(root).to_parquet(artefacts.components_path(dirs), index=False)
     return PipelineResult(tables=tables, model_specs=specs,
                           components_path=artefacts.components_path(dirs),
