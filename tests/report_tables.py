@@ -15,7 +15,7 @@ from stepdecomp import report
 from stepdecomp.core.artefacts import FLOAT_FORMAT
 from stepdecomp.core.paths import data_kind
 from stepdecomp.core.verdicts import PHYSICAL, WITHIN, read_verdicts, verdict_rows, verdict_table
-from stepdecomp.stats import attribution, correlation, per_target
+from stepdecomp.stats import attribution, correlation, per_target, summary
 
 #: The target of one target's hand-made tables (they carry no ``target`` column).
 TARGET = "step_forward_us"
@@ -44,10 +44,19 @@ def physical_verdicts(pure: pd.DataFrame, within: pd.DataFrame | None = None
     return {(kind, p): v for (kind, _, p), v in read.items()}
 
 
+def per_experiment_summary(per: pd.DataFrame) -> pd.DataFrame:
+    """The medians notebook 02 writes of one target's per-experiment table
+    (stats.summary.physical_per_experiment_summary), read back, without the target."""
+    table = summary.physical_per_experiment_summary(per.assign(target=TARGET))
+    return through_csv(table).drop(columns="target")
+
+
 def with_notebook04(t: report.PhysicalTables) -> report.PhysicalTables:
     """``t`` with what notebook 04 writes beside its tables: the verdicts and the summaries
     of the attribution (component and grouped) it has."""
     extra: dict[str, object] = {"verdicts": physical_verdicts(t.pure, t.within)}
+    if t.per_summary is None:
+        extra["per_summary"] = per_experiment_summary(t.per_experiment)
     if t.attribution is not None and t.fit_summary is not None:
         extra["attribution_summary"] = through_csv(
             attribution.attribution_summary(t.attribution, t.fit_summary))
@@ -81,13 +90,35 @@ def group_context(table: pd.DataFrame) -> dict:
                                             through_csv(attribution.group_pair_summary(table)))
 
 
+def with_notebook02(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """Measurement tables with the summaries notebook 02 (and, with a truth check, notebook
+    04) writes of them, where they are not given, read back through CSV."""
+    from stepdecomp.core import tables as names
+    from stepdecomp.targets import truthcheck
+
+    out = dict(tables)
+    if names.TARGET_SUMMARY not in out:
+        out[names.TARGET_SUMMARY] = through_csv(summary.target_summary(
+            out[names.TARGET_MEDIANS], out[names.LOWER_BOUND], per_target.TARGETS))
+    if names.ENGINE_LOOP_SUMMARY not in out:
+        out[names.ENGINE_LOOP_SUMMARY] = through_csv(
+            summary.engine_loop_summary(out[names.TARGET_COVERAGE]))
+    if names.TRUTH_CHECK in out and names.TRUTH_SUMMARY not in out:
+        out[names.TRUTH_SUMMARY] = through_csv(truthcheck.truth_summary(out[names.TRUTH_CHECK]))
+    return out
+
+
 def with_verdicts(fi: report.FindingsInput) -> report.FindingsInput:
     """``fi`` with what notebooks 01 and 04 record of its tables: the data kind of its data
     root, the verdicts of its measurement tables (every target) and of its physical tables
     (``physical_target``)."""
     fi.data_kind = data_kind(fi.data_root)
+    if fi.seed_r is None:
+        fi.seed_r = through_csv(summary.seed_r_summary(fi.per_experiment))
     verdicts: dict = {}
     m = fi.measurement
+    if m is not None:
+        fi.measurement = m = with_notebook02(m)
     if m is not None and "physical_pure_phase_correlations" in m:
         verdicts.update(read_verdicts(through_csv(per_target.pooled_verdict_table(
             fi.pure, m["physical_pure_phase_correlations"]))))
@@ -112,7 +143,8 @@ def measurement_context(fi: report.FindingsInput) -> dict | None:
 def write_notebook04(dirs: object, by_target: dict[str | None, report.PhysicalTables]) -> None:
     """Write into ``dirs.tables`` what notebook 04 writes beside each target's physical tables
     (``by_target``; target None: tables without a ``target`` column, whose verdicts are on
-    step.duration_us): the verdict tables and the attribution's summaries."""
+    step.duration_us): the verdict tables and the attribution's summaries, and notebook 02's
+    summary of the per-experiment table."""
     from stepdecomp.core import tables as names
     from stepdecomp.core.columns import DURATION
 
@@ -123,7 +155,8 @@ def write_notebook04(dirs: object, by_target: dict[str | None, report.PhysicalTa
         for (kind, p), v in w.verdicts.items():
             name = names.VERDICTS_POOLED if kind == PHYSICAL else names.VERDICTS_WITHIN
             verdicts[name].append(verdict_rows(v, kind, target or DURATION, p))
-        for name, frame in [(names.ATTRIBUTION_SUMMARY, w.attribution_summary),
+        for name, frame in [(names.PHYSICAL_PER_EXPERIMENT_SUMMARY, w.per_summary),
+                            (names.ATTRIBUTION_SUMMARY, w.attribution_summary),
                             (names.ATTRIBUTION_TERM_SUMMARY, w.term_summary),
                             (names.GROUP_SUMMARY, w.group_summary),
                             (names.GROUP_PAIR_SUMMARY, w.pair_summary)]:

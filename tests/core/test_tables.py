@@ -16,7 +16,8 @@ def test_every_named_table_has_one_writer():
     names = {v for k, v in vars(T).items() if k.isupper() and isinstance(v, str)
              and k not in ("PRIMARY_TARGET", "SOURCE_PUBLISHED", "SOURCE_TRACES",
                            "SET_SCHEDULER_BEYOND", "SET_FLOPS_BEYOND", "ALL_GROUPS",
-                           "ALL_MODELS", "CLIENT_CHECK_FITTED", "CLIENT_CHECK_SHIPPED",
+                           "ALL_MODELS", "ALL_EXPERIMENTS", "NO_LOOP", "CLIENT_CHECK_FITTED",
+                           "CLIENT_CHECK_SHIPPED",
                            "REASON_ABSORBED", "STEPMODEL_FIGURE")}
     assert names == set(T.WRITTEN_BY)
     assert set(T.WRITTEN_BY.values()) - set(ALL_NOTEBOOKS) == {"make sensitivity",

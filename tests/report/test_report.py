@@ -17,6 +17,7 @@ import pytest
 from stepdecomp.stats import explain as ex
 from stepdecomp import report
 from stepdecomp.stats import correlation as stats
+from stepdecomp.stats import summary
 from stepdecomp.core.artefacts import RunDirs
 from stepdecomp.core.paths import data_kind
 from stepdecomp.report.render import ABSENT_PREFILL_PCT, R_AGREE
@@ -195,7 +196,8 @@ def _findings_input(extra_sections: list[str] | None = None) -> report.FindingsI
         gpu=GpuSpec(name="Test GPU", peak_bf16_dense_tflops=989.0, hbm_tb_per_s=3.35,
                     hbm_gib=80.0, nvlink_gb_per_s_per_direction=450.0),
         specs=specs, models_by_hf_id={"org/alpha-7b": ["alpha-7b"], "org/beta-moe": ["beta-moe"]},
-        extra_sections=extra_sections or [])
+        extra_sections=extra_sections or [],
+        seed_r=through_csv(summary.seed_r_summary(per)))
 
 
 def _comparison(fi: report.FindingsInput, published: dict | None = None) -> pd.DataFrame:

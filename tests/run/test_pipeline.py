@@ -13,6 +13,7 @@ import pytest
 
 from stepdecomp.core import artefacts
 from stepdecomp.run import pipeline
+from stepdecomp.stats import summary
 from stepdecomp.traces.load import TraceWarning
 
 pytestmark = pytest.mark.integration
@@ -60,7 +61,8 @@ def _files(root: Path) -> dict[str, bytes]:
 def test_dask_and_pandas_write_identical_bytes(runs):
     (pd_dirs, pd_res), (dk_dirs, dk_res) = runs["pandas"], runs["dask"]
     tables, tables_dask = _files(pd_dirs.tables), _files(dk_dirs.tables)
-    expected = {f"{n}.csv" for n in (*pipeline.EXPERIMENT_TABLES, *pipeline.POOLED_STATISTICS)}
+    expected = {f"{n}.csv" for n in (*pipeline.EXPERIMENT_TABLES, *pipeline.POOLED_STATISTICS,
+                                     *summary.DECOMPOSE_SUMMARIES)}
     assert set(tables) == expected | {"step_components.parquet"}
     assert set(tables_dask) == set(tables)
     assert [n for n in tables if tables[n] != tables_dask[n]] == []

@@ -23,7 +23,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from stepdecomp.stats import attribution, correlation, moecheck, per_target
+from stepdecomp.stats import attribution, correlation, moecheck, per_target, summary
 from stepdecomp.targets import clientmetrics, timestamps as targets
 from stepdecomp.traces import load
 from stepdecomp.core import artefacts as outputs
@@ -153,6 +153,8 @@ def run_shape(experiments: list[tuple], out: Path, data_root: Path) -> tuple[dic
     tables.update(attribution.summary_tables(fit, tables["group_attribution"]))
     tables["client_floor_candidates"] = clientmetrics.floor_candidates(tables["client_plausibility"])
     tables["headlines"] = sensitivity.headline_table(components)
+    # what notebook 02 writes of its tables for FINDINGS (run.pipeline: stats.summary)
+    tables.update(summary.decompose_summaries(tables, per_target.TARGETS))
     # notebook 01's tables the report reads
     tables["dataset"] = load.dataset_table(data_root)
     tables["experiments"] = pd.DataFrame(

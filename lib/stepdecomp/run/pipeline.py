@@ -48,7 +48,8 @@ import numpy as np
 import pandas as pd
 
 from ..core.columns import EXP
-from ..stats import attribution, explain, per_target, correlation, summary
+from ..stats import attribution, explain, per_target, correlation
+from ..stats import summary
 from ..model import phases, physical, reconstruct, seed
 from ..traces import load
 from ..core import artefacts

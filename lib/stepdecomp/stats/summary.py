@@ -28,6 +28,10 @@ NO_LOOP = names.NO_LOOP
 #: The component whose per-experiment r the seed's analysis quotes.
 SEED_TOTAL = "total_analytical_us"
 
+#: The summaries :func:`decompose_summaries` writes.
+DECOMPOSE_SUMMARIES = (names.TARGET_SUMMARY, names.ENGINE_LOOP_SUMMARY, names.SEED_R_SUMMARY,
+                       names.PHYSICAL_PER_EXPERIMENT_SUMMARY)
+
 TARGET_SUMMARY_COLUMNS = ["target", "experiments", "median_us", "median_fraction_below"]
 ENGINE_LOOP_COLUMNS = ["engine_loop", "engine_loop_source", "experiments", "loop_experiments",
                        "sampled_steps", "waited_steps", "wait_unknown_steps"]
