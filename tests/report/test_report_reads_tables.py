@@ -101,12 +101,19 @@ def test_headlines_need_their_columns_and_a_row():
 def test_comparison_tables_need_their_columns():
     seed = pd.read_csv(TABLES / f"{names.PUBLISHED_COMPARISON}.csv")
     client = pd.read_csv(TABLES / f"{names.CLIENT_COMPARISON}.csv")
+    client_summary = pd.read_csv(TABLES / f"{names.CLIENT_COMPARISON_SUMMARY}.csv")
     assert "## Generated Data vs the Published Study" in \
+        published.published_comparison_section(seed, client, client_summary)
+    with pytest.raises(KeyError, match="client_comparison is there but not "
+                       "client_comparison_summary"):
         published.published_comparison_section(seed, client)
+    with pytest.raises(KeyError, match=r"client_comparison_summary lacks column\(s\) "
+                       r"\['runs_fitted'\]"):
+        published.client_comparison_context(client, client_summary.drop(columns="runs_fitted"))
     with pytest.raises(KeyError, match=r"published_comparison lacks column\(s\) \['published'\]"):
         published.published_comparison_context(seed.drop(columns="published"))
     with pytest.raises(KeyError, match=r"client_comparison lacks column\(s\) \['ttft_error'\]"):
-        published.client_comparison_context(client.drop(columns="ttft_error"))
+        published.client_comparison_context(client.drop(columns="ttft_error"), client_summary)
 
 
 def test_the_client_check_summary_needs_its_bar(tmp_path):

@@ -80,8 +80,12 @@ def test_published_tables_only_on_the_bundled_replay(tmp_path, monkeypatch):
     monkeypatch.setattr(validate, "data_kind", lambda root: "bundled")
     monkeypatch.setattr(validate, "client_comparison", lambda root: client)
     out = validate.published_tables(_dirs(tmp_path, tmp_path / "raw"))
-    assert list(out) == [names.PUBLISHED_COMPARISON, names.CLIENT_COMPARISON]
+    assert list(out) == [names.PUBLISHED_COMPARISON, names.CLIENT_COMPARISON,
+                         names.CLIENT_COMPARISON_SUMMARY]
     assert out[names.CLIENT_COMPARISON] is client
+    # one run fitted, none held out, no error column: N/A medians
+    assert out[names.CLIENT_COMPARISON_SUMMARY][["runs_fitted", "runs_held_out"]] \
+        .values.tolist() == [[1, 0]]
     seed = out[names.PUBLISHED_COMPARISON].set_index("metric")["this_data"]
     # the seed's verdict on the run's pure-phase table: prefill GEMM and attention pass
     assert seed["hypothesis criteria passing"] == 2 and seed["steps"] == 400
@@ -119,3 +123,21 @@ def test_winners_table_by_hand():
     assert np.isnan(t.iloc[1]["ratio"])                          # no ratio to a best of 0
     with pytest.raises(ValueError, match="fewer than 2 predictors"):
         ST.winners_table(errors[errors["predictor"] == "fitted"])
+
+
+def test_client_comparison_summary_counts_and_medians_the_fitted_runs():
+    comparison = pd.DataFrame({"held_out": [False, False, True, False],
+                               "tpot_error": [0.01, -0.05, 0.9, 0.02],
+                               "ttft_error": [-0.1, 0.2, 0.9, 0.3]})
+    s = validate.client_comparison_summary(comparison)
+    assert list(s.columns) == validate.CLIENT_SUMMARY_COLUMNS and len(s) == 1
+    row = s.iloc[0]
+    assert (row["runs_fitted"], row["runs_held_out"]) == (3, 1)
+    assert row["median_abs_tpot_error"] == pytest.approx(0.02)    # |0.01|, |-0.05|, |0.02|
+    assert row["median_abs_ttft_error"] == pytest.approx(0.2)     # |-0.1|, |0.2|, |0.3|
+
+
+def test_client_comparison_summary_of_no_run():
+    row = validate.client_comparison_summary(pd.DataFrame()).iloc[0]
+    assert (row["runs_fitted"], row["runs_held_out"]) == (0, 0)
+    assert math.isnan(row["median_abs_tpot_error"]) and math.isnan(row["median_abs_ttft_error"])

@@ -79,3 +79,23 @@ def test_truth_files_are_read_only_where_present(tmp_path) -> None:
     out = tc.truth_check_table(tmp_path, comp, cov)
     assert out["experiment_id"].tolist() == ["b", "b"]
     assert out["engine_loop"].tolist() == ["sync", "sync"]
+
+
+def test_truth_summary_medians_per_target():
+    from stepdecomp.targets.truthcheck import SUMMARY_COLUMNS, truth_summary
+
+    check = pd.DataFrame({
+        "experiment_id": ["a", "b", "c", "a"],
+        "target": ["step_forward_us", "step_forward_us", "step_forward_us", "step_period_us"],
+        "coverage": [0.9, 0.8, 0.7, 0.1],
+        "median_abs_rel_error": [0.01, 0.03, float("nan"), 0.5],
+        "median_rel_error": [-0.01, 0.02, 0.04, 0.0],
+        "pearson_r": [0.99, 0.97, 0.95, 0.5]})
+    t = truth_summary(check)
+    assert list(t.columns) == SUMMARY_COLUMNS
+    assert t["target"].tolist() == ["step_forward_us", "step_period_us"]
+    assert t["experiments"].tolist() == [3, 1]
+    assert t["coverage"].tolist() == pytest.approx([0.8, 0.1])
+    assert t["median_abs_rel_error"].tolist() == pytest.approx([0.02, 0.5])   # N/A left out
+    assert t["median_rel_error"].tolist() == pytest.approx([0.02, 0.0])
+    assert t["pearson_r"].tolist() == pytest.approx([0.97, 0.5])

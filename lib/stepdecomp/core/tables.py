@@ -72,6 +72,8 @@ INCREMENT = "what_explains_increment"
 #: Which regressor set the data credits, per target (stats.explain.credit_table).
 CREDIT = "what_explains_credit"
 TRUTH_CHECK = "target_truth_check"
+#: The truth check per target over experiments (targets.truthcheck.truth_summary).
+TRUTH_SUMMARY = "target_truth_summary"
 MOE_CHECK = "moe_gemm_check"
 MOE_DELTA = "moe_delta_r"
 CLIENT_SUMMARY = "client_summary"
@@ -87,6 +89,9 @@ HEADLINES = "headlines"
 #: (run.validate.client_comparison).
 PUBLISHED_COMPARISON = "published_comparison"
 CLIENT_COMPARISON = "client_comparison"
+#: One row: the runs the replay was fitted on and held out, and the median |error| of its
+#: TPOT and TTFT on the fitted ones (run.validate.client_comparison_summary).
+CLIENT_COMPARISON_SUMMARY = "client_comparison_summary"
 
 # --------------------------------------------------------------------------- 07_model
 STEPMODEL_COEFFICIENTS = "stepmodel_coefficients"
@@ -121,9 +126,10 @@ WRITTEN_BY: dict[str, str] = {
     **dict.fromkeys([PURE_PHASE, PHYSICAL_PURE, ATTRIBUTION_BY_MODEL, WITHIN_EXPERIMENT,
                      VERDICTS_POOLED, VERDICTS_WITHIN, ATTRIBUTION_SUMMARY,
                      ATTRIBUTION_TERM_SUMMARY, GROUP_SUMMARY, GROUP_PAIR_SUMMARY, INCREMENT,
-                     CREDIT, TRUTH_CHECK, MOE_CHECK, MOE_DELTA, CLIENT_SUMMARY,
+                     CREDIT, TRUTH_CHECK, TRUTH_SUMMARY, MOE_CHECK, MOE_DELTA, CLIENT_SUMMARY,
                      CLIENT_PLAUSIBILITY, CLIENT_FLOORS, PERIOD_VS_CLIENT, HEADLINES,
-                     PUBLISHED_COMPARISON, CLIENT_COMPARISON], "04_correlation"),
+                     PUBLISHED_COMPARISON, CLIENT_COMPARISON, CLIENT_COMPARISON_SUMMARY],
+                    "04_correlation"),
     **dict.fromkeys([STEPMODEL_COEFFICIENTS, STEPMODEL_HELD_OUT, STEPMODEL_FOLD_BETAS,
                      STEPMODEL_BASIS_VS_PHYSICAL, STEPMODEL_DATA, STEPMODEL_METHOD,
                      STEPMODEL_WINNERS], "07_model"),
@@ -166,8 +172,8 @@ ALL_GROUPS = "all"
 #: of the row over every experiment.
 ALL_EXPERIMENTS = "all"
 #: engine_loop_summary ``engine_loop`` / ``engine_loop_source`` of experiments without a loop
-#: (no steps).
-NO_LOOP = "N/A"
+#: (no steps); not "N/A", which a CSV reader takes for a missing value.
+NO_LOOP = "no loop"
 #: stepmodel_coefficients ``scope`` of the one vector for every model on the hardware.
 ALL_MODELS = "all models"
 #: The predictors of stepmodel_held_out_errors and their labels.

@@ -33,6 +33,8 @@ MEASUREMENT_TABLES = [names.TARGET_COVERAGE, names.TARGET_MEDIANS, names.LOWER_B
 WITHIN_TABLE = names.WITHIN_EXPERIMENT
 INCREMENT_TABLE = names.INCREMENT
 TRUTH_TABLE = names.TRUTH_CHECK
+#: Read with the truth check: its medians per target (targets.truthcheck.truth_summary).
+TRUTH_SUMMARY_TABLE = names.TRUTH_SUMMARY
 OPTIONAL_TABLES = (WITHIN_TABLE, INCREMENT_TABLE, TRUTH_TABLE)
 #: Read with the incremental R²: the set the data credits per target (stats.explain.credit_table).
 CREDIT_TABLE = names.CREDIT
@@ -114,7 +116,7 @@ def measurement_context(fi: FindingsInput) -> dict[str, Any] | None:
             "verdicts": verdicts_by_target(fi.verdicts), "period_vs_client": pvc,
             "client": _client_context(t), "trim_pct": TRIM_QUANTILE * 100,
             "increments": _increments(t.get(INCREMENT_TABLE), t.get(CREDIT_TABLE)),
-            "truth": _truth(t.get(TRUTH_TABLE)),
+            "truth": _truth(t.get(TRUTH_TABLE), t.get(TRUTH_SUMMARY_TABLE)),
             "loop": _loop(t[names.ENGINE_LOOP_SUMMARY])}
 
 
@@ -181,16 +183,15 @@ def _increments(inc: pd.DataFrame | None, credit: pd.DataFrame | None) -> dict[s
             "minimum": INCREMENT_MIN}
 
 
-def _truth(truth: pd.DataFrame | None) -> dict[str, Any] | None:
-    """The truth check per target (medians over experiments) and per experiment."""
+def _truth(truth: pd.DataFrame | None, summary: pd.DataFrame | None) -> dict[str, Any] | None:
+    """The truth check per target (``summary``: medians over experiments, written beside it)
+    and per experiment."""
     if truth is None:
         return None
+    if summary is None:
+        raise KeyError(f"{TRUTH_TABLE} is there but not {TRUTH_SUMMARY_TABLE} "
+                       f"({names.writer(TRUTH_SUMMARY_TABLE)} writes both)")
     per = truth.assign(experiment_id=truth["experiment_id"].map(short_name))
-    summary = (truth.groupby("target", sort=False)
-               .agg(experiments=("experiment_id", "size"), coverage=("coverage", "median"),
-                    median_abs_rel_error=("median_abs_rel_error", "median"),
-                    median_rel_error=("median_rel_error", "median"),
-                    pearson_r=("pearson_r", "median")).reset_index())
     return {"summary": summary, "per_experiment": per.drop(columns=["sampled_steps"])}
 
 
@@ -209,4 +210,6 @@ def measurement_tables(dirs: "RunDirs") -> dict[str, pd.DataFrame] | None:
             tables[name] = pd.read_csv(path)
     if INCREMENT_TABLE in tables:
         tables[CREDIT_TABLE] = read_table(dirs, CREDIT_TABLE)
+    if TRUTH_TABLE in tables:
+        tables[TRUTH_SUMMARY_TABLE] = read_table(dirs, TRUTH_SUMMARY_TABLE)
     return tables

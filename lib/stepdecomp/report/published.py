@@ -12,7 +12,7 @@ import pandas as pd
 
 from ..core import tables as names
 from ..core.tables import short_name
-from .inputs import read_if_there, require_columns
+from .inputs import read_if_there, read_table, require_columns
 from .render import (ABSENT_PREFILL_PCT, R_AGREE, SHARE_AGREE_FACTOR, SHARE_AGREE_POINTS,
                      render_section)
 
@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 
 #: The columns of the comparison with the published study (run.validate.seed_comparison).
 COMPARISON_COLUMNS = ["metric", "published", "this_data"]
+#: The columns of client_comparison_summary (run.validate.client_comparison_summary).
+CLIENT_SUMMARY_COLUMNS = ["runs_fitted", "runs_held_out", "median_abs_tpot_error",
+                          "median_abs_ttft_error"]
 #: The columns of the client comparison the section reads (run.validate.client_comparison).
 CLIENT_COLUMNS = ["run", "held_out", "published_tpot_ms", "replay_tpot_ms", "tpot_error",
                   "published_ttft_ms", "replay_ttft_ms", "ttft_error", "published_failures",
@@ -66,28 +69,34 @@ def published_comparison_context(table: pd.DataFrame) -> dict[str, Any]:
     return {"table": t, "claims": claims, "client": None}
 
 
-def client_comparison_context(comparison: pd.DataFrame) -> dict[str, Any]:
-    """The replay-vs-published client table (run.validate.client_comparison)."""
+def client_comparison_context(comparison: pd.DataFrame, summary: pd.DataFrame) -> dict[str, Any]:
+    """The replay-vs-published client table (run.validate.client_comparison) and its summary
+    (run.validate.client_comparison_summary: the runs fitted and held out, the median errors)."""
     require_columns(comparison, CLIENT_COLUMNS, names.CLIENT_COMPARISON)
+    require_columns(summary, CLIENT_SUMMARY_COLUMNS, names.CLIENT_COMPARISON_SUMMARY)
+    s = summary.iloc[0]
     t = comparison.copy()
-    fit = t[~t["held_out"].astype(bool)]
     t["run"] = t["run"].map(short_name)
     table = t[["run", "published_tpot_ms", "replay_tpot_ms", "tpot_error", "published_ttft_ms",
                "replay_ttft_ms", "ttft_error", "published_failures", "replay_failures"]]
-    return {"table": table, "held_out": int(t["held_out"].astype(bool).sum()),
-            "n_published": len(fit),
-            "median_tpot_error": float(fit["tpot_error"].abs().median()),
-            "median_ttft_error": float(fit["ttft_error"].abs().median())}
+    return {"table": table, "held_out": int(s["runs_held_out"]),
+            "n_published": int(s["runs_fitted"]),
+            "median_tpot_error": float(s["median_abs_tpot_error"]),
+            "median_ttft_error": float(s["median_abs_ttft_error"])}
 
 
-def published_comparison_section(table: pd.DataFrame,
-                                 client: pd.DataFrame | None = None) -> str:
+def published_comparison_section(table: pd.DataFrame, client: pd.DataFrame | None = None,
+                                 client_summary: pd.DataFrame | None = None) -> str:
     """Where the analysed (generated) data and the study's published numbers agree or differ
-    (``table``: published_comparison); with ``client`` (client_comparison) also the client
-    metrics."""
+    (``table``: published_comparison); with ``client`` (client_comparison) and its summary
+    (client_comparison_summary) also the client metrics."""
     ctx = published_comparison_context(table)
     if client is not None and len(client):
-        ctx["client"] = client_comparison_context(client)
+        if client_summary is None:
+            raise KeyError(f"{names.CLIENT_COMPARISON} is there but not "
+                           f"{names.CLIENT_COMPARISON_SUMMARY} "
+                           f"({names.writer(names.CLIENT_COMPARISON_SUMMARY)} writes both)")
+        ctx["client"] = client_comparison_context(client, client_summary)
     return render_section("published_comparison", ctx)
 
 
@@ -97,4 +106,7 @@ def published_section_from_tables(dirs: "RunDirs") -> str | None:
     table = read_if_there(dirs, names.PUBLISHED_COMPARISON)
     if table is None:
         return None
-    return published_comparison_section(table, read_if_there(dirs, names.CLIENT_COMPARISON))
+    client = read_if_there(dirs, names.CLIENT_COMPARISON)
+    summary = (read_table(dirs, names.CLIENT_COMPARISON_SUMMARY)
+               if client is not None and len(client) else None)
+    return published_comparison_section(table, client, summary)

@@ -89,8 +89,28 @@ def published_tables(dirs: artefacts.RunDirs) -> dict[str, pd.DataFrame]:
         artefacts.read_table(dirs, tables.PHASE_BREAKDOWN, tables.WRITTEN_BY[tables.PHASE_BREAKDOWN]),
         pure, artefacts.read_table(dirs, tables.PER_EXPERIMENT, tables.WRITTEN_BY[tables.PER_EXPERIMENT]),
         hypothesis_verdict(pure).passing)
-    return {tables.PUBLISHED_COMPARISON: seed,
-            tables.CLIENT_COMPARISON: client_comparison(dirs.data_root)}
+    client = client_comparison(dirs.data_root)
+    return {tables.PUBLISHED_COMPARISON: seed, tables.CLIENT_COMPARISON: client,
+            tables.CLIENT_COMPARISON_SUMMARY: client_comparison_summary(client)}
+
+
+#: The columns of client_comparison_summary.
+CLIENT_SUMMARY_COLUMNS = ["runs_fitted", "runs_held_out", "median_abs_tpot_error",
+                          "median_abs_ttft_error"]
+
+
+def client_comparison_summary(comparison: pd.DataFrame) -> pd.DataFrame:
+    """One row over the rows of :func:`client_comparison`: how many the replay was fitted on
+    and how many it held out (``held_out``), and the median |tpot_error| and |ttft_error| over
+    the fitted ones (NaN without any)."""
+    comparison = comparison.reindex(columns=[*comparison.columns, *(
+        c for c in ("held_out", "tpot_error", "ttft_error") if c not in comparison)])
+    held = comparison["held_out"].astype(bool)
+    fit = comparison[~held]
+    return pd.DataFrame([{"runs_fitted": len(fit), "runs_held_out": int(held.sum()),
+                          "median_abs_tpot_error": float(fit["tpot_error"].abs().median()),
+                          "median_abs_ttft_error": float(fit["ttft_error"].abs().median())}],
+                        columns=CLIENT_SUMMARY_COLUMNS)
 
 
 def _replay_summaries(d: Path) -> list[tuple[str, dict[str, Any]]]:

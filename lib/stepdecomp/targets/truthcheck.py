@@ -34,6 +34,9 @@ FORWARD = columns.FORWARD
 PERIOD = columns.PERIOD
 TRUTH_FILE = "replay_truth.parquet"
 TABLE = tables.TRUTH_CHECK
+SUMMARY_TABLE = tables.TRUTH_SUMMARY
+SUMMARY_COLUMNS = ["target", "experiments", "coverage", "median_abs_rel_error",
+                   "median_rel_error", "pearson_r"]
 ASYNC, SYNC = "async", "sync"
 #: The engine loop of an experiment whose coverage table does not name one (the replay's
 #: default and what the study ran).
@@ -122,3 +125,15 @@ def truth_check_table(data_root: Path, components: pd.DataFrame,
     if coverage is not None and "engine_loop" in coverage:
         loops = dict(zip(coverage[EXP], coverage["engine_loop"].astype(str)))
     return truth_check(components, truths, loops)
+
+
+def truth_summary(check: pd.DataFrame) -> pd.DataFrame:
+    """Per target of a :func:`truth_check` table (in its order): the experiments checked and
+    the medians over them of the coverage, the median absolute and signed relative error and
+    the Pearson r against the truth (N/A cells left out, as pandas' median does)."""
+    out = (check.groupby("target", sort=False)
+           .agg(experiments=(EXP, "size"), coverage=("coverage", "median"),
+                median_abs_rel_error=("median_abs_rel_error", "median"),
+                median_rel_error=("median_rel_error", "median"),
+                pearson_r=("pearson_r", "median")).reset_index())
+    return out[SUMMARY_COLUMNS]
