@@ -4,9 +4,11 @@ The report only reads tables: every number in FINDINGS comes from a table under 
 that a notebook (or ``make sensitivity`` / ``make stepmodel-check``) wrote — the verdicts, the
 attribution's summary and the comparison with the published study included (core.tables
 names them and their writers) — so a directory of tables renders the same FINDINGS without
-the data root. The report selects, sorts and counts rows, takes the medians and extremes its
-sentences quote of a table's column and formats them; it fits no model and decides no
-verdict. What the text states beyond the tables comes from core (thresholds, the names of
+the data root. The report selects, sorts and counts rows and formats them; the medians and
+totals its sentences quote come from summary tables the notebooks write beside their sources
+(stats.summary, targets.truthcheck.truth_summary, run.validate.client_comparison_summary).
+Those it still takes itself are listed, each with why, in
+tests/report/test_report_computes_no_number.py. It fits no model and decides no verdict. What the text states beyond the tables comes from core (thresholds, the names of
 table values) and hw (the GPU and model specs of Setup).
 
 The wording lives in Jinja templates (``stepdecomp/templates/``: ``findings.md.j2`` lists the
