@@ -838,6 +838,7 @@ def _mutate(line: bytes, kind: str, data: st.DataObject) -> list[bytes]:
 EXAMPLES = int(os.environ.get("STEPDECOMP_HYPOTHESIS_EXAMPLES", "120"))
 
 
+@pytest.mark.integration    # whole mutated fixture files through the loader, 60-120 times
 @settings(max_examples=EXAMPLES, deadline=None, database=None,
           suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
