@@ -15,7 +15,7 @@ from stepdecomp import report
 from stepdecomp.core.artefacts import FLOAT_FORMAT
 from stepdecomp.core.paths import data_kind
 from stepdecomp.core.verdicts import PHYSICAL, WITHIN, read_verdicts, verdict_rows, verdict_table
-from stepdecomp.stats import attribution, correlation, per_target, summary
+from stepdecomp.stats import attribution, correlation, moecheck, per_target, summary
 
 #: The target of one target's hand-made tables (they carry no ``target`` column).
 TARGET = "step_forward_us"
@@ -51,12 +51,22 @@ def per_experiment_summary(per: pd.DataFrame) -> pd.DataFrame:
     return through_csv(table).drop(columns="target")
 
 
+def moe_summary(check: pd.DataFrame, delta: pd.DataFrame | None) -> pd.DataFrame:
+    """The summary notebook 04 writes of one target's MoE check (stats.moecheck.moe_summary),
+    read back, without the target."""
+    delta = (pd.DataFrame({"hf_id": [], "delta_r": []}) if delta is None else delta)
+    table = moecheck.moe_summary(check, delta.assign(target=TARGET), TARGET)
+    return through_csv(table).drop(columns="target")
+
+
 def with_notebook04(t: report.PhysicalTables) -> report.PhysicalTables:
     """``t`` with what notebook 04 writes beside its tables: the verdicts and the summaries
     of the attribution (component and grouped) it has."""
     extra: dict[str, object] = {"verdicts": physical_verdicts(t.pure, t.within)}
     if t.per_summary is None:
         extra["per_summary"] = per_experiment_summary(t.per_experiment)
+    if t.moe_check is not None and not t.moe_check.empty and t.moe_summary is None:
+        extra["moe_summary"] = moe_summary(t.moe_check, t.moe_delta)
     if t.attribution is not None and t.fit_summary is not None:
         extra["attribution_summary"] = through_csv(
             attribution.attribution_summary(t.attribution, t.fit_summary))
@@ -143,8 +153,8 @@ def measurement_context(fi: report.FindingsInput) -> dict | None:
 def write_notebook04(dirs: object, by_target: dict[str | None, report.PhysicalTables]) -> None:
     """Write into ``dirs.tables`` what notebook 04 writes beside each target's physical tables
     (``by_target``; target None: tables without a ``target`` column, whose verdicts are on
-    step.duration_us): the verdict tables and the attribution's summaries, and notebook 02's
-    summary of the per-experiment table."""
+    step.duration_us): the verdict tables, the attribution's and the MoE check's summaries,
+    and notebook 02's summary of the per-experiment table."""
     from stepdecomp.core import tables as names
     from stepdecomp.core.columns import DURATION
 
@@ -156,6 +166,7 @@ def write_notebook04(dirs: object, by_target: dict[str | None, report.PhysicalTa
             name = names.VERDICTS_POOLED if kind == PHYSICAL else names.VERDICTS_WITHIN
             verdicts[name].append(verdict_rows(v, kind, target or DURATION, p))
         for name, frame in [(names.PHYSICAL_PER_EXPERIMENT_SUMMARY, w.per_summary),
+                            (names.MOE_SUMMARY, w.moe_summary),
                             (names.ATTRIBUTION_SUMMARY, w.attribution_summary),
                             (names.ATTRIBUTION_TERM_SUMMARY, w.term_summary),
                             (names.GROUP_SUMMARY, w.group_summary),

@@ -42,7 +42,6 @@ ALLOWED: dict[tuple[str, str, str], str] = {
     ("measurement.py", "_client_context", "min"): "TPOT share range (client_summary)",
     ("measurement.py", "_client_context", "max"): "TPOT share range (client_summary)",
     ("measurement.py", "_increments", "max"): "experiments per target (what_explains_increment)",
-    ("moe.py", "moe_check_context", "median"): "median Δr per MoE model (moe_delta_r)",
     ("physical.py", "journeys_context", "median"): "median batch agreement (reconstruction_report)",
     ("physical.py", "lower_bound_context", "max"): "largest fraction below the bound",
     ("physical.py", "lower_bound_context", "sum"): "steps and steps below the bound",
@@ -53,8 +52,6 @@ ALLOWED: dict[tuple[str, str, str], str] = {
     ("physical.py", "differences_context", "max"): "largest fraction below the bound",
     ("seed.py", "summary_context", "sum"): "total steps (parse_report)",
     ("seed.py", "setup_context", "sum"): "parse totals (parse_report)",
-    ("stepmodel.py", "stepmodel_context", "max"): "basis-vs-physical agreement per component",
-    ("stepmodel.py", "stepmodel_context", "sum"): "identified β per model (stepmodel_coefficients)",
 }
 
 

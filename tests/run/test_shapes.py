@@ -140,6 +140,7 @@ def run_shape(experiments: list[tuple], out: Path, data_root: Path) -> tuple[dic
     check, delta = moecheck.moe_check_tables(steps, components, model_specs, GPU, per_target.TARGETS)
     if check is not None:
         tables["moe_gemm_check"], tables["moe_delta_r"] = check, delta
+        tables[moecheck.SUMMARY_TABLE] = moecheck.moe_summary(check, delta, per_target.TARGETS)
     clients = clientmetrics.client_runs_table(data_root)
     periods = components.groupby("experiment_id")["step_period_us"].median().to_dict()
     tables["client_summary"] = clients

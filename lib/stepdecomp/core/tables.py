@@ -76,6 +76,10 @@ TRUTH_CHECK = "target_truth_check"
 TRUTH_SUMMARY = "target_truth_summary"
 MOE_CHECK = "moe_gemm_check"
 MOE_DELTA = "moe_delta_r"
+#: Per MoE model and target: from which token count the GEMM estimate before was flat, how
+#: much each estimate grows from there, the median Δr over its experiments
+#: (stats.moecheck.moe_summary).
+MOE_SUMMARY = "moe_check_summary"
 CLIENT_SUMMARY = "client_summary"
 CLIENT_PLAUSIBILITY = "client_plausibility"
 #: Published runs below the weight-streaming floor of each hardware candidate
@@ -104,6 +108,13 @@ STEPMODEL_DATA = "stepmodel_data"
 STEPMODEL_METHOD = "stepmodel_method"
 #: Per held-out scheme: the predictor with the lowest pooled median APE and the runner-up.
 STEPMODEL_WINNERS = "stepmodel_winners"
+#: Per model and component of stepmodel_basis_vs_physical with a ratio, how far Σ BLIS /
+#: Σ physical is from 1 either way (max(r, 1/r)); then per component the largest over the
+#: models, under the model ALL_MODELS (run.stepmodel_tables.basis_agreement).
+STEPMODEL_BASIS_AGREEMENT = "stepmodel_basis_agreement"
+#: Per model of stepmodel_coefficients: its β's and how many are identified
+#: (run.stepmodel_tables.identified_per_model).
+STEPMODEL_IDENTIFIED = "stepmodel_identified_per_model"
 #: The figure of notebook 07 (FIGURES/<name>.png): held-out predicted vs measured per model.
 STEPMODEL_FIGURE = "stepmodel_predicted_vs_measured"
 
@@ -126,13 +137,14 @@ WRITTEN_BY: dict[str, str] = {
     **dict.fromkeys([PURE_PHASE, PHYSICAL_PURE, ATTRIBUTION_BY_MODEL, WITHIN_EXPERIMENT,
                      VERDICTS_POOLED, VERDICTS_WITHIN, ATTRIBUTION_SUMMARY,
                      ATTRIBUTION_TERM_SUMMARY, GROUP_SUMMARY, GROUP_PAIR_SUMMARY, INCREMENT,
-                     CREDIT, TRUTH_CHECK, TRUTH_SUMMARY, MOE_CHECK, MOE_DELTA, CLIENT_SUMMARY,
-                     CLIENT_PLAUSIBILITY, CLIENT_FLOORS, PERIOD_VS_CLIENT, HEADLINES,
-                     PUBLISHED_COMPARISON, CLIENT_COMPARISON, CLIENT_COMPARISON_SUMMARY],
+                     CREDIT, TRUTH_CHECK, TRUTH_SUMMARY, MOE_CHECK, MOE_DELTA, MOE_SUMMARY,
+                     CLIENT_SUMMARY, CLIENT_PLAUSIBILITY, CLIENT_FLOORS, PERIOD_VS_CLIENT,
+                     HEADLINES, PUBLISHED_COMPARISON, CLIENT_COMPARISON, CLIENT_COMPARISON_SUMMARY],
                     "04_correlation"),
     **dict.fromkeys([STEPMODEL_COEFFICIENTS, STEPMODEL_HELD_OUT, STEPMODEL_FOLD_BETAS,
                      STEPMODEL_BASIS_VS_PHYSICAL, STEPMODEL_DATA, STEPMODEL_METHOD,
-                     STEPMODEL_WINNERS], "07_model"),
+                     STEPMODEL_WINNERS, STEPMODEL_BASIS_AGREEMENT, STEPMODEL_IDENTIFIED],
+                    "07_model"),
     SENSITIVITY: "make sensitivity",
     **dict.fromkeys([STEPMODEL_CLIENT_CHECK, STEPMODEL_CLIENT_SUMMARY], "make stepmodel-check"),
 }

@@ -46,7 +46,8 @@ PHYSICAL_TABLES = [names.PHYSICAL_PURE, names.PHYSICAL_PER_EXPERIMENT, names.LOW
 SUMMARY_TABLES = {names.COMPONENT_ATTRIBUTION: [names.ATTRIBUTION_SUMMARY,
                                                 names.ATTRIBUTION_TERM_SUMMARY],
                   names.GROUP_ATTRIBUTION: [names.GROUP_SUMMARY, names.GROUP_PAIR_SUMMARY],
-                  names.PHYSICAL_PER_EXPERIMENT: [names.PHYSICAL_PER_EXPERIMENT_SUMMARY]}
+                  names.PHYSICAL_PER_EXPERIMENT: [names.PHYSICAL_PER_EXPERIMENT_SUMMARY],
+                  names.MOE_CHECK: [names.MOE_SUMMARY]}
 
 
 @dataclass
@@ -85,6 +86,8 @@ class PhysicalTables:
     pair_summary: pd.DataFrame | None = None
     #: per_experiment's medians over experiments (stats.summary.physical_per_experiment_summary)
     per_summary: pd.DataFrame | None = None
+    #: moe_check and moe_delta per MoE model (stats.moecheck.moe_summary)
+    moe_summary: pd.DataFrame | None = None
 
     def verdict(self, kind: str, prefill_subset: str) -> Verdict:
         """The target's verdict of ``kind`` (physical, within) on ``prefill_subset``; a
@@ -355,7 +358,8 @@ def physical_context(tables: PhysicalTables, seed_verdict: Verdict | None = None
         "per_experiment": physical_per_experiment_context(per, t.per_summary),
         "attribution": attribution,
         "moe": None if t.moe_check is None or t.moe_check.empty else
-        {**moe_check_context(t.moe_check, t.moe_delta, per, models_by_hf_id), "target": target},
+        {**moe_check_context(t.moe_check, t.moe_summary, t.moe_delta, per,
+                                         models_by_hf_id), "target": target},
         "differences": {**differences_context(pure, per, t.lower_bound, seed_pure, v_pure,
                                               v_dom, model_names(models_by_hf_id or {}), target,
                                               t.per_summary),
@@ -405,7 +409,8 @@ def read_physical_tables(dirs: "RunDirs", target: str,
         attribution_summary=read[names.ATTRIBUTION_SUMMARY],
         term_summary=read[names.ATTRIBUTION_TERM_SUMMARY],
         group_summary=read[names.GROUP_SUMMARY], pair_summary=read[names.GROUP_PAIR_SUMMARY],
-        per_summary=read[names.PHYSICAL_PER_EXPERIMENT_SUMMARY])
+        per_summary=read[names.PHYSICAL_PER_EXPERIMENT_SUMMARY],
+        moe_summary=read[names.MOE_SUMMARY])
 
 
 def table_target(dirs: "RunDirs") -> str:
