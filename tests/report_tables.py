@@ -72,6 +72,10 @@ def with_notebook04(t: report.PhysicalTables) -> report.PhysicalTables:
             attribution.attribution_summary(t.attribution, t.fit_summary))
         extra["term_summary"] = through_csv(
             attribution.attribution_term_summary(t.attribution, t.fit_summary))
+        extra["share_sums"] = through_csv(attribution.share_sums(t.attribution, t.fit_summary))
+    if t.attribution_by_model is not None and t.by_model_experiments is None:
+        extra["by_model_experiments"] = through_csv(
+            attribution.by_model_experiments(t.attribution_by_model))
     if t.groups is not None and not t.groups.empty:
         extra["group_summary"] = through_csv(attribution.group_summary(t.groups))
         extra["pair_summary"] = through_csv(attribution.group_pair_summary(t.groups))
@@ -91,7 +95,15 @@ def attribution_context(attr: pd.DataFrame, fit: pd.DataFrame) -> dict:
     """report.attribution.attribution_context with the summaries notebook 04 writes."""
     return report.attribution.attribution_context(
         attr, fit, through_csv(attribution.attribution_summary(attr, fit)),
-        through_csv(attribution.attribution_term_summary(attr, fit)))
+        through_csv(attribution.attribution_term_summary(attr, fit)),
+        through_csv(attribution.share_sums(attr, fit)))
+
+
+def by_model_context(by_model: pd.DataFrame, models_by_hf_id: dict | None = None) -> dict:
+    """report.attribution.by_model_context with the experiments per model notebook 04
+    writes."""
+    return report.attribution.by_model_context(
+        by_model, through_csv(attribution.by_model_experiments(by_model)), models_by_hf_id)
 
 
 def group_context(table: pd.DataFrame) -> dict:
@@ -169,6 +181,8 @@ def write_notebook04(dirs: object, by_target: dict[str | None, report.PhysicalTa
                             (names.MOE_SUMMARY, w.moe_summary),
                             (names.ATTRIBUTION_SUMMARY, w.attribution_summary),
                             (names.ATTRIBUTION_TERM_SUMMARY, w.term_summary),
+                            (names.ATTRIBUTION_SHARE_SUMS, w.share_sums),
+                            (names.ATTRIBUTION_MODEL_EXPERIMENTS, w.by_model_experiments),
                             (names.GROUP_SUMMARY, w.group_summary),
                             (names.GROUP_PAIR_SUMMARY, w.pair_summary)]:
             if frame is not None:

@@ -36,8 +36,6 @@ ALLOWED: dict[tuple[str, str, str], str] = {
     # --- not yet moved to a table (issue 21, left for a later change): each is a reduction
     # over a table's column that a notebook should write as a summary
     ("answer.py", "sensitivity_context", "max"): "draws per headline (sensitivity)",
-    ("attribution.py", "_sum_mismatch", "fsum"): "shares-sum check (component_attribution)",
-    ("attribution.py", "by_model_context", "max"): "experiments per model (attribution_by_model)",
     ("measurement.py", "_client_context", "sum"): "published runs with two events per token",
     ("measurement.py", "_client_context", "min"): "TPOT share range (client_summary)",
     ("measurement.py", "_client_context", "max"): "TPOT share range (client_summary)",

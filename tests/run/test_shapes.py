@@ -130,6 +130,8 @@ def run_shape(experiments: list[tuple], out: Path, data_root: Path) -> tuple[dic
     fit = attribution.Attribution(tables["component_attribution"], tables["fit_summary"])
     tables["attribution_by_model"] = attribution.attribution_by_model(
         fit.component_attribution, attribution.model_keys(components))
+    tables["attribution_by_model_experiments"] = attribution.by_model_experiments(
+        tables["attribution_by_model"])
     tables["within_experiment_correlations"] = per_target.on_targets(
         correlation.within_experiment_correlations, components)
     tables["within_experiment_verdict"] = per_target.on_targets(correlation.within_experiment_table, components)

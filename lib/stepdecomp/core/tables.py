@@ -64,6 +64,12 @@ VERDICTS_WITHIN = "verdicts_within"
 #: .attribution_summary) and per target and term (.attribution_term_summary).
 ATTRIBUTION_SUMMARY = "attribution_summary"
 ATTRIBUTION_TERM_SUMMARY = "attribution_term_summary"
+#: Per target and experiment with a fit: the sum of its valid LMG shares, its R² and whether
+#: they agree (stats.attribution.share_sums).
+ATTRIBUTION_SHARE_SUMS = "attribution_share_sums"
+#: Per target and model of attribution_by_model: its experiments
+#: (stats.attribution.by_model_experiments).
+ATTRIBUTION_MODEL_EXPERIMENTS = "attribution_by_model_experiments"
 #: The grouped attribution over experiments, per target and group
 #: (stats.attribution.group_summary) and per target and pair of groups (.group_pair_summary).
 GROUP_SUMMARY = "group_attribution_summary"
@@ -136,7 +142,8 @@ WRITTEN_BY: dict[str, str] = {
     PHASE_BREAKDOWN: "03_phases",
     **dict.fromkeys([PURE_PHASE, PHYSICAL_PURE, ATTRIBUTION_BY_MODEL, WITHIN_EXPERIMENT,
                      VERDICTS_POOLED, VERDICTS_WITHIN, ATTRIBUTION_SUMMARY,
-                     ATTRIBUTION_TERM_SUMMARY, GROUP_SUMMARY, GROUP_PAIR_SUMMARY, INCREMENT,
+                     ATTRIBUTION_TERM_SUMMARY, ATTRIBUTION_SHARE_SUMS,
+                     ATTRIBUTION_MODEL_EXPERIMENTS, GROUP_SUMMARY, GROUP_PAIR_SUMMARY, INCREMENT,
                      CREDIT, TRUTH_CHECK, TRUTH_SUMMARY, MOE_CHECK, MOE_DELTA, MOE_SUMMARY,
                      CLIENT_SUMMARY, CLIENT_PLAUSIBILITY, CLIENT_FLOORS, PERIOD_VS_CLIENT,
                      HEADLINES, PUBLISHED_COMPARISON, CLIENT_COMPARISON, CLIENT_COMPARISON_SUMMARY],

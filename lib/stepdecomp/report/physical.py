@@ -44,7 +44,9 @@ PHYSICAL_TABLES = [names.PHYSICAL_PURE, names.PHYSICAL_PER_EXPERIMENT, names.LOW
 #: The summaries notebook 04 writes beside the attribution tables: read whenever the table
 #: they summarise is there (a missing one is an error naming it).
 SUMMARY_TABLES = {names.COMPONENT_ATTRIBUTION: [names.ATTRIBUTION_SUMMARY,
-                                                names.ATTRIBUTION_TERM_SUMMARY],
+                                                names.ATTRIBUTION_TERM_SUMMARY,
+                                                names.ATTRIBUTION_SHARE_SUMS],
+                  names.ATTRIBUTION_BY_MODEL: [names.ATTRIBUTION_MODEL_EXPERIMENTS],
                   names.GROUP_ATTRIBUTION: [names.GROUP_SUMMARY, names.GROUP_PAIR_SUMMARY],
                   names.PHYSICAL_PER_EXPERIMENT: [names.PHYSICAL_PER_EXPERIMENT_SUMMARY],
                   names.MOE_CHECK: [names.MOE_SUMMARY]}
@@ -88,6 +90,10 @@ class PhysicalTables:
     per_summary: pd.DataFrame | None = None
     #: moe_check and moe_delta per MoE model (stats.moecheck.moe_summary)
     moe_summary: pd.DataFrame | None = None
+    #: attribution's shares summed per experiment against R² (stats.attribution.share_sums)
+    share_sums: pd.DataFrame | None = None
+    #: attribution_by_model's experiments per model (stats.attribution.by_model_experiments)
+    by_model_experiments: pd.DataFrame | None = None
 
     def verdict(self, kind: str, prefill_subset: str) -> Verdict:
         """The target's verdict of ``kind`` (physical, within) on ``prefill_subset``; a
@@ -340,11 +346,12 @@ def physical_context(tables: PhysicalTables, seed_verdict: Verdict | None = None
     attribution = None
     if t.attribution is not None and t.fit_summary is not None:
         attribution = {**attribution_context(t.attribution, t.fit_summary, t.attribution_summary,
-                                             t.term_summary),
+                                             t.term_summary, t.share_sums),
                        "target": target,
                        "by_model": None if t.attribution_by_model is None
                        or t.attribution_by_model.empty else
-                       by_model_context(t.attribution_by_model, models_by_hf_id),
+                       by_model_context(t.attribution_by_model, t.by_model_experiments,
+                                        models_by_hf_id),
                        "groups": None if t.groups is None or t.groups.empty else
                        group_context(t.groups, t.group_summary, t.pair_summary)}
     return {
@@ -410,7 +417,8 @@ def read_physical_tables(dirs: "RunDirs", target: str,
         term_summary=read[names.ATTRIBUTION_TERM_SUMMARY],
         group_summary=read[names.GROUP_SUMMARY], pair_summary=read[names.GROUP_PAIR_SUMMARY],
         per_summary=read[names.PHYSICAL_PER_EXPERIMENT_SUMMARY],
-        moe_summary=read[names.MOE_SUMMARY])
+        moe_summary=read[names.MOE_SUMMARY], share_sums=read[names.ATTRIBUTION_SHARE_SUMS],
+        by_model_experiments=read[names.ATTRIBUTION_MODEL_EXPERIMENTS])
 
 
 def table_target(dirs: "RunDirs") -> str:
