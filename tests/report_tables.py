@@ -65,6 +65,11 @@ def with_notebook04(t: report.PhysicalTables) -> report.PhysicalTables:
     extra: dict[str, object] = {"verdicts": physical_verdicts(t.pure, t.within)}
     if t.per_summary is None:
         extra["per_summary"] = per_experiment_summary(t.per_experiment)
+    if t.lower_bound is not None and t.lb_summary is None:
+        extra["lb_summary"] = through_csv(summary.lower_bound_summary(
+            t.lower_bound.assign(target=TARGET))).drop(columns="target")
+    if t.reconstruction is not None and t.rec_summary is None:
+        extra["rec_summary"] = through_csv(summary.reconstruction_summary(t.reconstruction))
     if t.moe_check is not None and not t.moe_check.empty and t.moe_summary is None:
         extra["moe_summary"] = moe_summary(t.moe_check, t.moe_delta)
     if t.attribution is not None and t.fit_summary is not None:
@@ -179,6 +184,7 @@ def write_notebook04(dirs: object, by_target: dict[str | None, report.PhysicalTa
             verdicts[name].append(verdict_rows(v, kind, target or DURATION, p))
         for name, frame in [(names.PHYSICAL_PER_EXPERIMENT_SUMMARY, w.per_summary),
                             (names.MOE_SUMMARY, w.moe_summary),
+                            (names.LOWER_BOUND_SUMMARY, w.lb_summary),
                             (names.ATTRIBUTION_SUMMARY, w.attribution_summary),
                             (names.ATTRIBUTION_TERM_SUMMARY, w.term_summary),
                             (names.ATTRIBUTION_SHARE_SUMS, w.share_sums),
@@ -188,6 +194,9 @@ def write_notebook04(dirs: object, by_target: dict[str | None, report.PhysicalTa
             if frame is not None:
                 summaries.setdefault(name, []).append(
                     frame if target is None else frame.assign(target=target))
+        if w.rec_summary is not None:            # reconstruction_report has no target
+            w.rec_summary.to_csv(dirs.tables / f"{names.RECONSTRUCTION_SUMMARY}.csv",
+                                 index=False, na_rep="", float_format=FLOAT_FORMAT)
     for name, rows in verdicts.items():
         if rows:
             verdict_table(rows).to_csv(dirs.tables / f"{name}.csv", index=False, na_rep="",

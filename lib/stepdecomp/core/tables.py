@@ -47,6 +47,11 @@ TARGET_SUMMARY = "target_summary"
 ENGINE_LOOP_SUMMARY = "engine_loop_summary"
 SEED_R_SUMMARY = "seed_r_summary"
 PHYSICAL_PER_EXPERIMENT_SUMMARY = "physical_per_experiment_summary"
+#: Per target, lower_bound_check over experiments: the experiments, their steps and steps
+#: below the bound, the flagged experiments and their largest fraction below.
+LOWER_BOUND_SUMMARY = "lower_bound_summary"
+#: reconstruction_report over experiments: with journeys, with an agreement, its median.
+RECONSTRUCTION_SUMMARY = "reconstruction_summary"
 
 # --------------------------------------------------------------------------- 03_phases
 PHASE_BREAKDOWN = "phase_breakdown"
@@ -138,7 +143,8 @@ WRITTEN_BY: dict[str, str] = {
     **dict.fromkeys([PER_EXPERIMENT, RECONSTRUCTION, TARGET_COVERAGE, TARGET_MEDIANS,
                      LOWER_BOUND, WHAT_EXPLAINS, PHYSICAL_PER_EXPERIMENT, COMPONENT_ATTRIBUTION,
                      FIT_SUMMARY, GROUP_ATTRIBUTION, TARGET_SUMMARY, ENGINE_LOOP_SUMMARY,
-                     SEED_R_SUMMARY, PHYSICAL_PER_EXPERIMENT_SUMMARY], "02_decompose"),
+                     SEED_R_SUMMARY, PHYSICAL_PER_EXPERIMENT_SUMMARY, LOWER_BOUND_SUMMARY,
+                     RECONSTRUCTION_SUMMARY], "02_decompose"),
     PHASE_BREAKDOWN: "03_phases",
     **dict.fromkeys([PURE_PHASE, PHYSICAL_PURE, ATTRIBUTION_BY_MODEL, WITHIN_EXPERIMENT,
                      VERDICTS_POOLED, VERDICTS_WITHIN, ATTRIBUTION_SUMMARY,
