@@ -142,6 +142,10 @@ def with_verdicts(fi: report.FindingsInput) -> report.FindingsInput:
     fi.data_kind = data_kind(fi.data_root)
     if fi.seed_r is None:
         fi.seed_r = through_csv(summary.seed_r_summary(fi.per_experiment))
+    if fi.parse_totals is None:
+        from stepdecomp.traces.load import parse_totals
+
+        fi.parse_totals = through_csv(parse_totals(fi.parse_report))
     verdicts: dict = {}
     m = fi.measurement
     if m is not None:

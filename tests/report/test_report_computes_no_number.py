@@ -44,8 +44,6 @@ ALLOWED: dict[tuple[str, str, str], str] = {
     ("physical.py", "_per_model_change", "median"): "median Δr per model",
     ("physical.py", "_per_model_change", "max"): "spread of the per-model Δr",
     ("physical.py", "_per_model_change", "min"): "spread of the per-model Δr",
-    ("seed.py", "summary_context", "sum"): "total steps (parse_report)",
-    ("seed.py", "setup_context", "sum"): "parse totals (parse_report)",
 }
 
 

@@ -166,6 +166,7 @@ def run_shape(experiments: list[tuple], out: Path, data_root: Path) -> tuple[dic
          for e, s, j, _ in experiments])
     tables["skipped_directories"] = pd.DataFrame(columns=["directory", "reason"])
     tables["parse_report"] = pd.DataFrame(columns=load.REPORT_COLUMNS)
+    tables["parse_totals"] = load.parse_totals(tables["parse_report"])
     for name, t in tables.items():
         outputs.write_table(dirs, name, t)
     fi = report.collect(dirs)

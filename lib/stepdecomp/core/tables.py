@@ -25,6 +25,8 @@ EXPERIMENTS = "experiments"
 SKIPPED_DIRECTORIES = "skipped_directories"
 #: Per trace file: the line and event counts of load.ParseStats.
 PARSE_REPORT = "parse_report"
+#: One row: parse_report's counts over every file (traces.load.parse_totals).
+PARSE_TOTALS = "parse_totals"
 #: What the loader skipped and why, per file and reason.
 SKIPPED_RECORDS = "skipped_records"
 
@@ -138,8 +140,8 @@ STEPMODEL_CLIENT_SUMMARY = "stepmodel_client_summary"
 
 #: Who writes each table: a notebook (its stem) or a make command.
 WRITTEN_BY: dict[str, str] = {
-    **dict.fromkeys([DATASET, EXPERIMENTS, SKIPPED_DIRECTORIES, PARSE_REPORT, SKIPPED_RECORDS],
-                    "01_load"),
+    **dict.fromkeys([DATASET, EXPERIMENTS, SKIPPED_DIRECTORIES, PARSE_REPORT, PARSE_TOTALS,
+                     SKIPPED_RECORDS], "01_load"),
     **dict.fromkeys([PER_EXPERIMENT, RECONSTRUCTION, TARGET_COVERAGE, TARGET_MEDIANS,
                      LOWER_BOUND, WHAT_EXPLAINS, PHYSICAL_PER_EXPERIMENT, COMPONENT_ATTRIBUTION,
                      FIT_SUMMARY, GROUP_ATTRIBUTION, TARGET_SUMMARY, ENGINE_LOOP_SUMMARY,
