@@ -15,7 +15,7 @@ from stepdecomp import report
 from stepdecomp.core.artefacts import FLOAT_FORMAT
 from stepdecomp.core.paths import data_kind
 from stepdecomp.core.verdicts import PHYSICAL, WITHIN, read_verdicts, verdict_rows, verdict_table
-from stepdecomp.stats import attribution, correlation, per_target, summary
+from stepdecomp.stats import attribution, correlation, moecheck, per_target, summary
 
 #: The target of one target's hand-made tables (they carry no ``target`` column).
 TARGET = "step_forward_us"
@@ -51,17 +51,36 @@ def per_experiment_summary(per: pd.DataFrame) -> pd.DataFrame:
     return through_csv(table).drop(columns="target")
 
 
+def moe_summary(check: pd.DataFrame, delta: pd.DataFrame | None) -> pd.DataFrame:
+    """The summary notebook 04 writes of one target's MoE check (stats.moecheck.moe_summary),
+    read back, without the target."""
+    delta = (pd.DataFrame({"hf_id": [], "delta_r": []}) if delta is None else delta)
+    table = moecheck.moe_summary(check, delta.assign(target=TARGET), TARGET)
+    return through_csv(table).drop(columns="target")
+
+
 def with_notebook04(t: report.PhysicalTables) -> report.PhysicalTables:
     """``t`` with what notebook 04 writes beside its tables: the verdicts and the summaries
     of the attribution (component and grouped) it has."""
     extra: dict[str, object] = {"verdicts": physical_verdicts(t.pure, t.within)}
     if t.per_summary is None:
         extra["per_summary"] = per_experiment_summary(t.per_experiment)
+    if t.lower_bound is not None and t.lb_summary is None:
+        extra["lb_summary"] = through_csv(summary.lower_bound_summary(
+            t.lower_bound.assign(target=TARGET))).drop(columns="target")
+    if t.reconstruction is not None and t.rec_summary is None:
+        extra["rec_summary"] = through_csv(summary.reconstruction_summary(t.reconstruction))
+    if t.moe_check is not None and not t.moe_check.empty and t.moe_summary is None:
+        extra["moe_summary"] = moe_summary(t.moe_check, t.moe_delta)
     if t.attribution is not None and t.fit_summary is not None:
         extra["attribution_summary"] = through_csv(
             attribution.attribution_summary(t.attribution, t.fit_summary))
         extra["term_summary"] = through_csv(
             attribution.attribution_term_summary(t.attribution, t.fit_summary))
+        extra["share_sums"] = through_csv(attribution.share_sums(t.attribution, t.fit_summary))
+    if t.attribution_by_model is not None and t.by_model_experiments is None:
+        extra["by_model_experiments"] = through_csv(
+            attribution.by_model_experiments(t.attribution_by_model))
     if t.groups is not None and not t.groups.empty:
         extra["group_summary"] = through_csv(attribution.group_summary(t.groups))
         extra["pair_summary"] = through_csv(attribution.group_pair_summary(t.groups))
@@ -81,7 +100,15 @@ def attribution_context(attr: pd.DataFrame, fit: pd.DataFrame) -> dict:
     """report.attribution.attribution_context with the summaries notebook 04 writes."""
     return report.attribution.attribution_context(
         attr, fit, through_csv(attribution.attribution_summary(attr, fit)),
-        through_csv(attribution.attribution_term_summary(attr, fit)))
+        through_csv(attribution.attribution_term_summary(attr, fit)),
+        through_csv(attribution.share_sums(attr, fit)))
+
+
+def by_model_context(by_model: pd.DataFrame, models_by_hf_id: dict | None = None) -> dict:
+    """report.attribution.by_model_context with the experiments per model notebook 04
+    writes."""
+    return report.attribution.by_model_context(
+        by_model, through_csv(attribution.by_model_experiments(by_model)), models_by_hf_id)
 
 
 def group_context(table: pd.DataFrame) -> dict:
@@ -115,6 +142,10 @@ def with_verdicts(fi: report.FindingsInput) -> report.FindingsInput:
     fi.data_kind = data_kind(fi.data_root)
     if fi.seed_r is None:
         fi.seed_r = through_csv(summary.seed_r_summary(fi.per_experiment))
+    if fi.parse_totals is None:
+        from stepdecomp.traces.load import parse_totals
+
+        fi.parse_totals = through_csv(parse_totals(fi.parse_report))
     verdicts: dict = {}
     m = fi.measurement
     if m is not None:
@@ -143,8 +174,8 @@ def measurement_context(fi: report.FindingsInput) -> dict | None:
 def write_notebook04(dirs: object, by_target: dict[str | None, report.PhysicalTables]) -> None:
     """Write into ``dirs.tables`` what notebook 04 writes beside each target's physical tables
     (``by_target``; target None: tables without a ``target`` column, whose verdicts are on
-    step.duration_us): the verdict tables and the attribution's summaries, and notebook 02's
-    summary of the per-experiment table."""
+    step.duration_us): the verdict tables, the attribution's and the MoE check's summaries,
+    and notebook 02's summary of the per-experiment table."""
     from stepdecomp.core import tables as names
     from stepdecomp.core.columns import DURATION
 
@@ -156,13 +187,20 @@ def write_notebook04(dirs: object, by_target: dict[str | None, report.PhysicalTa
             name = names.VERDICTS_POOLED if kind == PHYSICAL else names.VERDICTS_WITHIN
             verdicts[name].append(verdict_rows(v, kind, target or DURATION, p))
         for name, frame in [(names.PHYSICAL_PER_EXPERIMENT_SUMMARY, w.per_summary),
+                            (names.MOE_SUMMARY, w.moe_summary),
+                            (names.LOWER_BOUND_SUMMARY, w.lb_summary),
                             (names.ATTRIBUTION_SUMMARY, w.attribution_summary),
                             (names.ATTRIBUTION_TERM_SUMMARY, w.term_summary),
+                            (names.ATTRIBUTION_SHARE_SUMS, w.share_sums),
+                            (names.ATTRIBUTION_MODEL_EXPERIMENTS, w.by_model_experiments),
                             (names.GROUP_SUMMARY, w.group_summary),
                             (names.GROUP_PAIR_SUMMARY, w.pair_summary)]:
             if frame is not None:
                 summaries.setdefault(name, []).append(
                     frame if target is None else frame.assign(target=target))
+        if w.rec_summary is not None:            # reconstruction_report has no target
+            w.rec_summary.to_csv(dirs.tables / f"{names.RECONSTRUCTION_SUMMARY}.csv",
+                                 index=False, na_rep="", float_format=FLOAT_FORMAT)
     for name, rows in verdicts.items():
         if rows:
             verdict_table(rows).to_csv(dirs.tables / f"{name}.csv", index=False, na_rep="",

@@ -24,6 +24,7 @@ from stepdecomp.report.render import ABSENT_PREFILL_PCT, R_AGREE
 from stepdecomp.hw.specs import GpuSpec, ModelSpec
 from stepdecomp.run import validate
 from stepdecomp.targets import clientmetrics
+from stepdecomp.traces.load import parse_totals
 from report_tables import (findings_markdown, measurement_context, physical_section,
                            through_csv, write_notebook04)
 
@@ -197,7 +198,8 @@ def _findings_input(extra_sections: list[str] | None = None) -> report.FindingsI
                     hbm_gib=80.0, nvlink_gb_per_s_per_direction=450.0),
         specs=specs, models_by_hf_id={"org/alpha-7b": ["alpha-7b"], "org/beta-moe": ["beta-moe"]},
         extra_sections=extra_sections or [],
-        seed_r=through_csv(summary.seed_r_summary(per)))
+        seed_r=through_csv(summary.seed_r_summary(per)),
+        parse_totals=through_csv(parse_totals(parse)))
 
 
 def _comparison(fi: report.FindingsInput, published: dict | None = None) -> pd.DataFrame:

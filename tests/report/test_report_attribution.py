@@ -115,21 +115,33 @@ def _summaries() -> tuple[pd.DataFrame, pd.DataFrame]:
             through_csv(stats_attribution.attribution_term_summary(_attribution(), _fit_summary())))
 
 
+def _sums() -> pd.DataFrame:
+    """share_sums of the hand-made tables, read back."""
+    return through_csv(stats_attribution.share_sums(_attribution(), _fit_summary()))
+
+
 def test_missing_columns_name_the_table():
     summary, terms = _summaries()
     with pytest.raises(KeyError, match=r"component_attribution lacks column\(s\) \['identified'\]"):
         attribution.attribution_context(_attribution().drop(columns="identified"), _fit_summary(),
-                                        summary, terms)
+                                        summary, terms, _sums())
     with pytest.raises(KeyError, match=r"fit_summary lacks column\(s\) \['intercept_us'\]"):
         attribution.attribution_context(_attribution(), _fit_summary().drop(columns="intercept_us"),
-                                        summary, terms)
+                                        summary, terms, _sums())
     with pytest.raises(KeyError, match=r"attribution_term_summary lacks column\(s\) "
                        r"\['median_share'\]"):
         attribution.attribution_context(_attribution(), _fit_summary(), summary,
-                                        terms.drop(columns="median_share"))
+                                        terms.drop(columns="median_share"), _sums())
     with pytest.raises(KeyError, match=r"attribution_summary lacks column\(s\) \['r2_max'\]"):
         attribution.attribution_context(_attribution(), _fit_summary(),
-                                        summary.drop(columns="r2_max"), terms)
+                                        summary.drop(columns="r2_max"), terms, _sums())
+    with pytest.raises(KeyError, match=r"attribution_share_sums lacks column\(s\) "
+                       r"\['sums_to_r2'\]"):
+        attribution.attribution_context(_attribution(), _fit_summary(), summary, terms,
+                                        _sums().drop(columns="sums_to_r2"))
+    with pytest.raises(KeyError, match="needs its summary attribution_share_sums "
+                       r"\(notebook 04_correlation writes it\)"):
+        attribution.attribution_context(_attribution(), _fit_summary(), summary, terms, None)
 
 
 def test_the_summary_is_read_not_computed():
@@ -138,9 +150,21 @@ def test_the_summary_is_read_not_computed():
     summary, terms = _summaries()
     summary["r2_median"] = 0.123
     terms.loc[terms["term"] == "phys_gemm_us", "median_coef"] = 7.5
-    f = attribution.attribution_context(_attribution(), _fit_summary(), summary, terms)["fitted"]
+    f = attribution.attribution_context(_attribution(), _fit_summary(), summary, terms,
+                                        _sums())["fitted"]
     assert f["r2_median"] == 0.123
     assert {c["term"]: c["median"] for c in f["coefs"]}["phys_gemm_us"] == 7.5
+
+
+def test_the_share_sum_check_is_read_not_computed():
+    """The experiments whose shares do not sum to R² are those share_sums marks."""
+    summary, terms = _summaries()
+    sums = _sums()
+    assert sums["sums_to_r2"].tolist() == [True, True]
+    sums.loc[1, ["share_sum", "sums_to_r2"]] = [0.5, False]
+    ctx = attribution.attribution_context(_attribution(), _fit_summary(), summary, terms, sums)
+    assert ctx["sum_mismatch"] == [{"model": "beta-moe", "workload": "roleplay", "total": 0.5,
+                                    "r2": 0.6}]
 
 
 def test_reasons_and_an_unidentified_intercept():
@@ -171,13 +195,19 @@ def test_per_model_summary_counts_an_hf_model_once():
         "n_experiments": 4, "n_identified": [3, 0], "median_coef": [1.21, np.nan],
         "median_lmg_share_r2": [0.297, 0.05]})
     ctx = attribution.by_model_context(
-        by_model, {"meta-llama/Llama-2-70b-hf": ["llama-2-70b", "llama-2-70b-hf"]})
+        by_model, through_csv(stats_attribution.by_model_experiments(by_model)),
+        {"meta-llama/Llama-2-70b-hf": ["llama-2-70b", "llama-2-70b-hf"]})
     assert ctx["terms"] == ["phys_gemm_us", "phys_allreduce_us"]
     assert ctx["shares"].values.tolist() == [["llama-2-70b / llama-2-70b-hf", 4, "29.7%", "5.0%"]]
     assert ctx["coefs"].values.tolist() == [["llama-2-70b / llama-2-70b-hf", "1.21 (3 of 4)",
                                              "not identified (0 of 4)"]]
     with pytest.raises(KeyError, match=r"attribution_by_model lacks column\(s\) \['median_coef'\]"):
-        attribution.by_model_context(by_model.drop(columns="median_coef"))
+        attribution.by_model_context(by_model.drop(columns="median_coef"), None)
+    with pytest.raises(KeyError, match="needs its summary attribution_by_model_experiments"):
+        attribution.by_model_context(by_model, None)
+    with pytest.raises(KeyError, match=r"attribution_by_model_experiments lacks column\(s\) "
+                       r"\['n_experiments'\]"):
+        attribution.by_model_context(by_model, pd.DataFrame({"model_key": ["x"]}))
 
 
 def test_the_whole_section_prints_no_share_outside_zero_to_one_hundred():

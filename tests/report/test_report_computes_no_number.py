@@ -36,25 +36,14 @@ ALLOWED: dict[tuple[str, str, str], str] = {
     # --- not yet moved to a table (issue 21, left for a later change): each is a reduction
     # over a table's column that a notebook should write as a summary
     ("answer.py", "sensitivity_context", "max"): "draws per headline (sensitivity)",
-    ("attribution.py", "_sum_mismatch", "fsum"): "shares-sum check (component_attribution)",
-    ("attribution.py", "by_model_context", "max"): "experiments per model (attribution_by_model)",
     ("measurement.py", "_client_context", "sum"): "published runs with two events per token",
     ("measurement.py", "_client_context", "min"): "TPOT share range (client_summary)",
     ("measurement.py", "_client_context", "max"): "TPOT share range (client_summary)",
     ("measurement.py", "_increments", "max"): "experiments per target (what_explains_increment)",
-    ("moe.py", "moe_check_context", "median"): "median Δr per MoE model (moe_delta_r)",
-    ("physical.py", "journeys_context", "median"): "median batch agreement (reconstruction_report)",
-    ("physical.py", "lower_bound_context", "max"): "largest fraction below the bound",
-    ("physical.py", "lower_bound_context", "sum"): "steps and steps below the bound",
     ("physical.py", "_subset_n", "max"): "steps of a subset (physical_pure_phase_correlations)",
     ("physical.py", "_per_model_change", "median"): "median Δr per model",
     ("physical.py", "_per_model_change", "max"): "spread of the per-model Δr",
     ("physical.py", "_per_model_change", "min"): "spread of the per-model Δr",
-    ("physical.py", "differences_context", "max"): "largest fraction below the bound",
-    ("seed.py", "summary_context", "sum"): "total steps (parse_report)",
-    ("seed.py", "setup_context", "sum"): "parse totals (parse_report)",
-    ("stepmodel.py", "stepmodel_context", "max"): "basis-vs-physical agreement per component",
-    ("stepmodel.py", "stepmodel_context", "sum"): "identified β per model (stepmodel_coefficients)",
 }
 
 

@@ -7,15 +7,8 @@ import pytest
 
 from stepdecomp.stats import moecheck
 from stepdecomp.report import moe
-from report_tables import physical_section
+from report_tables import moe_summary, physical_section
 from test_report import _moe_check, _moe_delta, _report_tables
-
-
-def test_flat_from():
-    tokens = pd.Series([1, 16, 64, 256, 1024])
-    assert moe.flat_from(tokens, pd.Series([400.0, 1390.0, 1400.0, 1400.0, 1417.8])) == 16
-    assert moe.flat_from(tokens, pd.Series([1.0, 2.0, 4.0, 8.0, 16.0])) == 1024   # never flat
-    assert moe.flat_from(tokens, pd.Series([5.0] * 5)) == 1
 
 
 def _per() -> pd.DataFrame:
@@ -36,7 +29,8 @@ def _delta() -> pd.DataFrame:
 
 def test_moe_context_numbers():
     by_hf_id = {"org/beta-moe": ["beta-moe", "beta-moe-hf"]}
-    (m,) = moe.moe_check_context(_moe_check(), _delta(), _per(), by_hf_id)["models"]
+    (m,) = moe.moe_check_context(_moe_check(), moe_summary(_moe_check(), _delta()), _delta(),
+                                 _per(), by_hf_id)["models"]
     assert (m["model"], m["tp"], m["flat_from"], m["tokens_max"], m["flat"]) == \
         ("beta-moe / beta-moe-hf", 2, 16, 1024, True)
     # 1417.8 / 1390 and 2600 / 600, both from 16 tokens
@@ -74,9 +68,17 @@ def test_moe_without_change_says_so():
 
 def test_moe_tables_need_their_columns():
     with pytest.raises(KeyError, match=r"moe_gemm_check lacks column\(s\) \['gemm_new_us'\]"):
-        moe.moe_check_context(_moe_check().drop(columns="gemm_new_us"))
+        moe.moe_check_context(_moe_check().drop(columns="gemm_new_us"), None)
+    summary = moe_summary(_moe_check(), _moe_delta())
     with pytest.raises(KeyError, match=r"moe_delta_r lacks column\(s\) \['r_old'\]"):
-        moe.moe_check_context(_moe_check(), _moe_delta().drop(columns="r_old"))
+        moe.moe_check_context(_moe_check(), summary, _moe_delta().drop(columns="r_old"))
+    with pytest.raises(KeyError, match=r"moe_check_summary lacks column\(s\) \['growth_new'\]"):
+        moe.moe_check_context(_moe_check(), summary.drop(columns="growth_new"))
+    with pytest.raises(KeyError, match="moe_gemm_check is there but not moe_check_summary "
+                       r"\(notebook 04_correlation writes both\)"):
+        moe.moe_check_context(_moe_check(), None)
+    with pytest.raises(KeyError, match="moe_check_summary has no row of org/beta-moe at TP 2"):
+        moe.moe_check_context(_moe_check(), summary.assign(tp=4))
 
 
 def test_moe_tables_from_the_physical_model():

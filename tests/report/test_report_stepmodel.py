@@ -54,7 +54,11 @@ def _tables() -> dict[str, pd.DataFrame]:
             stepmodel_tables.FOLD_BETAS: pd.DataFrame(), stepmodel_tables.BASIS_VS_PHYSICAL:
             comparison, stepmodel_tables.DATA_SUMMARY: data,
             stepmodel_tables.METHOD: through_csv(stepmodel_tables.method_table()),
-            stepmodel_tables.WINNERS: through_csv(stepmodel_tables.winners_table(errors))}
+            stepmodel_tables.WINNERS: through_csv(stepmodel_tables.winners_table(errors)),
+            stepmodel_tables.BASIS_AGREEMENT: through_csv(
+                stepmodel_tables.basis_agreement(comparison)),
+            stepmodel_tables.IDENTIFIED: through_csv(stepmodel_tables.identified_per_model(
+                pd.concat([coef, per_model])))}
 
 
 def test_context_names_the_winner_and_the_disagreement() -> None:

@@ -1,6 +1,6 @@
 """Tables the drivers write for FINDINGS: the comparison with the published study
 (validate.seed_comparison, published_tables), the step-time model's method and winners
-(stepmodel_tables.method_table, winners_table)."""
+(stepmodel_tables.method_table, winners_table, basis_agreement, identified_per_model)."""
 
 from __future__ import annotations
 
@@ -123,6 +123,32 @@ def test_winners_table_by_hand():
     assert np.isnan(t.iloc[1]["ratio"])                          # no ratio to a best of 0
     with pytest.raises(ValueError, match="fewer than 2 predictors"):
         ST.winners_table(errors[errors["predictor"] == "fitted"])
+
+
+def test_basis_agreement_by_hand():
+    comparison = pd.DataFrame({
+        "model": ["A", "A", "B", "B", "B"],
+        "component": ["weights read", "TP all-reduce", "weights read", "TP all-reduce",
+                      "prefill compute"],
+        "ratio_median": [1.0, 0.03, 1.0, 0.5, np.nan],            # B's prefill: no ratio
+        "ratio_of_sums": [0.8, 0.025, 1.04, 4.0, np.nan]})
+    t = ST.basis_agreement(comparison)
+    assert t.columns.tolist() == ST.BASIS_AGREEMENT_COLUMNS
+    assert t["model"].tolist() == ["A", "A", "B", "B", fit.ALL_MODELS, fit.ALL_MODELS]
+    assert t["component"].tolist() == ["weights read", "TP all-reduce", "weights read",
+                                       "TP all-reduce", "weights read", "TP all-reduce"]
+    # max(r, 1/r): 1/0.8 = 1.25, 1/0.025 = 40, 1.04, 4; per component the larger
+    assert t["deviation"].tolist() == pytest.approx([1.25, 40.0, 1.04, 4.0, 1.25, 40.0])
+    assert t["ratio_of_sums"].iloc[:4].tolist() == [0.8, 0.025, 1.04, 4.0]
+    assert t["ratio_of_sums"].iloc[4:].isna().all()
+
+
+def test_identified_per_model_by_hand():
+    coef = pd.DataFrame({"scope": [fit.ALL_MODELS] * 2 + ["B"] * 3 + ["A"] * 2,
+                         "identified": [True, True, True, False, True, False, False]})
+    t = ST.identified_per_model(coef)
+    assert t.columns.tolist() == ST.IDENTIFIED_COLUMNS
+    assert t.values.tolist() == [["A", 2, 0], ["B", 3, 2]]       # sorted, ALL_MODELS left out
 
 
 def test_client_comparison_summary_counts_and_medians_the_fitted_runs():

@@ -130,6 +130,8 @@ def run_shape(experiments: list[tuple], out: Path, data_root: Path) -> tuple[dic
     fit = attribution.Attribution(tables["component_attribution"], tables["fit_summary"])
     tables["attribution_by_model"] = attribution.attribution_by_model(
         fit.component_attribution, attribution.model_keys(components))
+    tables["attribution_by_model_experiments"] = attribution.by_model_experiments(
+        tables["attribution_by_model"])
     tables["within_experiment_correlations"] = per_target.on_targets(
         correlation.within_experiment_correlations, components)
     tables["within_experiment_verdict"] = per_target.on_targets(correlation.within_experiment_table, components)
@@ -140,6 +142,7 @@ def run_shape(experiments: list[tuple], out: Path, data_root: Path) -> tuple[dic
     check, delta = moecheck.moe_check_tables(steps, components, model_specs, GPU, per_target.TARGETS)
     if check is not None:
         tables["moe_gemm_check"], tables["moe_delta_r"] = check, delta
+        tables[moecheck.SUMMARY_TABLE] = moecheck.moe_summary(check, delta, per_target.TARGETS)
     clients = clientmetrics.client_runs_table(data_root)
     periods = components.groupby("experiment_id")["step_period_us"].median().to_dict()
     tables["client_summary"] = clients
@@ -163,6 +166,7 @@ def run_shape(experiments: list[tuple], out: Path, data_root: Path) -> tuple[dic
          for e, s, j, _ in experiments])
     tables["skipped_directories"] = pd.DataFrame(columns=["directory", "reason"])
     tables["parse_report"] = pd.DataFrame(columns=load.REPORT_COLUMNS)
+    tables["parse_totals"] = load.parse_totals(tables["parse_report"])
     for name, t in tables.items():
         outputs.write_table(dirs, name, t)
     fi = report.collect(dirs)

@@ -1,7 +1,7 @@
 """The tables notebook 04 writes for FINDINGS from the statistics: the verdicts
 (per_target.pooled_verdict_table, within_verdict_table), the attribution's summaries
-(attribution.attribution_summary, attribution_term_summary, group_summary,
-group_pair_summary) and the credit of the regressor sets (explain.credit_table), each on
+(attribution.attribution_summary, attribution_term_summary, share_sums, by_model_experiments,
+group_summary, group_pair_summary) and the credit of the regressor sets (explain.credit_table), each on
 hand-made tables with the values worked out by hand."""
 
 from __future__ import annotations
@@ -200,9 +200,46 @@ def test_group_pair_summary_by_hand():
 def test_summary_tables_are_named_as_the_report_reads_them():
     attr, fit = _component_attribution()
     out = A.summary_tables(A.Attribution(attr, fit), _groups())
-    assert list(out) == [names.ATTRIBUTION_SUMMARY, names.ATTRIBUTION_TERM_SUMMARY,
-                         names.GROUP_SUMMARY, names.GROUP_PAIR_SUMMARY]
+    assert list(out) == [names.ATTRIBUTION_SUMMARY, names.ATTRIBUTION_SHARE_SUMS,
+                         names.ATTRIBUTION_TERM_SUMMARY, names.GROUP_SUMMARY,
+                         names.GROUP_PAIR_SUMMARY]
     pd.testing.assert_frame_equal(out[names.GROUP_SUMMARY], A.group_summary(_groups()))
+
+
+def test_share_sums_by_hand():
+    """Per target and experiment with a fit: the valid shares summed (a share outside [0, 1]
+    left out, rounding noise below 0 counted as 0) against R², within 1e-3."""
+    attr = pd.DataFrame({
+        "target": ["t"] * 7 + ["u"] * 2,
+        "experiment_id": ["e2", "e2", "e1", "e1", "e1", "e3", "e3", "e1", "e1"],
+        "model": "m", "workload": "w",
+        "lmg_share_r2": [0.3, 0.2, 0.4, 1.5, -1e-9, 0.1, 0.1, 0.25, 0.25]})
+    fit = pd.DataFrame({"target": ["t", "t", "t", "u"], "experiment_id": ["e1", "e2", "e3", "e1"],
+                        "model": ["m1", "m2", "m3", "m1"], "workload": ["w1", "w2", "w3", "w1"],
+                        "r2": [0.4005, 0.6, np.nan, 0.5]})
+    s = A.share_sums(attr, fit)
+    assert s.columns.tolist() == A.SHARE_SUM_COLUMNS
+    # e1: 0.4 + 0 (1.5 invalid) = 0.4 vs 0.4005 (within 1e-3); e2: 0.5 vs 0.6; e3: no fit
+    assert s[["target", "experiment_id", "model", "workload", "sums_to_r2"]].values.tolist() == [
+        ["t", "e1", "m1", "w1", True], ["t", "e2", "m2", "w2", False],
+        ["u", "e1", "m1", "w1", True]]
+    assert s["share_sum"].tolist() == pytest.approx([0.4, 0.5, 0.5])
+    assert s["r2"].tolist() == pytest.approx([0.4005, 0.6, 0.5])
+    one = A.share_sums(attr[attr["target"] == "u"].drop(columns="target"),
+                       fit[fit["target"] == "u"].drop(columns="target"))
+    assert one.columns.tolist() == [c for c in A.SHARE_SUM_COLUMNS if c != "target"]
+    assert one["sums_to_r2"].tolist() == [True]
+
+
+def test_by_model_experiments_by_hand():
+    by_model = pd.DataFrame({"target": ["t", "t", "t", "u"],
+                             "model_key": ["org/b", "org/b", "org/a", "org/b"],
+                             "term": ["x", "y", "x", "x"], "n_experiments": [3, 4, 2, 1]})
+    m = A.by_model_experiments(by_model)
+    assert m.columns.tolist() == A.MODEL_EXPERIMENTS_COLUMNS
+    assert m.values.tolist() == [["t", "org/b", 4], ["t", "org/a", 2], ["u", "org/b", 1]]
+    one = A.by_model_experiments(by_model.drop(columns="target").iloc[:3])
+    assert one.values.tolist() == [["org/b", 4], ["org/a", 2]]
 
 
 # --------------------------------------------------------------------------- what explains

@@ -97,7 +97,9 @@ def test_physical_per_experiment_summary_over_experiments_with_both_r():
 def test_decompose_summaries_names_every_table_notebook_02_writes():
     tables = {names.TARGET_MEDIANS: pd.DataFrame({"step.duration_us": [1.0]}),
               names.LOWER_BOUND: pd.DataFrame({"target": ["step.duration_us"],
-                                               "fraction_below": [0.5]}),
+                                               "fraction_below": [0.5], "n_steps": [4],
+                                               "n_below": [2], "flagged": [True]}),
+              names.RECONSTRUCTION: pd.DataFrame({"has_journeys": [True], "agreement": [1.0]}),
               names.TARGET_COVERAGE: _coverage(),
               names.PER_EXPERIMENT: pd.DataFrame({"component": ["total_analytical_us"],
                                                   "workload": ["w"], "pearson_r": [0.5]}),
@@ -106,8 +108,38 @@ def test_decompose_summaries_names_every_table_notebook_02_writes():
                    "delta_r": [0.1], "phys_spearman_r": [0.3]})}
     out = summary.decompose_summaries(tables, TARGETS)
     assert sorted(out) == sorted([names.TARGET_SUMMARY, names.ENGINE_LOOP_SUMMARY,
-                                  names.SEED_R_SUMMARY, names.PHYSICAL_PER_EXPERIMENT_SUMMARY])
+                                  names.SEED_R_SUMMARY, names.PHYSICAL_PER_EXPERIMENT_SUMMARY,
+                                  names.LOWER_BOUND_SUMMARY, names.RECONSTRUCTION_SUMMARY])
     assert all(names.WRITTEN_BY[n] == "02_decompose" for n in out)
+
+
+def test_lower_bound_summary_by_hand():
+    lb = pd.DataFrame({"target": ["t2", "t2", "t2", "t1", "t1"],
+                       "n_steps": [100, 200, 50, 10, 20], "n_below": [0, 30, 50, 0, 0],
+                       "fraction_below": [0.0, 0.15, 1.0, 0.0, 0.0],
+                       "flagged": ["False", "True", "True", "False", "False"]})  # as read back
+    s = summary.lower_bound_summary(lb)
+    assert list(s.columns) == summary.LOWER_BOUND_SUMMARY_COLUMNS
+    assert s.iloc[:, :5].values.tolist() == [["t2", 3, 350, 80, 2], ["t1", 2, 30, 0, 0]]
+    assert s["max_fraction_below_flagged"].iloc[0] == 1.0
+    assert math.isnan(s["max_fraction_below_flagged"].iloc[1])        # none flagged
+    # without a flagged column an experiment with a step below the bound is flagged
+    s = summary.lower_bound_summary(lb.drop(columns="flagged").assign(n_below=[0, 0, 5, 1, 0]))
+    assert s["flagged_experiments"].tolist() == [1, 1]
+    assert s["max_fraction_below_flagged"].tolist() == [1.0, 0.0]
+
+
+def test_reconstruction_summary_by_hand():
+    rec = pd.DataFrame({"has_journeys": [True, True, False, True],
+                        "agreement": [0.9, math.nan, 0.1, 0.95]})
+    s = summary.reconstruction_summary(rec)
+    assert list(s.columns) == summary.RECONSTRUCTION_SUMMARY_COLUMNS
+    assert s.iloc[0, :3].tolist() == [4, 3, 2]                 # the no-journey 0.1 left out
+    assert s["median_agreement"].iloc[0] == pytest.approx(0.925)
+    none = summary.reconstruction_summary(rec.assign(has_journeys=False))
+    assert none.iloc[0, :3].tolist() == [4, 0, 0] and math.isnan(none["median_agreement"].iloc[0])
+    bare = summary.reconstruction_summary(pd.DataFrame({"experiment_id": ["a"]}))
+    assert bare.iloc[0, :3].tolist() == [1, 0, 0]
 
 
 def test_engine_loop_summary_keeps_its_labels_through_csv(tmp_path):

@@ -258,3 +258,16 @@ def test_save_dataset_writes_what_the_report_reads(fixture_root, tmp_path):
         [[GENERAL, "line", 1, 21]]
     assert artefacts.read_parse_report(dirs)["steps"].sum() == 312
     assert load.dataset_table(tmp_path).values.tolist() == [[tmp_path.as_posix(), "own"]]
+
+
+def test_parse_totals_sums_the_parse_report_by_hand():
+    report = pd.DataFrame({"file": ["a", "b", "c"], "steps": [10, 0, 5],
+                           "malformed_lines": [1, 2, 0], "blank_lines": [0, 0, 3],
+                           "ignored_lines": [4, 0, 0], "rejected_events": [0, 7, 1]})
+    t = load.parse_totals(report)
+    assert t.columns.tolist() == load.PARSE_TOTAL_COLUMNS
+    assert t.values.tolist() == [[3, 15, 3, 3, 4, 8]]
+    # a report without the optional counts (an older table) counts them 0
+    old = load.parse_totals(report.drop(columns=["ignored_lines", "rejected_events"]))
+    assert old.values.tolist() == [[3, 15, 3, 3, 0, 0]]
+    assert load.parse_totals(report.iloc[:0]).values.tolist() == [[0, 0, 0, 0, 0, 0]]

@@ -25,6 +25,8 @@ EXPERIMENTS = "experiments"
 SKIPPED_DIRECTORIES = "skipped_directories"
 #: Per trace file: the line and event counts of load.ParseStats.
 PARSE_REPORT = "parse_report"
+#: One row: parse_report's counts over every file (traces.load.parse_totals).
+PARSE_TOTALS = "parse_totals"
 #: What the loader skipped and why, per file and reason.
 SKIPPED_RECORDS = "skipped_records"
 
@@ -47,6 +49,11 @@ TARGET_SUMMARY = "target_summary"
 ENGINE_LOOP_SUMMARY = "engine_loop_summary"
 SEED_R_SUMMARY = "seed_r_summary"
 PHYSICAL_PER_EXPERIMENT_SUMMARY = "physical_per_experiment_summary"
+#: Per target, lower_bound_check over experiments: the experiments, their steps and steps
+#: below the bound, the flagged experiments and their largest fraction below.
+LOWER_BOUND_SUMMARY = "lower_bound_summary"
+#: reconstruction_report over experiments: with journeys, with an agreement, its median.
+RECONSTRUCTION_SUMMARY = "reconstruction_summary"
 
 # --------------------------------------------------------------------------- 03_phases
 PHASE_BREAKDOWN = "phase_breakdown"
@@ -64,6 +71,12 @@ VERDICTS_WITHIN = "verdicts_within"
 #: .attribution_summary) and per target and term (.attribution_term_summary).
 ATTRIBUTION_SUMMARY = "attribution_summary"
 ATTRIBUTION_TERM_SUMMARY = "attribution_term_summary"
+#: Per target and experiment with a fit: the sum of its valid LMG shares, its R² and whether
+#: they agree (stats.attribution.share_sums).
+ATTRIBUTION_SHARE_SUMS = "attribution_share_sums"
+#: Per target and model of attribution_by_model: its experiments
+#: (stats.attribution.by_model_experiments).
+ATTRIBUTION_MODEL_EXPERIMENTS = "attribution_by_model_experiments"
 #: The grouped attribution over experiments, per target and group
 #: (stats.attribution.group_summary) and per target and pair of groups (.group_pair_summary).
 GROUP_SUMMARY = "group_attribution_summary"
@@ -76,6 +89,10 @@ TRUTH_CHECK = "target_truth_check"
 TRUTH_SUMMARY = "target_truth_summary"
 MOE_CHECK = "moe_gemm_check"
 MOE_DELTA = "moe_delta_r"
+#: Per MoE model and target: from which token count the GEMM estimate before was flat, how
+#: much each estimate grows from there, the median Δr over its experiments
+#: (stats.moecheck.moe_summary).
+MOE_SUMMARY = "moe_check_summary"
 CLIENT_SUMMARY = "client_summary"
 CLIENT_PLAUSIBILITY = "client_plausibility"
 #: Published runs below the weight-streaming floor of each hardware candidate
@@ -104,6 +121,13 @@ STEPMODEL_DATA = "stepmodel_data"
 STEPMODEL_METHOD = "stepmodel_method"
 #: Per held-out scheme: the predictor with the lowest pooled median APE and the runner-up.
 STEPMODEL_WINNERS = "stepmodel_winners"
+#: Per model and component of stepmodel_basis_vs_physical with a ratio, how far Σ BLIS /
+#: Σ physical is from 1 either way (max(r, 1/r)); then per component the largest over the
+#: models, under the model ALL_MODELS (run.stepmodel_tables.basis_agreement).
+STEPMODEL_BASIS_AGREEMENT = "stepmodel_basis_agreement"
+#: Per model of stepmodel_coefficients: its β's and how many are identified
+#: (run.stepmodel_tables.identified_per_model).
+STEPMODEL_IDENTIFIED = "stepmodel_identified_per_model"
 #: The figure of notebook 07 (FIGURES/<name>.png): held-out predicted vs measured per model.
 STEPMODEL_FIGURE = "stepmodel_predicted_vs_measured"
 
@@ -116,23 +140,26 @@ STEPMODEL_CLIENT_SUMMARY = "stepmodel_client_summary"
 
 #: Who writes each table: a notebook (its stem) or a make command.
 WRITTEN_BY: dict[str, str] = {
-    **dict.fromkeys([DATASET, EXPERIMENTS, SKIPPED_DIRECTORIES, PARSE_REPORT, SKIPPED_RECORDS],
-                    "01_load"),
+    **dict.fromkeys([DATASET, EXPERIMENTS, SKIPPED_DIRECTORIES, PARSE_REPORT, PARSE_TOTALS,
+                     SKIPPED_RECORDS], "01_load"),
     **dict.fromkeys([PER_EXPERIMENT, RECONSTRUCTION, TARGET_COVERAGE, TARGET_MEDIANS,
                      LOWER_BOUND, WHAT_EXPLAINS, PHYSICAL_PER_EXPERIMENT, COMPONENT_ATTRIBUTION,
                      FIT_SUMMARY, GROUP_ATTRIBUTION, TARGET_SUMMARY, ENGINE_LOOP_SUMMARY,
-                     SEED_R_SUMMARY, PHYSICAL_PER_EXPERIMENT_SUMMARY], "02_decompose"),
+                     SEED_R_SUMMARY, PHYSICAL_PER_EXPERIMENT_SUMMARY, LOWER_BOUND_SUMMARY,
+                     RECONSTRUCTION_SUMMARY], "02_decompose"),
     PHASE_BREAKDOWN: "03_phases",
     **dict.fromkeys([PURE_PHASE, PHYSICAL_PURE, ATTRIBUTION_BY_MODEL, WITHIN_EXPERIMENT,
                      VERDICTS_POOLED, VERDICTS_WITHIN, ATTRIBUTION_SUMMARY,
-                     ATTRIBUTION_TERM_SUMMARY, GROUP_SUMMARY, GROUP_PAIR_SUMMARY, INCREMENT,
-                     CREDIT, TRUTH_CHECK, TRUTH_SUMMARY, MOE_CHECK, MOE_DELTA, CLIENT_SUMMARY,
-                     CLIENT_PLAUSIBILITY, CLIENT_FLOORS, PERIOD_VS_CLIENT, HEADLINES,
-                     PUBLISHED_COMPARISON, CLIENT_COMPARISON, CLIENT_COMPARISON_SUMMARY],
+                     ATTRIBUTION_TERM_SUMMARY, ATTRIBUTION_SHARE_SUMS,
+                     ATTRIBUTION_MODEL_EXPERIMENTS, GROUP_SUMMARY, GROUP_PAIR_SUMMARY, INCREMENT,
+                     CREDIT, TRUTH_CHECK, TRUTH_SUMMARY, MOE_CHECK, MOE_DELTA, MOE_SUMMARY,
+                     CLIENT_SUMMARY, CLIENT_PLAUSIBILITY, CLIENT_FLOORS, PERIOD_VS_CLIENT,
+                     HEADLINES, PUBLISHED_COMPARISON, CLIENT_COMPARISON, CLIENT_COMPARISON_SUMMARY],
                     "04_correlation"),
     **dict.fromkeys([STEPMODEL_COEFFICIENTS, STEPMODEL_HELD_OUT, STEPMODEL_FOLD_BETAS,
                      STEPMODEL_BASIS_VS_PHYSICAL, STEPMODEL_DATA, STEPMODEL_METHOD,
-                     STEPMODEL_WINNERS], "07_model"),
+                     STEPMODEL_WINNERS, STEPMODEL_BASIS_AGREEMENT, STEPMODEL_IDENTIFIED],
+                    "07_model"),
     SENSITIVITY: "make sensitivity",
     **dict.fromkeys([STEPMODEL_CLIENT_CHECK, STEPMODEL_CLIENT_SUMMARY], "make stepmodel-check"),
 }

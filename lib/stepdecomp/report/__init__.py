@@ -177,6 +177,7 @@ def collect(dirs: "RunDirs", hardware: str = DEFAULT_HARDWARE) -> FindingsInput:
     fi.headlines = headline_values(dirs)
     fi.engine_loop = engine_loop(loops)
     fi.seed_r = read_table(dirs, names.SEED_R_SUMMARY)
+    fi.parse_totals = read_table(dirs, names.PARSE_TOTALS)
     stepmodel_tables = read_stepmodel(dirs)
     fi.held_out_errors = held_out(None if stepmodel_tables is None
                                   else stepmodel_tables[names.STEPMODEL_HELD_OUT])

@@ -37,9 +37,10 @@ SUMMARY_COLUMNS = ["n_experiments", "r2_median", "r2_min", "r2_max", "intercepts
                    "n_unidentified", "experiments_unidentified"]
 TERM_SUMMARY_COLUMNS = ["term", "n_leads", "lead_rank", "n_leads_inseparable",
                         "inseparable_rank", "median_share", "n_identified", "median_coef"]
-#: Slack for rounding when checking that shown shares sum to R² (artefacts.write_table keeps
-#: FLOAT_SIG_DIGITS significant digits; the share's own range: core.thresholds.valid_share).
-SUM_TOLERANCE = 1e-3
+#: The check that an experiment's shown shares sum to its R² (stats.attribution.share_sums)
+#: and the experiments per model (stats.attribution.by_model_experiments), of one target.
+SHARE_SUM_COLUMNS = ["experiment_id", "model", "workload", "share_sum", "r2", "sums_to_r2"]
+MODEL_EXPERIMENTS_COLUMNS = ["model_key", "n_experiments"]
 NOT_IDENTIFIED = "not identified"
 _require = require_columns
 
@@ -138,15 +139,19 @@ def fitted_context(summary: pd.DataFrame, terms: pd.DataFrame) -> dict[str, Any]
 
 
 def attribution_context(attr: pd.DataFrame, fit: pd.DataFrame, summary: pd.DataFrame | None,
-                        term_summary: pd.DataFrame | None) -> dict[str, Any]:
+                        term_summary: pd.DataFrame | None,
+                        share_sums: pd.DataFrame | None) -> dict[str, Any]:
     """The attribution of one target: ``shares`` (per experiment: n_steps, R², intercept and
     each term's LMG share, with intervals), ``coefs`` (each term's coefficient with its
     interval, or "not identified"), in the terms' order of ``term_summary``, and the summary
     over experiments with a fit (``fitted``, :func:`fitted_context` of ``summary`` and
     ``term_summary``). Shares outside [0, 1] are not shown and are listed in ``invalid``;
-    experiments whose shares do not sum to R² are listed in ``sum_mismatch``."""
+    experiments whose shares do not sum to R² (``share_sums``: stats.attribution.share_sums)
+    are listed in ``sum_mismatch``."""
     _present(summary, names.ATTRIBUTION_SUMMARY)
     _present(term_summary, names.ATTRIBUTION_TERM_SUMMARY)
+    _present(share_sums, names.ATTRIBUTION_SHARE_SUMS)
+    _require(share_sums, SHARE_SUM_COLUMNS, names.ATTRIBUTION_SHARE_SUMS)
     _require(attr, ATTRIBUTION_COLUMNS, names.COMPONENT_ATTRIBUTION)
     _require(fit, FIT_COLUMNS, names.FIT_SUMMARY)
     _require(term_summary, TERM_SUMMARY_COLUMNS, names.ATTRIBUTION_TERM_SUMMARY)
@@ -176,22 +181,16 @@ def attribution_context(attr: pd.DataFrame, fit: pd.DataFrame, summary: pd.DataF
         "coefs": coefs.drop(columns="experiment_id"), "fitted": None,
         "invalid": [exp(r, term=r["term"], share=r["lmg_share_r2"]) for _, r in invalid.iterrows()],
         "not_fitted": [exp(r) for _, r in fit[fit["r2"].isna()].iterrows()],
-        "sum_mismatch": _sum_mismatch(shown, fitted)}
+        "sum_mismatch": _sum_mismatch(share_sums)}
     if len(fitted):
         ctx["fitted"] = fitted_context(summary, term_summary)
     return ctx
 
 
-def _sum_mismatch(shown: pd.DataFrame, fitted: pd.DataFrame) -> list[dict[str, Any]]:
-    """Experiments whose shown shares do not sum to their R² (beyond SUM_TOLERANCE)."""
-    sums = shown.groupby("experiment_id")["lmg_share_r2"].apply(
-        lambda s: math.fsum(_share(x) for x in s))
-    f = fitted.set_index("experiment_id")
-    out = []
-    for e, total in sums.items():
-        if e in f.index and abs(total - float(f.loc[e, "r2"])) > SUM_TOLERANCE:
-            out.append(exp(f.loc[e], total=total, r2=float(f.loc[e, "r2"])))
-    return out
+def _sum_mismatch(share_sums: pd.DataFrame) -> list[dict[str, Any]]:
+    """The experiments of ``share_sums`` whose shown shares do not sum to their R²."""
+    off = share_sums[~as_bool(share_sums["sums_to_r2"])]
+    return [exp(r, total=float(r["share_sum"]), r2=float(r["r2"])) for _, r in off.iterrows()]
 
 
 # --------------------------------------------------------------------------- per model
@@ -207,17 +206,26 @@ def _terms(frame: pd.DataFrame) -> list[str]:
         [t for t in present if t not in ATTRIBUTION_TERMS]
 
 
-def by_model_context(by_model: pd.DataFrame,
+def by_model_context(by_model: pd.DataFrame, experiments: pd.DataFrame | None,
                      models_by_hf_id: Mapping[str, list[str]] | None = None) -> dict[str, Any]:
     """The per-model summary (stats.attribution.attribution_by_model: HF-identical models are one
-    key) as two tables: each term's median share over the model's experiments (``shares``),
+    key) as two tables: each term's median share over the model's experiments (``shares``,
+    with the model's experiments from ``experiments``: stats.attribution.by_model_experiments),
     and its median coefficient over the experiments that identify it with their count, or
     "not identified" where none does (``coefs``). A model is named by its slugs."""
     _require(by_model, BY_MODEL_COLUMNS, names.ATTRIBUTION_BY_MODEL)
+    _present(experiments, names.ATTRIBUTION_MODEL_EXPERIMENTS)
+    _require(experiments, MODEL_EXPERIMENTS_COLUMNS, names.ATTRIBUTION_MODEL_EXPERIMENTS)
     slugs = models_by_hf_id or {}
-    t = by_model.assign(model=by_model["model_key"].map(lambda k: " / ".join(slugs.get(k, [])) or k))
+
+    def label(k: str) -> str:
+        return " / ".join(slugs.get(k, [])) or k
+
+    t = by_model.assign(model=by_model["model_key"].map(label))
     terms = _terms(t)
-    n = t.groupby("model", sort=True)["n_experiments"].max().rename("n_experiments")
+    n = (pd.Series(experiments["n_experiments"].to_numpy(),
+                   index=pd.Index(experiments["model_key"].map(label), name="model"),
+                   name="n_experiments").sort_index())
 
     def coef(r: pd.Series) -> str:
         if r["n_identified"] == 0 or isnan(r["median_coef"]):

@@ -63,6 +63,8 @@ class FindingsInput:
     #: the seed total's per-experiment r summarised (stats.summary.seed_r_summary: the median
     #: over all experiments, the mean per workload), written by notebook 02
     seed_r: pd.DataFrame | None = None
+    #: parse_report's counts over every file (traces.load.parse_totals), written by notebook 01
+    parse_totals: pd.DataFrame | None = None
 
 
 def exp(row: pd.Series, **values: Any) -> dict[str, Any]:

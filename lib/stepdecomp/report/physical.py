@@ -25,7 +25,8 @@ from ..core.thresholds import R_THRESHOLD
 from ..core.verdicts import PHYSICAL, WITHIN, Verdict
 from .attribution import attribution_context, by_model_context, group_context
 from .format import fmt_ci, isnan
-from .inputs import VerdictKey, as_bool, exp, interval_method, model_names, read_table, rows
+from .inputs import (VerdictKey, as_bool, exp, interval_method, model_names, read_table,
+                     require_columns, rows)
 from .moe import moe_check_context
 from .render import (DELTA_R_NEGLIGIBLE, DURATION_TARGET, LOWER_BOUND_MATERIAL, MODEL_SPREAD,
                      RANK_GAP, render_section)
@@ -43,10 +44,21 @@ PHYSICAL_TABLES = [names.PHYSICAL_PURE, names.PHYSICAL_PER_EXPERIMENT, names.LOW
                    names.MOE_DELTA, names.GROUP_ATTRIBUTION]
 #: The summaries notebook 04 writes beside the attribution tables: read whenever the table
 #: they summarise is there (a missing one is an error naming it).
+#: The columns of lower_bound_summary (one target) and reconstruction_summary the section
+#: reads (stats.summary).
+LOWER_BOUND_SUMMARY_COLUMNS = ["experiments", "steps", "steps_below", "flagged_experiments",
+                               "max_fraction_below_flagged"]
+RECONSTRUCTION_SUMMARY_COLUMNS = ["experiments", "with_journeys", "with_agreement",
+                                  "median_agreement"]
 SUMMARY_TABLES = {names.COMPONENT_ATTRIBUTION: [names.ATTRIBUTION_SUMMARY,
-                                                names.ATTRIBUTION_TERM_SUMMARY],
+                                                names.ATTRIBUTION_TERM_SUMMARY,
+                                                names.ATTRIBUTION_SHARE_SUMS],
+                  names.ATTRIBUTION_BY_MODEL: [names.ATTRIBUTION_MODEL_EXPERIMENTS],
                   names.GROUP_ATTRIBUTION: [names.GROUP_SUMMARY, names.GROUP_PAIR_SUMMARY],
-                  names.PHYSICAL_PER_EXPERIMENT: [names.PHYSICAL_PER_EXPERIMENT_SUMMARY]}
+                  names.PHYSICAL_PER_EXPERIMENT: [names.PHYSICAL_PER_EXPERIMENT_SUMMARY],
+                  names.MOE_CHECK: [names.MOE_SUMMARY],
+                  names.LOWER_BOUND: [names.LOWER_BOUND_SUMMARY],
+                  names.RECONSTRUCTION: [names.RECONSTRUCTION_SUMMARY]}
 
 
 @dataclass
@@ -85,6 +97,16 @@ class PhysicalTables:
     pair_summary: pd.DataFrame | None = None
     #: per_experiment's medians over experiments (stats.summary.physical_per_experiment_summary)
     per_summary: pd.DataFrame | None = None
+    #: moe_check and moe_delta per MoE model (stats.moecheck.moe_summary)
+    moe_summary: pd.DataFrame | None = None
+    #: attribution's shares summed per experiment against R² (stats.attribution.share_sums)
+    share_sums: pd.DataFrame | None = None
+    #: attribution_by_model's experiments per model (stats.attribution.by_model_experiments)
+    by_model_experiments: pd.DataFrame | None = None
+    #: lower_bound's totals and worst flagged fraction (stats.summary.lower_bound_summary)
+    lb_summary: pd.DataFrame | None = None
+    #: reconstruction's median agreement (stats.summary.reconstruction_summary)
+    rec_summary: pd.DataFrame | None = None
 
     def verdict(self, kind: str, prefill_subset: str) -> Verdict:
         """The target's verdict of ``kind`` (physical, within) on ``prefill_subset``; a
@@ -105,10 +127,11 @@ def _flagged(lb: pd.DataFrame) -> pd.DataFrame:
     return lb[as_bool(lb["flagged"])] if "flagged" in lb else lb[lb["n_below"] > 0]
 
 
-def journeys_context(per_experiment: pd.DataFrame,
-                     reconstruction: pd.DataFrame | None) -> dict[str, Any]:
+def journeys_context(per_experiment: pd.DataFrame, reconstruction: pd.DataFrame | None,
+                     summary: pd.DataFrame | None = None) -> dict[str, Any]:
     """mode: report (from the reconstruction report), coverage (from journey_coverage) or
-    unknown; the experiments with and without journeys; the batches' agreement."""
+    unknown; the experiments with and without journeys; the batches' agreement (its median
+    from ``summary``: stats.summary.reconstruction_summary, written beside the report)."""
     if reconstruction is not None and "has_journeys" in reconstruction:
         rec = reconstruction.assign(has_journeys=as_bool(reconstruction["has_journeys"]))
         labels = per_experiment.set_index("experiment_id")[["model", "workload"]]
@@ -123,25 +146,41 @@ def journeys_context(per_experiment: pd.DataFrame,
     else:
         return {"mode": "unknown"}
     agreement = None
-    if "agreement" in with_j and with_j["agreement"].notna().any():
+    if mode == "report" and "agreement" in with_j and with_j["agreement"].notna().any():
+        if summary is None:
+            raise KeyError(f"{names.RECONSTRUCTION} is there but not "
+                           f"{names.RECONSTRUCTION_SUMMARY} "
+                           f"({names.writer(names.RECONSTRUCTION_SUMMARY)} writes both)")
+        require_columns(summary, RECONSTRUCTION_SUMMARY_COLUMNS, names.RECONSTRUCTION_SUMMARY)
         a = with_j.dropna(subset=["agreement"])
         worst = a.loc[a["agreement"].idxmin()]
-        agreement = {"median": a["agreement"].median(),
+        agreement = {"median": float(summary["median_agreement"].iloc[0]),
                      "worst": exp(worst, agreement=worst["agreement"])}
     return {"mode": mode, "n_with": len(with_j), "n_total": len(rec),
             "without": rows(without), "agreement": agreement}
 
 
-def lower_bound_context(lb: pd.DataFrame) -> dict[str, Any]:
+def _lb_summary(summary: pd.DataFrame | None) -> pd.Series:
+    """The one row of lower_bound_summary of the target (stats.summary.lower_bound_summary)."""
+    if summary is None or len(summary) != 1:
+        raise KeyError(f"{names.LOWER_BOUND} needs one row of {names.LOWER_BOUND_SUMMARY} for "
+                       f"its target ({names.writer(names.LOWER_BOUND_SUMMARY)} writes both)")
+    require_columns(summary, LOWER_BOUND_SUMMARY_COLUMNS, names.LOWER_BOUND_SUMMARY)
+    return summary.iloc[0]
+
+
+def lower_bound_context(lb: pd.DataFrame, summary: pd.DataFrame | None) -> dict[str, Any]:
     """The lower-bound table (worst first), the flagged experiments and whether the worst
-    fraction is material (at least LOWER_BOUND_MATERIAL)."""
+    fraction is material (at least LOWER_BOUND_MATERIAL); the totals and the worst fraction
+    from ``summary`` (lower_bound_summary of the target)."""
     flagged = _flagged(lb)
+    s = _lb_summary(summary)
     table = lb.sort_values(["fraction_below", "model", "workload"], ascending=[False, True, True])
     cols = [c for c in ["model", "workload", "n_steps", "n_below", "fraction_below",
                         "lower_bound_us", "median_ratio", "na_reason"] if c in table]
-    top = float(flagged["fraction_below"].max()) if len(flagged) else math.nan
-    return {"table": table[cols], "n_experiments": len(lb), "n_steps": int(lb["n_steps"].sum()),
-            "n_below": int(lb["n_below"].sum()),
+    top = float(s["max_fraction_below_flagged"])
+    return {"table": table[cols], "n_experiments": len(lb), "n_steps": int(s["steps"]),
+            "n_below": int(s["steps_below"]),
             "flagged": rows(flagged.sort_values("fraction_below", ascending=False),
                              "fraction_below", "n_steps"),
             "top": top, "material": bool(top >= LOWER_BOUND_MATERIAL)}
@@ -276,7 +315,8 @@ def differences_context(pure: pd.DataFrame, per: pd.DataFrame, lb: pd.DataFrame 
                         seed_pure: pd.DataFrame | None, v_pure: Verdict,
                         v_dom: Verdict, names: Mapping[str, str] | None = None,
                         target: str = DURATION_TARGET,
-                        per_summary: pd.DataFrame | None = None) -> dict[str, Any]:
+                        per_summary: pd.DataFrame | None = None,
+                        lb_summary: pd.DataFrame | None = None) -> dict[str, Any]:
     """What the physical mode changes: decode attention, the decode GEMM floor, the wider
     prefill subset, the per-experiment Δr (and per model) and the plausibility check. The
     pooled decode GEMM r is compared with the seed's only on the seed's own target
@@ -307,7 +347,8 @@ def differences_context(pure: pd.DataFrame, per: pd.DataFrame, lb: pd.DataFrame 
         material = flagged[flagged["fraction_below"] >= LOWER_BOUND_MATERIAL]
         ctx["lower_bound"] = {"material": rows(material, "fraction_below"),
                               "n_flagged": len(flagged),
-                              "max_fraction": flagged["fraction_below"].max()}
+                              "max_fraction": float(
+                                  _lb_summary(lb_summary)["max_fraction_below_flagged"])}
     return ctx
 
 
@@ -337,28 +378,31 @@ def physical_context(tables: PhysicalTables, seed_verdict: Verdict | None = None
     attribution = None
     if t.attribution is not None and t.fit_summary is not None:
         attribution = {**attribution_context(t.attribution, t.fit_summary, t.attribution_summary,
-                                             t.term_summary),
+                                             t.term_summary, t.share_sums),
                        "target": target,
                        "by_model": None if t.attribution_by_model is None
                        or t.attribution_by_model.empty else
-                       by_model_context(t.attribution_by_model, models_by_hf_id),
+                       by_model_context(t.attribution_by_model, t.by_model_experiments,
+                                        models_by_hf_id),
                        "groups": None if t.groups is None or t.groups.empty else
                        group_context(t.groups, t.group_summary, t.pair_summary)}
     return {
         "target": target,
-        "journeys": {**journeys_context(per, t.reconstruction), "data_kind": data_kind},
-        "lower_bound": None if t.lower_bound is None else {**lower_bound_context(t.lower_bound),
-                                                           "target": target},
+        "journeys": {**journeys_context(per, t.reconstruction, t.rec_summary),
+                     "data_kind": data_kind},
+        "lower_bound": None if t.lower_bound is None else
+        {**lower_bound_context(t.lower_bound, t.lb_summary), "target": target},
         "verdict": physical_verdict_context(pure, v_pure, v_dom, seed_verdict),
         "within": None if within_verdicts is None else
         {**within_verdict_context(t.within, pure, len(per), within_verdicts), "target": target},
         "per_experiment": physical_per_experiment_context(per, t.per_summary),
         "attribution": attribution,
         "moe": None if t.moe_check is None or t.moe_check.empty else
-        {**moe_check_context(t.moe_check, t.moe_delta, per, models_by_hf_id), "target": target},
+        {**moe_check_context(t.moe_check, t.moe_summary, t.moe_delta, per,
+                                         models_by_hf_id), "target": target},
         "differences": {**differences_context(pure, per, t.lower_bound, seed_pure, v_pure,
                                               v_dom, model_names(models_by_hf_id or {}), target,
-                                              t.per_summary),
+                                              t.per_summary, t.lb_summary),
                         "has_within": has_within,
                         "data_kind": data_kind,
                         "within_decode": _within_rows(t.within, "pure_decode"),
@@ -405,7 +449,10 @@ def read_physical_tables(dirs: "RunDirs", target: str,
         attribution_summary=read[names.ATTRIBUTION_SUMMARY],
         term_summary=read[names.ATTRIBUTION_TERM_SUMMARY],
         group_summary=read[names.GROUP_SUMMARY], pair_summary=read[names.GROUP_PAIR_SUMMARY],
-        per_summary=read[names.PHYSICAL_PER_EXPERIMENT_SUMMARY])
+        per_summary=read[names.PHYSICAL_PER_EXPERIMENT_SUMMARY],
+        moe_summary=read[names.MOE_SUMMARY], share_sums=read[names.ATTRIBUTION_SHARE_SUMS],
+        by_model_experiments=read[names.ATTRIBUTION_MODEL_EXPERIMENTS],
+        lb_summary=read[names.LOWER_BOUND_SUMMARY], rec_summary=read[names.RECONSTRUCTION_SUMMARY])
 
 
 def table_target(dirs: "RunDirs") -> str:

@@ -11,11 +11,12 @@ from typing import Any
 
 import pandas as pd
 
+from ..core import tables as names
 from ..core.tables import ALL_EXPERIMENTS
 from ..hw.specs import model_table
 
 from .format import fmt_g
-from .inputs import FindingsInput, exp
+from .inputs import FindingsInput, exp, require_columns
 from .measurement import measurement_context
 from .verdicts import conclusion_input
 from .render import MIN_ROWS, PARSE_COLUMNS, RARE_PREFILL_PCT, render_section
@@ -73,11 +74,25 @@ def summary_context(fi: FindingsInput) -> dict[str, Any]:
     if len(valid):
         best, worst = valid.loc[valid["pearson_r"].idxmax()], valid.loc[valid["pearson_r"].idxmin()]
         extremes = {"best": exp(best, r=best["pearson_r"]), "worst": exp(worst, r=worst["pearson_r"])}
-    return {"total_steps": int(fi.parse_report["steps"].sum()), "n_experiments": len(fi.experiments),
+    return {"total_steps": int(_parse_totals(fi)["steps"]), "n_experiments": len(fi.experiments),
             "verdict_sentence": fi.verdict.sentence(),
             "pure_prefill": {"steps": pp["steps"], "pct": pp["pct"]},
             "pure_decode": {"steps": pd_["steps"], "pct": pd_["pct"]}, "extremes": extremes,
             "measured": measurement_context(fi), "conclusion": conclusion_input(fi)}
+
+
+#: The columns of parse_totals (traces.load.parse_totals) the text quotes.
+PARSE_TOTAL_COLUMNS = ["steps", "malformed_lines", "blank_lines", "ignored_lines",
+                       "rejected_events"]
+
+
+def _parse_totals(fi: FindingsInput) -> pd.Series:
+    """The one row of parse_totals (traces.load.parse_totals: parse_report summed)."""
+    if fi.parse_totals is None or len(fi.parse_totals) != 1:
+        raise KeyError(f"the report needs the one row of {names.PARSE_TOTALS} "
+                       f"({names.writer(names.PARSE_TOTALS)} writes it)")
+    require_columns(fi.parse_totals, PARSE_TOTAL_COLUMNS, names.PARSE_TOTALS)
+    return fi.parse_totals.iloc[0]
 
 
 def setup_context(fi: FindingsInput) -> dict[str, Any]:
@@ -90,15 +105,16 @@ def setup_context(fi: FindingsInput) -> dict[str, Any]:
         "experts": [f"{e} ({k})" for e, k in zip(t["num_experts"], t["experts_per_token"])],
         "moe_factor": [fmt_g(x) for x in t["seed_moe_factor"]]})
     parse = fi.parse_report[[c for c in PARSE_COLUMNS if c in fi.parse_report]]
+    totals_row = _parse_totals(fi)
     records = fi.skipped_records
     return {"custom_note": fi.dataset_note, "note": dataset_note_context(fi.data_kind, fi.data_root),
-            "ignored": int(fi.parse_report.get("ignored_lines", pd.Series(dtype=int)).sum()),
-            "rejected": int(fi.parse_report.get("rejected_events", pd.Series(dtype=int)).sum()),
+            "ignored": int(totals_row["ignored_lines"]),
+            "rejected": int(totals_row["rejected_events"]),
             "records": None if records is None or records.empty else records,
             "n_experiments": len(fi.experiments), "skipped": list(fi.skipped),
-            "steps": fi.parse_report["steps"].sum(),
-            "malformed": int(fi.parse_report["malformed_lines"].sum()),
-            "blank": int(fi.parse_report["blank_lines"].sum()),
+            "steps": int(totals_row["steps"]),
+            "malformed": int(totals_row["malformed_lines"]),
+            "blank": int(totals_row["blank_lines"]),
             "gpu": {"name": fi.gpu.name, "peak_tflops": fi.gpu.peak_bf16_dense_tflops,
                     "hbm_tb_per_s": fi.gpu.hbm_tb_per_s},
             "models": models, "parse": parse}

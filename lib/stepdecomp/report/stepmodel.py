@@ -29,7 +29,8 @@ LEADERBOARD_CLIENT_PCT = {"e2e": 5.7, "itl": 107.8}
 AGREE_FACTOR = 1.05
 #: The tables of notebook 07 the section reads.
 TABLES = (names.STEPMODEL_COEFFICIENTS, names.STEPMODEL_HELD_OUT, names.STEPMODEL_BASIS_VS_PHYSICAL,
-          names.STEPMODEL_DATA, names.STEPMODEL_METHOD, names.STEPMODEL_WINNERS)
+          names.STEPMODEL_DATA, names.STEPMODEL_METHOD, names.STEPMODEL_WINNERS,
+          names.STEPMODEL_BASIS_AGREEMENT, names.STEPMODEL_IDENTIFIED)
 #: The one row of stepmodel_method the text states (run.stepmodel_tables.method_table).
 METHOD_COLUMNS = ["weighting", "condition_index_limit", "variance_proportion_limit",
                   "confidence", "alpha_statement"]
@@ -51,7 +52,6 @@ def stepmodel_context(tables: dict[str, pd.DataFrame], figure: str | None,
     winner of each scheme, the basis-vs-physical ratios and the largest disagreement."""
     coef = tables[names.STEPMODEL_COEFFICIENTS]
     hw = coef[coef["scope"] == ALL_MODELS]
-    per_model = coef[coef["scope"] != ALL_MODELS]
     errors = tables[names.STEPMODEL_HELD_OUT]
     pooled = errors[errors["held_out"] == ALL_GROUPS].copy()
     pooled["predictor"] = pooled["predictor"].map(PREDICTOR_LABELS)
@@ -71,9 +71,12 @@ def stepmodel_context(tables: dict[str, pd.DataFrame], figure: str | None,
                             fitted["predictor"] == PREDICTOR_LABELS["fitted"],
                             "median_ape_pct"].iloc[0])})
     comp = tables[names.STEPMODEL_BASIS_VS_PHYSICAL].dropna(subset=["ratio_median"])
-    off = comp.assign(dev=(comp["ratio_of_sums"].apply(lambda r: max(r, 1 / r))))
-    agree = off.groupby("component", sort=False)["dev"].max()
-    disagree = off[off["dev"] > AGREE_FACTOR].sort_values("dev", ascending=False)
+    dev = tables[names.STEPMODEL_BASIS_AGREEMENT]       # run.stepmodel_tables.basis_agreement
+    worst = dev[dev["model"] == ALL_MODELS]
+    per_row = dev[dev["model"] != ALL_MODELS]
+    disagree = (per_row[per_row["deviation"] > AGREE_FACTOR]
+                .sort_values("deviation", ascending=False))
+    identified = tables[names.STEPMODEL_IDENTIFIED]     # run.stepmodel_tables.identified_per_model
     data = tables[names.STEPMODEL_DATA].set_index("item")["value"]
     return {
         "target": str(hw["target"].iloc[0]), "hardware": str(hw["hardware"].iloc[0]),
@@ -84,13 +87,15 @@ def stepmodel_context(tables: dict[str, pd.DataFrame], figure: str | None,
         "coefficients": hw[["beta", "basis", "value", "ci_low", "ci_high", "reason",
                             "condition_index"]],
         "unidentified": hw.loc[~hw["identified"].astype(bool), ["beta", "reason"]].to_dict("records"),
-        "per_model_identified": per_model.groupby("scope")["identified"].sum().astype(int).to_dict(),
+        "per_model_identified": {str(r.scope): int(r.identified)
+                                 for r in identified.itertuples(index=False)},
         "pooled": pooled[["scheme", "predictor", "n_steps", "mape_pct", "median_ape_pct",
                           "bias_pct", "pearson_r"]],
         "schemes": schemes, "figure": figure, "generated": generated,
         "comparison": comp[["model", "component", "unit", "n_steps", "ratio_median",
                             "ratio_of_sums"]],
-        "agree_components": [c for c, dev in agree.items() if dev <= AGREE_FACTOR],
+        "agree_components": [str(r.component) for r in worst.itertuples(index=False)
+                             if r.deviation <= AGREE_FACTOR],
         "disagree": disagree[["model", "component", "ratio_of_sums"]].to_dict("records"),
         "agree_factor": AGREE_FACTOR, "leaderboard": LEADERBOARD_MAPE_PCT,
         "client": None,                 # stepmodel_section adds make stepmodel-check's numbers

@@ -32,7 +32,10 @@ BASIS_VS_PHYSICAL = names.STEPMODEL_BASIS_VS_PHYSICAL
 DATA_SUMMARY = names.STEPMODEL_DATA
 METHOD = names.STEPMODEL_METHOD
 WINNERS = names.STEPMODEL_WINNERS
-TABLES = (COEFFICIENTS, HELD_OUT, FOLD_BETAS, BASIS_VS_PHYSICAL, DATA_SUMMARY, METHOD, WINNERS)
+BASIS_AGREEMENT = names.STEPMODEL_BASIS_AGREEMENT
+IDENTIFIED = names.STEPMODEL_IDENTIFIED
+TABLES = (COEFFICIENTS, HELD_OUT, FOLD_BETAS, BASIS_VS_PHYSICAL, DATA_SUMMARY, METHOD, WINNERS,
+          BASIS_AGREEMENT, IDENTIFIED)
 #: The figure (FIGURES/<name>.png): held-out predicted vs measured, one panel per model.
 FIGURE = names.STEPMODEL_FIGURE
 #: The directory under OUT of the BLIS export.
@@ -109,6 +112,35 @@ def basis_vs_physical(components: pd.DataFrame, basis: pd.DataFrame, gpu: GpuSpe
     return pd.DataFrame(rows)
 
 
+BASIS_AGREEMENT_COLUMNS = ["model", "component", "ratio_of_sums", "deviation"]
+IDENTIFIED_COLUMNS = ["scope", "betas", "identified"]
+
+
+def basis_agreement(comparison: pd.DataFrame) -> pd.DataFrame:
+    """How far BLIS's basis is from the physical mode (the table
+    ``stepmodel_basis_agreement``): per row of a basis_vs_physical table with a ratio (in its
+    order), ``deviation`` = max(ratio_of_sums, 1 / ratio_of_sums), the factor by which the sums
+    differ whichever is larger; then per component (in order of first appearance) the largest
+    deviation over the models, under the model ALL_MODELS (its ratio_of_sums empty)."""
+    comp = comparison.dropna(subset=["ratio_median"])
+    per = pd.DataFrame({"model": comp["model"], "component": comp["component"],
+                        "ratio_of_sums": comp["ratio_of_sums"].astype(float),
+                        "deviation": [max(r, 1 / r) for r in comp["ratio_of_sums"].astype(float)]})
+    worst = (per.groupby("component", sort=False)["deviation"].max().reset_index()
+             .assign(model=names.ALL_MODELS, ratio_of_sums=np.nan))
+    return pd.concat([per, worst], ignore_index=True)[BASIS_AGREEMENT_COLUMNS]
+
+
+def identified_per_model(coefficients: pd.DataFrame) -> pd.DataFrame:
+    """Per model of a coefficient table (scopes other than ALL_MODELS, sorted): its β's and
+    how many of them are identified (the table ``stepmodel_identified_per_model``)."""
+    per_model = coefficients[coefficients["scope"] != stepmodel.ALL_MODELS]
+    grouped = per_model.groupby("scope")["identified"]
+    return pd.DataFrame({"scope": grouped.size().index, "betas": grouped.size().to_numpy(),
+                         "identified": grouped.sum().astype(int).to_numpy()},
+                        columns=IDENTIFIED_COLUMNS)
+
+
 # --------------------------------------------------------------------------- build
 
 def _data_summary(data: stepmodel.StepData, target: str) -> pd.DataFrame:
@@ -180,10 +212,11 @@ def build(dirs: artefacts.RunDirs, hardware: str, target: str = stepmodel.DEFAUL
     fold["held_out"] = [model_label(g) if s == "model" else g
                         for s, g in zip(fold["scheme"], fold["held_out"])]
     basis = blis_basis.basis_table(components, specs, gpu)
+    comparison = basis_vs_physical(components, basis, gpu)
     tables = {COEFFICIENTS: coef, HELD_OUT: errors.assign(target=target), FOLD_BETAS: fold,
-              BASIS_VS_PHYSICAL: basis_vs_physical(components, basis, gpu),
-              DATA_SUMMARY: _data_summary(data, target), METHOD: method_table(),
-              WINNERS: winners_table(errors)}
+              BASIS_VS_PHYSICAL: comparison, DATA_SUMMARY: _data_summary(data, target),
+              METHOD: method_table(), WINNERS: winners_table(errors),
+              BASIS_AGREEMENT: basis_agreement(comparison), IDENTIFIED: identified_per_model(coef)}
     return StepModelResults(data, fits, held, tables, models, hardware)
 
 
@@ -196,7 +229,7 @@ def _empty_tables(data: stepmodel.StepData, target: str) -> dict[str, pd.DataFra
         return pd.DataFrame({"na_reason": pd.Series([], dtype=str)})
     return {COEFFICIENTS: empty(), HELD_OUT: empty(), FOLD_BETAS: empty(),
             BASIS_VS_PHYSICAL: empty(), DATA_SUMMARY: summary, METHOD: method_table(),
-            WINNERS: empty()}
+            WINNERS: empty(), BASIS_AGREEMENT: empty(), IDENTIFIED: empty()}
 
 
 def figure(results: StepModelResults, target: str):

@@ -732,12 +732,54 @@ def group_pair_summary(table: pd.DataFrame) -> pd.DataFrame:
     return _frame(rows, PAIR_SUMMARY_COLUMNS, "target" in table)
 
 
+#: Slack for rounding when checking that an experiment's valid shares sum to its R² (the
+#: tables keep artefacts.FLOAT_SIG_DIGITS significant digits; a share's own range:
+#: core.thresholds.valid_share).
+SHARE_SUM_TOLERANCE = 1e-3
+SHARE_SUM_COLUMNS = ["target", "experiment_id", "model", "workload", "share_sum", "r2",
+                     "sums_to_r2"]
+MODEL_EXPERIMENTS_COLUMNS = ["target", "model_key", "n_experiments"]
+
+
+def share_sums(component_attribution: pd.DataFrame, fit_summary: pd.DataFrame) -> pd.DataFrame:
+    """Per target and experiment with a fit and at least one valid share (valid_share), by
+    experiment_id (SHARE_SUM_COLUMNS): the sum of its valid shares (rounding noise below 0
+    counted as 0, math.fsum), its R² and whether the two agree within SHARE_SUM_TOLERANCE —
+    LMG shares sum to R², so an experiment where they do not has a wrong share."""
+    fits = dict(_by_target(fit_summary))
+    rows = []
+    for target, attr in _by_target(component_attribution):
+        fit = fits.get(target, fit_summary.iloc[:0])
+        r2 = fit.dropna(subset=["r2"]).set_index("experiment_id")
+        ok = attr[attr["lmg_share_r2"].map(valid_share)]
+        for e, shares in ok.groupby("experiment_id")["lmg_share_r2"]:
+            if e not in r2.index:
+                continue
+            total = math.fsum(max(float(x), 0.0) for x in shares)
+            row = r2.loc[e]
+            rows.append({"target": target, "experiment_id": e, "model": row["model"],
+                         "workload": row["workload"], "share_sum": total,
+                         "r2": float(row["r2"]),
+                         "sums_to_r2": abs(total - float(row["r2"])) <= SHARE_SUM_TOLERANCE})
+    return _frame(rows, SHARE_SUM_COLUMNS, "target" in component_attribution)
+
+
+def by_model_experiments(by_model: pd.DataFrame) -> pd.DataFrame:
+    """Per target and model_key of an :func:`attribution_by_model` table (in its order,
+    MODEL_EXPERIMENTS_COLUMNS): the model's experiments, the most of any of its terms."""
+    rows = [{"target": target, "model_key": key, "n_experiments": int(g["n_experiments"].max())}
+            for target, t in _by_target(by_model)
+            for key, g in t.groupby("model_key", sort=False)]
+    return _frame(rows, MODEL_EXPERIMENTS_COLUMNS, "target" in by_model)
+
+
 def summary_tables(fit: Attribution, groups: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """The summaries notebook 04 writes for FINDINGS, by table name (core.tables): of the
     component fit (``fit``: component_attribution, fit_summary) and of the grouped one
     (``groups``: group_attribution), all per target."""
     return {tables.ATTRIBUTION_SUMMARY: attribution_summary(fit.component_attribution,
                                                             fit.fit_summary),
+            tables.ATTRIBUTION_SHARE_SUMS: share_sums(fit.component_attribution, fit.fit_summary),
             tables.ATTRIBUTION_TERM_SUMMARY: attribution_term_summary(fit.component_attribution,
                                                                       fit.fit_summary),
             tables.GROUP_SUMMARY: group_summary(groups),

@@ -7,6 +7,9 @@
   experts are read) beside the current one (physical.step_gemm_us), with the HBM lower bound.
 * :func:`moe_delta_r` measures what that change does to each MoE experiment's Pearson r of
   phys_total_us against the step-time targets.
+* :func:`moe_summary` states both per MoE model and target (the table ``moe_check_summary``):
+  from which token count the GEMM estimate before was flat (:func:`flat_from`), how much each
+  estimate grows from there, and the median Δr over the model's experiments.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from . import correlation
-from ..core import columns
+from ..core import columns, tables
 from ..hw import kernels
 from ..model.physical import (MOE_EFFICIENCY_LOG2_KNOTS, fused_moe_bytes, fused_moe_flops,
                               gemm_flops, hbm_lower_bound_us, layer_weight_bytes, roofline_us,
@@ -35,6 +38,13 @@ MOE_MAX_EFFICIENCY = 1.0
 MOE_CHECK_TOKENS = (1, 16, 64, 256, 1024)
 #: The step-time targets :func:`moe_delta_r` correlates with: every registered target.
 DELTA_R_TARGETS = columns.TARGETS
+#: An estimate is flat from the smallest token count at which it is within this factor of
+#: its value at the largest count.
+MOE_FLAT_GROWTH = 1.1
+#: The table :func:`moe_summary` makes (core.tables.MOE_SUMMARY) and its columns.
+SUMMARY_TABLE = tables.MOE_SUMMARY
+SUMMARY_COLUMNS = ["hf_id", "tp", "target", "flat_from_tokens", "tokens_max", "growth_old",
+                   "growth_new", "experiments", "median_delta_r"]
 
 
 def fit_moe_efficiency(gpu: GpuSpec, precision: str, system: str = MOE_EFFICIENCY_FIT_SYSTEM,
@@ -141,3 +151,43 @@ def moe_check_tables(steps: pd.DataFrame, components: pd.DataFrame, specs: Mappi
     keys = steps[["experiment_id", "hf_id"]].drop_duplicates()
     frame = with_gemm(components).merge(keys, on="experiment_id", how="inner")
     return check, moe_delta_r(frame, specs, gpu, targets=targets)
+
+
+def flat_from(tokens: pd.Series, gemm_us: pd.Series) -> int:
+    """The smallest token count from which ``gemm_us`` stays within MOE_FLAT_GROWTH of its
+    value at the largest count (the largest count itself when it never does before)."""
+    t = tokens.to_numpy(float)
+    g = gemm_us.to_numpy(float)
+    order = t.argsort()
+    t, g = t[order], g[order]
+    start = len(t) - 1
+    while start > 0 and g[-1] / g[start - 1] < MOE_FLAT_GROWTH and \
+            g[start - 1] / g[-1] < MOE_FLAT_GROWTH:
+        start -= 1
+    return int(t[start])
+
+
+def moe_summary(check: pd.DataFrame, delta: pd.DataFrame,
+                targets: str | Iterable[str] = DELTA_R_TARGETS) -> pd.DataFrame:
+    """Per (hf_id, tp) of :func:`moe_gemm_check`'s table (sorted) and target of ``targets``:
+    the token count from which the GEMM estimate before is flat (:func:`flat_from`), the
+    largest count, how much the estimate before and the one now grow from the first to the
+    second (gemm at the largest count / gemm at flat_from), and over the model's experiments
+    in ``delta`` (:func:`moe_delta_r`, same hf_id and target) their number and the median of
+    delta_r (NaN when none)."""
+    targets = (targets,) if isinstance(targets, str) else tuple(targets)
+    rows = []
+    for (hf_id, tp), g in check.groupby(["hf_id", "tp"], sort=True):
+        g = g.sort_values("tokens").reset_index(drop=True)
+        start = flat_from(g["tokens"], g["gemm_old_us"])
+        top = g.iloc[-1]
+        at = g[g["tokens"] == start].iloc[0]
+        for target in targets:
+            mine = delta.loc[(delta["hf_id"] == hf_id) & (delta["target"] == target), "delta_r"]
+            rows.append({"hf_id": hf_id, "tp": int(tp), "target": target,
+                         "flat_from_tokens": start, "tokens_max": int(top["tokens"]),
+                         "growth_old": float(top["gemm_old_us"] / at["gemm_old_us"]),
+                         "growth_new": float(top["gemm_new_us"] / at["gemm_new_us"]),
+                         "experiments": len(mine),
+                         "median_delta_r": float(mine.astype(float).median())})
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)

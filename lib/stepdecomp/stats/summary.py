@@ -13,7 +13,12 @@ and formats.
   (``per_experiment_correlations``) as its median over all experiments and its mean per workload;
 - :func:`physical_per_experiment_summary` (``physical_per_experiment_summary``): per target,
   over the experiments where both the seed's and the physical r are computable, the medians of
-  both, of their difference Δr and of the physical Spearman − Pearson gap.
+  both, of their difference Δr and of the physical Spearman − Pearson gap;
+- :func:`lower_bound_summary` (``lower_bound_summary``): per target of ``lower_bound_check``, the
+  experiments, their steps and steps below the HBM lower bound, the flagged experiments and
+  the largest fraction below among them;
+- :func:`reconstruction_summary` (``reconstruction_summary``): of ``reconstruction_report``,
+  the experiments, those with journeys, those of them with a batch agreement and its median.
 """
 
 from __future__ import annotations
@@ -30,7 +35,8 @@ SEED_TOTAL = "total_analytical_us"
 
 #: The summaries :func:`decompose_summaries` writes.
 DECOMPOSE_SUMMARIES = (names.TARGET_SUMMARY, names.ENGINE_LOOP_SUMMARY, names.SEED_R_SUMMARY,
-                       names.PHYSICAL_PER_EXPERIMENT_SUMMARY)
+                       names.PHYSICAL_PER_EXPERIMENT_SUMMARY, names.LOWER_BOUND_SUMMARY,
+                       names.RECONSTRUCTION_SUMMARY)
 
 TARGET_SUMMARY_COLUMNS = ["target", "experiments", "median_us", "median_fraction_below"]
 ENGINE_LOOP_COLUMNS = ["engine_loop", "engine_loop_source", "experiments", "loop_experiments",
@@ -38,6 +44,25 @@ ENGINE_LOOP_COLUMNS = ["engine_loop", "engine_loop_source", "experiments", "loop
 SEED_R_COLUMNS = ["workload", "experiments", "median_pearson_r", "mean_pearson_r"]
 PHYSICAL_SUMMARY_COLUMNS = ["target", "experiments", "median_seed_pearson_r",
                             "median_phys_pearson_r", "median_delta_r", "median_rank_gap"]
+LOWER_BOUND_SUMMARY_COLUMNS = ["target", "experiments", "steps", "steps_below",
+                               "flagged_experiments", "max_fraction_below_flagged"]
+RECONSTRUCTION_SUMMARY_COLUMNS = ["experiments", "with_journeys", "with_agreement",
+                                  "median_agreement"]
+
+
+def _flags(s: pd.Series) -> pd.Series:
+    """Booleans as written or read back from CSV (True/False or 'True'/'False')."""
+    if s.dtype == bool:
+        return s
+    return s.astype(str).str.strip().str.lower().isin(["true", "1"])
+
+
+def flagged_rows(lower_bound: pd.DataFrame) -> pd.DataFrame:
+    """The flagged experiments of a lower_bound_check table (its ``flagged`` column, or those
+    with a step below the bound when it has none)."""
+    if "flagged" in lower_bound:
+        return lower_bound[_flags(lower_bound["flagged"])]
+    return lower_bound[lower_bound["n_below"] > 0]
 
 
 def target_summary(medians: pd.DataFrame, lower_bound: pd.DataFrame,
@@ -122,6 +147,36 @@ def physical_per_experiment_summary(per: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=PHYSICAL_SUMMARY_COLUMNS)
 
 
+def lower_bound_summary(lower_bound: pd.DataFrame) -> pd.DataFrame:
+    """Per target of lower_bound_check (in its order): the experiments, the sum of their
+    n_steps and n_below, the flagged experiments (:func:`flagged_rows`) and the largest
+    fraction_below among them (NaN when none is flagged)."""
+    rows = []
+    for target in dict.fromkeys(lower_bound["target"]):
+        part = lower_bound[lower_bound["target"] == target]
+        flagged = flagged_rows(part)
+        rows.append({"target": target, "experiments": len(part),
+                     "steps": int(part["n_steps"].sum()), "steps_below": int(part["n_below"].sum()),
+                     "flagged_experiments": len(flagged),
+                     "max_fraction_below_flagged": float(flagged["fraction_below"].max())
+                     if len(flagged) else float("nan")})
+    return pd.DataFrame(rows, columns=LOWER_BOUND_SUMMARY_COLUMNS)
+
+
+def reconstruction_summary(report: pd.DataFrame) -> pd.DataFrame:
+    """One row of reconstruction_report: the experiments, those with journeys
+    (``has_journeys``), those of them with a batch agreement and the median agreement over
+    them (NaN when none has one)."""
+    with_j = report[_flags(report["has_journeys"])] if "has_journeys" in report else report.iloc[:0]
+    agreement = (with_j["agreement"].dropna().astype(float) if "agreement" in with_j
+                 else pd.Series([], dtype=float))
+    return pd.DataFrame([{"experiments": len(report), "with_journeys": len(with_j),
+                          "with_agreement": len(agreement),
+                          "median_agreement": float(agreement.median())
+                          if len(agreement) else float("nan")}],
+                        columns=RECONSTRUCTION_SUMMARY_COLUMNS)
+
+
 def decompose_summaries(tables: dict[str, pd.DataFrame],
                         targets: tuple[str, ...]) -> dict[str, pd.DataFrame]:
     """The summaries of notebook 02's tables (``tables``: name -> table, as
@@ -132,4 +187,6 @@ def decompose_summaries(tables: dict[str, pd.DataFrame],
         names.ENGINE_LOOP_SUMMARY: engine_loop_summary(tables[names.TARGET_COVERAGE]),
         names.SEED_R_SUMMARY: seed_r_summary(tables[names.PER_EXPERIMENT]),
         names.PHYSICAL_PER_EXPERIMENT_SUMMARY:
-            physical_per_experiment_summary(tables[names.PHYSICAL_PER_EXPERIMENT])}
+            physical_per_experiment_summary(tables[names.PHYSICAL_PER_EXPERIMENT]),
+        names.LOWER_BOUND_SUMMARY: lower_bound_summary(tables[names.LOWER_BOUND]),
+        names.RECONSTRUCTION_SUMMARY: reconstruction_summary(tables[names.RECONSTRUCTION])}

@@ -571,10 +571,25 @@ def skipped_directories_table(ds: Dataset) -> pd.DataFrame:
     return pd.DataFrame([tuple(s) for s in ds.skipped], columns=["directory", "reason"])
 
 
+#: The counts of parse_report :func:`parse_totals` sums (a column a report lacks counts 0).
+PARSE_TOTAL_COLUMNS = ["files", "steps", "malformed_lines", "blank_lines", "ignored_lines",
+                       "rejected_events"]
+
+
+def parse_totals(report: pd.DataFrame) -> pd.DataFrame:
+    """One row (the table ``parse_totals``): the files of a parse report and the sum of each
+    of its counts in PARSE_TOTAL_COLUMNS (0 for a column it does not have)."""
+    row: dict[str, int] = {"files": len(report)}
+    for c in PARSE_TOTAL_COLUMNS[1:]:
+        row[c] = int(report[c].sum()) if c in report else 0
+    return pd.DataFrame([row], columns=PARSE_TOTAL_COLUMNS)
+
+
 def save_dataset(dirs: "RunDirs", ds: Dataset) -> None:
     """The loaded dataset as notebook 01 hands it on: the steps and journeys to the next
     notebooks (OUT/interim/), and what the report says of the dataset as tables
-    (core.tables: dataset, experiments, skipped_directories, parse_report, skipped_records)."""
+    (core.tables: dataset, experiments, skipped_directories, parse_report, parse_totals,
+    skipped_records)."""
     ds.steps.to_parquet(dirs.interim / "steps.parquet", index=False)
     ds.journeys.to_parquet(dirs.interim / "journeys.parquet", index=False)
     artefacts.write_table(dirs, tables.DATASET, dataset_table(ds.root))
@@ -583,6 +598,7 @@ def save_dataset(dirs: "RunDirs", ds: Dataset) -> None:
     # from_cache says how this run read a file, not what the file holds: not in the table
     artefacts.write_table(dirs, tables.PARSE_REPORT, ds.parse_report.drop(columns="from_cache",
                                                                           errors="ignore"))
+    artefacts.write_table(dirs, tables.PARSE_TOTALS, parse_totals(ds.parse_report))
     artefacts.write_table(dirs, tables.SKIPPED_RECORDS, ds.skipped_records)
     meta = {"data_root": display_path(ds.root), "skipped": ds.skipped,
             "experiments": [e.experiment_id for e in ds.experiments],
