@@ -72,6 +72,14 @@ def run_dirs(data_root: str | None = None, out_dir: str | None = None,
 
 # --------------------------------------------------------------------------- hand-over
 
+def csv_bool(s: pd.Series) -> pd.Series:
+    """A boolean column as written or as read back from a CSV table (True/False, 'True'/'False',
+    1/0, 'yes'): the one reading of a flag column every table reader uses."""
+    if s.dtype == bool:
+        return s
+    return s.astype(str).str.strip().str.lower().isin(["true", "1", "yes"])
+
+
 def write_csv(frame: pd.DataFrame, path: Path) -> Path:
     """CSV with N/A as empty cells and floats at FLOAT_SIG_DIGITS significant digits."""
     frame.to_csv(path, index=False, na_rep="", float_format=FLOAT_FORMAT)

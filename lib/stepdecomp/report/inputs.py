@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from ..core import tables as names
+from ..core.artefacts import csv_bool as as_bool  # noqa: F401 (the sections import it from here)
 from ..core.columns import DURATION
 from ..core.paths import display_path
 from ..core.verdicts import Verdict, read_verdicts as parse_verdicts
@@ -100,11 +101,6 @@ def interval_method(frame: pd.DataFrame) -> dict[str, str]:
     return {"unit": unit, "interval": interval}
 
 
-def as_bool(s: pd.Series) -> pd.Series:
-    """Booleans that survived a CSV round trip (True/False or 'True'/'False')."""
-    if s.dtype == bool:
-        return s
-    return s.astype(str).str.strip().str.lower().isin(["true", "1", "yes"])
 
 
 # --------------------------------------------------------------------------- reading tables

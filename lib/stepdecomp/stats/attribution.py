@@ -56,6 +56,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from ..core import artefacts
 from ..core import columns as col
 from ..core import tables
 from ..core.tables import (GROUPS, REASON_ABSORBED, coef_column, group_pairs,  # noqa: F401
@@ -594,11 +595,6 @@ GROUP_SUMMARY_COLUMNS = ["target", "group", "n_experiments", "n_varying", "n_abs
 PAIR_SUMMARY_COLUMNS = ["target", "a", "b", "n_both_vary", "n_inseparable"]
 
 
-def _flags(s: pd.Series) -> pd.Series:
-    """Booleans as written or read back from CSV (True/False or 'True'/'False')."""
-    if s.dtype == bool:
-        return s
-    return s.astype(str).str.strip().str.lower().isin(["true", "1", "yes"])
 
 
 def _by_target(table: pd.DataFrame) -> list[tuple[str | None, pd.DataFrame]]:
@@ -625,7 +621,7 @@ def summary_terms(attr: pd.DataFrame) -> list[str]:
 def _attribution_parts(attr: pd.DataFrame, fit: pd.DataFrame) -> dict:
     """The experiments with a fit, their valid shares, each one's leading term (separable or
     collinear) and the identified and unidentified coefficients, of one target."""
-    attr = attr.assign(identified=_flags(attr["identified"]))
+    attr = attr.assign(identified=artefacts.csv_bool(attr["identified"]))
     fitted = fit.dropna(subset=["r2"])
     mine = attr["experiment_id"].isin(fitted["experiment_id"])
     ok = attr[attr["lmg_share_r2"].map(valid_share) & mine]
@@ -652,7 +648,7 @@ def attribution_summary(component_attribution: pd.DataFrame,
         rows.append({"target": target, "n_experiments": len(f),
                      "r2_median": f["r2"].median(), "r2_min": f["r2"].min(),
                      "r2_max": f["r2"].max(),
-                     "intercepts_identified": int(_flags(f["intercept_identified"]).sum())
+                     "intercepts_identified": int(artefacts.csv_bool(f["intercept_identified"]).sum())
                      if "intercept_identified" in f else pd.NA,
                      "n_unidentified": len(p["unident"]),
                      "experiments_unidentified": int(p["unident"]["experiment_id"].nunique())})
@@ -704,7 +700,7 @@ def group_summary(table: pd.DataFrame) -> pd.DataFrame:
         for g in GROUPS:
             reason = fitted[f"reason_{g}"].fillna("").astype(str)
             varying = fitted[reason != REASON_ABSORBED]
-            ident = fitted[_flags(fitted[f"identified_{g}"])]
+            ident = fitted[artefacts.csv_bool(fitted[f"identified_{g}"])]
             rows.append({"target": target, "group": g, "n_experiments": len(fitted),
                          "n_varying": len(varying),
                          "n_absorbed": int((reason == REASON_ABSORBED).sum()),
@@ -726,7 +722,7 @@ def group_pair_summary(table: pd.DataFrame) -> pd.DataFrame:
         fitted = t.dropna(subset=["r2"])
         for a, b in group_pairs():
             both = fitted[pair_r_column(a, b)].notna()
-            apart = _flags(fitted[pair_separable_column(a, b)])
+            apart = artefacts.csv_bool(fitted[pair_separable_column(a, b)])
             rows.append({"target": target, "a": a, "b": b, "n_both_vary": int(both.sum()),
                          "n_inseparable": int((both & ~apart).sum())})
     return _frame(rows, PAIR_SUMMARY_COLUMNS, "target" in table)

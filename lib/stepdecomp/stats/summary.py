@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from ..core import artefacts
 from ..core import tables as names
 
 #: The row over every experiment (engine_loop_summary's totals, seed_r_summary's median).
@@ -50,18 +51,13 @@ RECONSTRUCTION_SUMMARY_COLUMNS = ["experiments", "with_journeys", "with_agreemen
                                   "median_agreement"]
 
 
-def _flags(s: pd.Series) -> pd.Series:
-    """Booleans as written or read back from CSV (True/False or 'True'/'False')."""
-    if s.dtype == bool:
-        return s
-    return s.astype(str).str.strip().str.lower().isin(["true", "1"])
 
 
 def flagged_rows(lower_bound: pd.DataFrame) -> pd.DataFrame:
     """The flagged experiments of a lower_bound_check table (its ``flagged`` column, or those
     with a step below the bound when it has none)."""
     if "flagged" in lower_bound:
-        return lower_bound[_flags(lower_bound["flagged"])]
+        return lower_bound[artefacts.csv_bool(lower_bound["flagged"])]
     return lower_bound[lower_bound["n_below"] > 0]
 
 
@@ -167,7 +163,7 @@ def reconstruction_summary(report: pd.DataFrame) -> pd.DataFrame:
     """One row of reconstruction_report: the experiments, those with journeys
     (``has_journeys``), those of them with a batch agreement and the median agreement over
     them (NaN when none has one)."""
-    with_j = report[_flags(report["has_journeys"])] if "has_journeys" in report else report.iloc[:0]
+    with_j = report[artefacts.csv_bool(report["has_journeys"])] if "has_journeys" in report else report.iloc[:0]
     agreement = (with_j["agreement"].dropna().astype(float) if "agreement" in with_j
                  else pd.Series([], dtype=float))
     return pd.DataFrame([{"experiments": len(report), "with_journeys": len(with_j),
